@@ -1,0 +1,38 @@
+"""Shared plumbing of the stage scripts: logging, and one clear line for bad input."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable
+
+log = logging.getLogger("pipeline")
+
+# Errors that mean bad input (config, files): one line, no traceback, exit code 2.
+USER_ERRORS = (ValueError, FileNotFoundError)
+
+
+def setup_logging(level: int = logging.INFO) -> None:
+    logging.basicConfig(level=level, format="%(asctime)s %(name)s: %(message)s",
+                        datefmt="%H:%M:%S")
+
+
+def parser(description: str | None) -> argparse.ArgumentParser:
+    """An argument parser with the `--params` option every stage has."""
+    p = argparse.ArgumentParser(description=(description or "").strip().splitlines()[0])
+    p.add_argument("--params", default="params.yaml", help="the composed config")
+    return p
+
+
+def run(main: Callable[[], None]) -> None:
+    """Run a stage's `main`, turning bad input into one error line and exit code 2."""
+    setup_logging()
+    try:
+        main()
+    except USER_ERRORS as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)

@@ -1,0 +1,66 @@
+"""Convert a Keras model to TFLite as a `VariantSpec` says (imports TensorFlow)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+from pipeline.tfcompat import import_tf
+from pipeline.variants import VariantSpec
+
+log = logging.getLogger(__name__)
+
+
+def configure(converter: Any, spec: VariantSpec, calibration: np.ndarray | None) -> Any:
+    """Set a `tf.lite.TFLiteConverter` up for `spec`.
+
+    Args:
+        converter: A fresh converter.
+        spec: The variant.
+        calibration: Representative samples `(n, *input_shape)` float32; required when
+            `spec.representative_data` is true.
+
+    Returns:
+        The same converter.
+
+    Raises:
+        ValueError: if the variant needs calibration data and none was given.
+    """
+    tf, _ = import_tf()
+    converter.optimizations = [getattr(tf.lite.Optimize, o) for o in spec.optimizations]
+    converter.target_spec.supported_ops = [getattr(tf.lite.OpsSet, o)
+                                           for o in spec.supported_ops]
+    converter.target_spec.supported_types = [tf.as_dtype(t) for t in spec.supported_types]
+    if spec.inference_input_type != "float32":
+        converter.inference_input_type = tf.as_dtype(spec.inference_input_type)
+    if spec.inference_output_type != "float32":
+        converter.inference_output_type = tf.as_dtype(spec.inference_output_type)
+    if not spec.per_channel:  # no public switch exists; dense layers have their own flag
+        converter._experimental_disable_per_channel = True
+        converter._experimental_disable_per_channel_quantization_for_dense_layers = True
+    if spec.representative_data:
+        if calibration is None or len(calibration) == 0:
+            raise ValueError(f"variant {spec.name!r} needs representative (calibration) data")
+        samples = calibration.astype(np.float32)
+
+        def representative_dataset() -> Iterator[list[np.ndarray]]:
+            for sample in samples:
+                yield [sample[np.newaxis]]  # (1, *input_shape)
+
+        converter.representative_dataset = representative_dataset
+    return converter
+
+
+def convert(model: Any, spec: VariantSpec, calibration: np.ndarray | None = None) -> bytes:
+    """Convert a `tf_keras` model to a TFLite flatbuffer for `spec`.
+
+    Returns:
+        The `.tflite` file's bytes.
+    """
+    tf, _ = import_tf()
+    converter = configure(tf.lite.TFLiteConverter.from_keras_model(model), spec, calibration)
+    log.info("converting variant %s", spec.name)
+    return bytes(converter.convert())

@@ -1,0 +1,134 @@
+"""MLflow tracking: one parent run per pipeline execution, one child run per variant.
+
+Everything is logged at the end of the pipeline, from the files the stages wrote, so a
+pipeline execution gives one complete set of runs and an unchanged `dvc repro` logs nothing.
+Every run is ended with a final status: FINISHED, FAILED, or KILLED when interrupted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from pipeline.variants import VariantSpec
+
+log = logging.getLogger(__name__)
+
+MAX_PARAMS_PER_BATCH = 100  # MLflow's log_batch limit
+MAX_PARAM_LENGTH = 6000  # MLflow's limit on a param value
+
+
+def tracking_uri(configured: str) -> str:
+    """`MLFLOW_TRACKING_URI` if set, else the configured store."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or configured
+
+
+def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """Nested config to dotted string params: `{"train": {"epochs": 3}}` -> `train.epochs`."""
+    flat: dict[str, str] = {}
+    for key, value in d.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            flat.update(flatten(value, f"{name}."))
+        else:
+            text = ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
+            flat[name] = text[:MAX_PARAM_LENGTH]
+    return flat
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """Raise KeyboardInterrupt on SIGTERM so that runs are ended KILLED, not left RUNNING."""
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
+def _run(client: Any, experiment_id: str, name: str, tags: Mapping[str, str]) -> Iterator[str]:
+    """Create a run and always end it: FINISHED, KILLED on interrupt, FAILED on error."""
+    run_id = client.create_run(experiment_id, run_name=name, tags=dict(tags)).info.run_id
+    status = "FAILED"
+    try:
+        yield run_id
+        status = "FINISHED"
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    finally:
+        client.set_terminated(run_id, status)
+
+
+def _log(client: Any, run_id: str, params: Mapping[str, str] = {},
+         metrics: Mapping[str, float] = {}, steps: Mapping[str, Sequence[float]] = {}) -> None:
+    from mlflow.entities import Metric, Param
+
+    now = int(time.time() * 1000)
+    items = list(params.items())
+    for i in range(0, len(items), MAX_PARAMS_PER_BATCH):
+        client.log_batch(run_id, params=[Param(k, v) for k, v in
+                                         items[i:i + MAX_PARAMS_PER_BATCH]])
+    ms = [Metric(k, float(v), now, 0) for k, v in metrics.items()]
+    ms += [Metric(k, float(v), now, step) for k, vs in steps.items() for step, v in enumerate(vs)]
+    for i in range(0, len(ms), 1000):
+        client.log_batch(run_id, metrics=ms[i:i + 1000])
+
+
+def log_pipeline(*, uri: str, experiment: str, run_name: str, config: Mapping[str, Any],
+                 specs: Mapping[str, VariantSpec], rows: Mapping[str, Mapping[str, Any]],
+                 metric_names: Sequence[str], parent_metrics: Mapping[str, float],
+                 curves: Mapping[str, Sequence[float]], parent_tags: Mapping[str, str],
+                 parent_artifacts: Sequence[Path],
+                 variant_artifacts: Mapping[str, Mapping[str, Path]]) -> dict[str, Any]:
+    """Log one pipeline execution: a parent run and a child run per variant.
+
+    Args:
+        uri: Tracking store or server.
+        experiment: Experiment name (created if missing).
+        run_name: Parent run name.
+        config: The resolved config, logged as dotted params on the parent.
+        specs: Variants, in order; each child gets its spec as params.
+        rows: Per variant, the summary metrics.
+        metric_names: Which keys of each row are logged as the child's metrics.
+        parent_metrics: Single metrics of the parent (e.g. the Keras model's test accuracy).
+        curves: Step metrics of the parent (training curves, one value per epoch).
+        parent_tags: Tags of the parent (e.g. the recommendation).
+        parent_artifacts: Files attached to the parent.
+        variant_artifacts: Per variant, files attached to its child, by artifact folder.
+
+    Returns:
+        `tracking_uri`, `experiment_id`, `parent_run_id` and `child_run_ids` by variant.
+    """
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name(experiment)
+    experiment_id = exp.experiment_id if exp else client.create_experiment(experiment)
+    children: dict[str, str] = {}
+    with sigterm_as_interrupt(), _run(client, experiment_id, run_name,
+                                      {"pipeline": "dvc", **parent_tags}) as parent_id:
+        _log(client, parent_id, params=flatten(config), metrics=parent_metrics, steps=curves)
+        for name, spec in specs.items():
+            tags = {"mlflow.parentRunId": parent_id, "variant": name}
+            with _run(client, experiment_id, name, tags) as child_id:
+                _log(client, child_id, params=spec.as_params(),
+                     metrics={m: rows[name][m] for m in metric_names})
+                for folder, path in variant_artifacts.get(name, {}).items():
+                    client.log_artifact(child_id, str(path), artifact_path=folder)
+            children[name] = child_id
+        for path in parent_artifacts:
+            client.log_artifact(parent_id, str(path))
+    log.info("MLflow: parent run %s with %d child runs in %s", parent_id, len(children), uri)
+    return {"tracking_uri": uri, "experiment_id": experiment_id, "parent_run_id": parent_id,
+            "child_run_ids": children}

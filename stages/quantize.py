@@ -1,0 +1,34 @@
+"""Stage quantize@VARIANT: convert the variant's source Keras model to TFLite.
+
+    python stages/quantize.py int8 --data data/prepared/dataset.npz \
+        --model models/keras/float.h5 --out models/tflite/int8.tflite
+"""
+
+from pipeline import cli, convert, data, train
+from pipeline.config import load_params
+from pipeline.io import write_bytes
+from pipeline.variants import select
+
+
+def main() -> None:
+    p = cli.parser(__doc__)
+    p.add_argument("variant")
+    p.add_argument("--data", required=True)
+    p.add_argument("--model", required=True, help="the variant's source Keras model")
+    p.add_argument("--out", required=True, help="the .tflite file")
+    args = p.parse_args()
+    cfg, _ = load_params(args.params)
+    spec = select(cfg.variants, args.variant)
+    calibration = None
+    if spec.representative_data:
+        ds = data.load(args.data)
+        calibration = data.calibration_samples(ds, cfg.quantization.calibration_samples,
+                                               cfg.seed)
+    model = train.load_model(args.model, qat=spec.source == "qat")
+    flatbuffer = convert.convert(model, spec, calibration)
+    write_bytes(args.out, flatbuffer)
+    cli.log.info("wrote %s (%d bytes)", args.out, len(flatbuffer))
+
+
+if __name__ == "__main__":
+    cli.run(main)

@@ -1,0 +1,57 @@
+"""Stage track: log this pipeline execution to MLflow (a parent run, a child per variant).
+
+    python stages/track.py --reports reports --models models --evaluations evaluation \
+        --benchmarks benchmark --out reports/mlflow_run.json
+"""
+
+from pathlib import Path
+
+from pipeline import cli, report, tracking
+from pipeline.config import load_params
+from pipeline.io import read_json, write_json
+
+
+def main() -> None:
+    p = cli.parser(__doc__)
+    p.add_argument("--reports", required=True, help="folder written by the report stage")
+    p.add_argument("--models", required=True, help="folder with keras/ and tflite/")
+    p.add_argument("--evaluations", required=True)
+    p.add_argument("--benchmarks", required=True)
+    p.add_argument("--out", required=True, help="record of the logged run ids (JSON)")
+    args = p.parse_args()
+    cfg, raw = load_params(args.params)
+    reports, keras = Path(args.reports), Path(args.models) / "keras"
+    rows = read_json(reports / "metrics.json")
+    rec = read_json(reports / "recommendation.json")
+    # Step metrics, one value per epoch: train_loss, train_val_accuracy, qat_loss, ...
+    curves = {f"{prefix}_{k}": v for prefix, model in (("train", "float"), ("qat", "qat"))
+              for k, v in read_json(keras / f"{model}_history.json").items()}
+    result = tracking.log_pipeline(
+        uri=tracking.tracking_uri(cfg.tracking.uri),
+        experiment=cfg.tracking.experiment,
+        run_name=f"{cfg.model.name}-{cfg.data.name}",
+        config=raw,
+        specs=cfg.variants,
+        rows=rows,
+        metric_names=report.METRICS,
+        parent_metrics={
+            "keras_test_accuracy": read_json(keras / "float_metrics.json")["test_accuracy"],
+            "qat_keras_test_accuracy": read_json(keras / "qat_metrics.json")["test_accuracy"]},
+        curves=curves,
+        parent_tags={"recommended.smallest": str(rec["smallest"]),
+                     "recommended.fastest": str(rec["fastest"]),
+                     "max_accuracy_drop": str(rec["max_accuracy_drop"])},
+        parent_artifacts=[reports / n for n in ("summary.md", "summary.csv", "metrics.json",
+                                                "recommendation.json")] + [Path(args.params)],
+        variant_artifacts={v: {"model": Path(args.models) / "tflite" / f"{v}.tflite",
+                               "evaluation": Path(args.evaluations) / f"{v}.json",
+                               "benchmark": Path(args.benchmarks) / f"{v}.json"}
+                           for v in cfg.variants},
+    )
+    write_json(args.out, result)
+    cli.log.info("results: %s; runs in %s (`mlflow ui --backend-store-uri %s`)",
+                 reports / "summary.md", result["tracking_uri"], result["tracking_uri"])
+
+
+if __name__ == "__main__":
+    cli.run(main)

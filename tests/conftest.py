@@ -1,0 +1,82 @@
+"""Shared fixtures: the real default config shrunk to tiny sizes, and a tiny trained model.
+
+Everything is real (Hydra composition, TFLite conversion, LiteRT interpreter, MLflow store);
+only the sizes are small.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pipeline import config as config_mod
+from pipeline import data
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# Overrides that make any pipeline run take seconds, not minutes.
+TINY_OVERRIDES = (
+    "train.epochs=3",
+    "train.learning_rate=0.01",
+    "qat.epochs=1",
+    "quantization.calibration_samples=16",
+    "model.filters=[4,8]",
+    "model.dense_units=8",
+    "benchmark.warmup_seconds=0.01",
+    "benchmark.min_runs=5",
+    "benchmark.min_seconds=0.02",
+)
+
+
+@pytest.fixture(scope="session")
+def tiny_raw() -> dict[str, Any]:
+    """The composed default config with the tiny overrides, as a plain mapping."""
+    return config_mod.compose(TINY_OVERRIDES)
+
+
+@pytest.fixture(scope="session")
+def tiny_cfg(tiny_raw: dict[str, Any]) -> config_mod.Config:
+    return config_mod.parse_config(tiny_raw)
+
+
+@pytest.fixture(scope="session")
+def dataset(tiny_cfg: config_mod.Config) -> data.Dataset:
+    return data.prepare(tiny_cfg.data, tiny_cfg.seed)
+
+
+@pytest.fixture(scope="session")
+def small_dataset(dataset: data.Dataset) -> data.Dataset:
+    """A few hundred digits: enough to train a tiny model that beats chance."""
+    return dataclasses.replace(dataset, x_train=dataset.x_train[:300],
+                               y_train=dataset.y_train[:300], x_test=dataset.x_test[:60],
+                               y_test=dataset.y_test[:60])
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tiny_cfg: config_mod.Config, small_dataset: data.Dataset) -> dict[str, Any]:
+    """A tiny float model and its QAT fine-tune, trained for real (one epoch each)."""
+    from pipeline import qat, train
+
+    float_model, history, acc = train.train(small_dataset, tiny_cfg.model, tiny_cfg.train,
+                                            tiny_cfg.seed)
+    qat_model, qat_history, qat_acc = qat.fine_tune(float_model, small_dataset, tiny_cfg.qat,
+                                                    tiny_cfg.seed)
+    return {"float": float_model, "qat": qat_model, "history": history, "accuracy": acc,
+            "qat_history": qat_history, "qat_accuracy": qat_acc}
+
+
+@pytest.fixture(scope="session")
+def tflite_dir(tmp_path_factory: pytest.TempPathFactory, tiny_cfg: config_mod.Config,
+               small_dataset: data.Dataset, tiny_models: dict[str, Any]) -> Path:
+    """Every configured variant of the tiny model, converted for real."""
+    from pipeline import convert
+
+    out = tmp_path_factory.mktemp("tflite")
+    calibration = data.calibration_samples(small_dataset, 16, tiny_cfg.seed)
+    for name, spec in tiny_cfg.variants.items():
+        model = tiny_models[spec.source]
+        (out / f"{name}.tflite").write_bytes(convert.convert(model, spec, calibration))
+    return out

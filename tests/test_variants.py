@@ -1,0 +1,109 @@
+"""Every configured variant converts a tiny model for real and runs in the LiteRT interpreter."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipeline import convert, data, litert
+from pipeline.config import Config
+from pipeline.variants import parse_variant
+
+VARIANTS = ["float32", "dynamic_range", "float16", "int8", "int8_full", "uint8_full", "int16x8",
+            "qat_int8"]
+
+
+def tensor_dtypes(path: Path) -> set[str]:
+    interpreter = litert.load_interpreter(path)
+    return {np.dtype(t["dtype"]).name for t in interpreter.get_tensor_details()}
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_variant_io_dtypes_match_its_spec(name: str, tflite_dir: Path, tiny_cfg: Config) -> None:
+    spec = tiny_cfg.variants[name]
+    interpreter = litert.load_interpreter(tflite_dir / f"{name}.tflite")
+    assert litert.io_dtypes(interpreter) == (spec.inference_input_type,
+                                             spec.inference_output_type)
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_variant_runs_and_agrees_with_float(name: str, tflite_dir: Path,
+                                            small_dataset: data.Dataset) -> None:
+    x = small_dataset.x_test[:40]
+    reference = litert.Runner(tflite_dir / "float32.tflite").predict(x)
+    scores = litert.Runner(tflite_dir / f"{name}.tflite").predict(x)
+    assert scores.shape == (40, small_dataset.num_classes)
+    assert scores.dtype == np.float32
+    # Dequantized softmax outputs stay probabilities, close to the float model's.
+    np.testing.assert_allclose(scores.sum(axis=1), 1.0, atol=0.05)
+    assert np.abs(scores - reference).max() < 0.25
+
+
+def test_quantized_variants_are_smaller_and_store_their_types(tflite_dir: Path) -> None:
+    size = {p.stem: p.stat().st_size for p in tflite_dir.glob("*.tflite")}
+    # The tiny model's file is mostly fixed overhead, so compare order, not ratios.
+    assert size["float16"] < size["float32"]
+    for name in ("dynamic_range", "int8", "int8_full", "uint8_full", "int16x8", "qat_int8"):
+        assert size[name] < size["float16"], name
+    assert "float16" in tensor_dtypes(tflite_dir / "float16.tflite")
+    assert tensor_dtypes(tflite_dir / "float32.tflite") <= {"float32", "int32"}
+    assert "int8" in tensor_dtypes(tflite_dir / "int8.tflite")
+    assert "int16" in tensor_dtypes(tflite_dir / "int16x8.tflite")
+    int8_full = tensor_dtypes(tflite_dir / "int8_full.tflite")
+    assert "int8" in int8_full and "float16" not in int8_full
+
+
+def test_quantize_dequantize_use_the_tensor_parameters(tflite_dir: Path) -> None:
+    interpreter = litert.load_interpreter(tflite_dir / "int8_full.tflite")
+    detail = interpreter.get_input_details()[0]
+    scale, zero_point = detail["quantization"]
+    x = np.array([0.0, 0.5, 1.0, 100.0], dtype=np.float32)
+    q = litert.quantize_input(x, detail)
+    assert q.dtype == np.int8
+    assert q[-1] == 127  # clipped, not wrapped around
+    np.testing.assert_allclose((q[:3].astype(np.float32) - zero_point) * scale, x[:3],
+                               atol=scale)
+    out = interpreter.get_output_details()[0]
+    y = np.array([-128, 0, 127], dtype=np.int8)
+    o_scale, o_zero = out["quantization"]
+    np.testing.assert_allclose(litert.dequantize_output(y, out), (y.astype(np.float32) - o_zero) * o_scale)
+
+
+def test_representative_variant_without_data_is_refused(tiny_models: dict) -> None:
+    spec = parse_variant("int8", {"source": "float", "optimizations": ["DEFAULT"],
+                                  "representative_data": True})
+    with pytest.raises(ValueError, match="needs representative"):
+        convert.convert(tiny_models["float"], spec, calibration=None)
+
+
+def test_per_tensor_variant_converts(tiny_models: dict, small_dataset: data.Dataset,
+                                     tmp_path: Path) -> None:
+    calibration = data.calibration_samples(small_dataset, 8, seed=0)
+    per_channel = parse_variant("a", {"source": "float", "optimizations": ["DEFAULT"],
+                                      "representative_data": True})
+    per_tensor = parse_variant("b", {"source": "float", "optimizations": ["DEFAULT"],
+                                     "representative_data": True, "per_channel": False})
+    paths = {}
+    for spec in (per_channel, per_tensor):
+        paths[spec.name] = tmp_path / f"{spec.name}.tflite"
+        paths[spec.name].write_bytes(convert.convert(tiny_models["float"], spec, calibration))
+
+    def conv_scales(path: Path) -> int:
+        # Conv weights only: TF 2.21's quantizer keeps dense weights per-channel regardless.
+        details = litert.load_interpreter(path).get_tensor_details()
+        return max(len(t["quantization_parameters"]["scales"]) for t in details
+                   if t["name"].endswith("Conv2D") and t["dtype"] == np.int8)
+
+    assert conv_scales(paths["a"]) > 1  # one scale per output channel
+    assert conv_scales(paths["b"]) == 1
+
+
+def test_loading_a_file_that_is_not_a_model_is_refused(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.tflite"
+    bad.write_bytes(b"not a flatbuffer")
+    with pytest.raises(ValueError, match="not a valid TFLite model"):
+        litert.load_interpreter(bad)
+    with pytest.raises(FileNotFoundError):
+        litert.load_interpreter(tmp_path / "missing.tflite")
