@@ -53,6 +53,7 @@ class QatConfig:
     epochs: int = 2
     batch_size: int = 32
     learning_rate: float = 0.0001
+    layers: tuple[str, ...] = ()  # layer names or classes to annotate; empty: the whole model
 
 
 @dataclasses.dataclass(frozen=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from pipeline.config import QatConfig
@@ -13,17 +14,51 @@ from pipeline.train import compile_model, fit, test_accuracy
 log = logging.getLogger(__name__)
 
 
+def annotate(float_model: Any, layers: Sequence[str]) -> Any:
+    """Wrap the float model for QAT: every layer, or only those named in `layers`.
+
+    Args:
+        float_model: A Sequential or Functional `tf_keras` model.
+        layers: Layer names or class names (e.g. `Dense`); empty for the whole model.
+
+    Returns:
+        The QAT model (fake-quantization inserted), sharing the float model's weights.
+
+    Raises:
+        ValueError: if an entry of `layers` matches no layer of the model.
+    """
+    _, keras = import_tf()
+    import tensorflow_model_optimization as tfmot
+
+    qk = tfmot.quantization.keras
+    if not layers:
+        return qk.quantize_model(float_model)
+    known = {l.name for l in float_model.layers} | {type(l).__name__ for l in float_model.layers}
+    unknown = sorted(set(layers) - known)
+    if unknown:
+        raise ValueError(f"qat.layers: {', '.join(unknown)} match no layer of the model; "
+                         f"valid: {', '.join(sorted(known))}")
+
+    def wrap(layer: Any) -> Any:
+        if layer.name in layers or type(layer).__name__ in layers:
+            return qk.quantize_annotate_layer(layer)
+        return layer
+
+    annotated = keras.models.clone_model(float_model, clone_function=wrap)
+    annotated.set_weights(float_model.get_weights())
+    with qk.quantize_scope():
+        return qk.quantize_apply(annotated)
+
+
 def fine_tune(float_model: Any, ds: Dataset, cfg: QatConfig, seed: int
               ) -> tuple[Any, dict[str, list[float]], float]:
-    """Annotate the whole float model for QAT and fine-tune it.
+    """Annotate the float model for QAT (all of it, or `cfg.layers`) and fine-tune it.
 
     Returns:
         `(qat_model, history, test_accuracy)`; the history is empty when `cfg.epochs` is 0.
     """
     import_tf(seed)
-    import tensorflow_model_optimization as tfmot
-
-    qat_model = tfmot.quantization.keras.quantize_model(float_model)
+    qat_model = annotate(float_model, cfg.layers)
     compile_model(qat_model, cfg.learning_rate)
     history: dict[str, list[float]] = {}
     if cfg.epochs > 0:

@@ -1,5 +1,5 @@
-"""The summary of all variants: relative metrics, the recommendation under the accuracy
-budget, and the Markdown / CSV / JSON files (no TensorFlow).
+"""The summary of all variants: relative metrics, what each model really is, the
+recommendation under the accuracy budget, and the Markdown / CSV / JSON files (no TensorFlow).
 """
 
 from __future__ import annotations
@@ -17,48 +17,77 @@ from pipeline.variants import VariantSpec
 # Metrics every variant carries, in report order (also MLflow metric names and DVC metrics).
 METRICS = ("accuracy", "accuracy_drop", "agreement", "size_bytes", "compression_ratio",
            "latency_ms_mean", "latency_ms_p50", "latency_ms_p90", "latency_ms_std")
+# Weight storage types reported for every variant (0 where absent), so columns line up.
+WEIGHT_DTYPES = ("float32", "float16", "int8", "int16", "int32", "int64")
+INSPECTION_METRICS = ("float_compute_ops", "weight_bytes",
+                      *(f"weight_bytes_{d}" for d in WEIGHT_DTYPES))
+ALL_METRICS = METRICS + INSPECTION_METRICS
 
 
-def summarize(specs: Mapping[str, VariantSpec], evaluations: Mapping[str, Mapping[str, Any]],
+def summarize(specs: Mapping[str, VariantSpec], records: Mapping[str, Mapping[str, Any]],
+              evaluations: Mapping[str, Mapping[str, Any]],
               benchmarks: Mapping[str, Mapping[str, Any]], reference: str
               ) -> dict[str, dict[str, Any]]:
-    """One row of metrics per variant, relative ones against `reference`.
+    """One row per variant: its metrics (relative ones against `reference`), or its failure.
 
     Args:
         specs: The configured variants, in report order.
-        evaluations: Per variant, the output of `pipeline.evaluate.evaluate`.
-        benchmarks: Per variant, the output of `pipeline.benchmark.benchmark`.
+        records: Per variant, the quantize stage's record (`pipeline.quantize`).
+        evaluations: Per variant, the evaluate stage's output.
+        benchmarks: Per variant, the benchmark stage's output.
         reference: The variant that the others are compared to (normally `float32`).
 
     Returns:
-        `{variant: {metric: value}}` with the metrics of `METRICS`, plus `input_dtype` and
-        `output_dtype`.
+        `{variant: row}`. A row has `status` (`ok` or `failed`) and `error`; an `ok` row also
+        has `ALL_METRICS`, `input_dtype`, `output_dtype`, `inspection` and `worst_layers`.
 
     Raises:
-        ValueError: if a variant has no evaluation or benchmark, or predictions differ in count.
+        ValueError: if a variant has no results, or the reference variant failed.
     """
-    missing = [n for n in specs if n not in evaluations or n not in benchmarks]
+    missing = [n for n in specs if n not in records or n not in evaluations
+               or n not in benchmarks]
     if missing:
-        raise ValueError(f"no evaluation or benchmark for variant(s) {', '.join(missing)}")
-    ref = evaluations[reference]
+        raise ValueError(f"no conversion, evaluation or benchmark for variant(s) "
+                         f"{', '.join(missing)}")
     rows: dict[str, dict[str, Any]] = {}
     for name in specs:
-        ev, bench = evaluations[name], benchmarks[name]
+        parts = (records[name], evaluations[name], benchmarks[name])
+        failure = next((p for p in parts if p.get("status") != "ok"), None)
+        if failure is not None:
+            rows[name] = {"status": "failed", "error": failure.get("error") or "failed"}
+    if reference in rows:
+        raise ValueError(f"the reference variant {reference!r} failed, so nothing can be "
+                         f"compared: {rows[reference]['error']}")
+    ref = evaluations[reference]
+    for name in specs:
+        if name in rows:
+            continue
+        ev, bench, rec = evaluations[name], benchmarks[name], records[name]
         if len(ev["predictions"]) != len(ref["predictions"]):
             raise ValueError(f"{name} was evaluated on {len(ev['predictions'])} samples, "
                              f"{reference} on {len(ref['predictions'])}")
         same = sum(a == b for a, b in zip(ev["predictions"], ref["predictions"], strict=True))
+        insp = rec["inspection"]
         rows[name] = {
+            "status": "ok",
+            "error": None,
             "accuracy": ev["accuracy"],
             "accuracy_drop": ref["accuracy"] - ev["accuracy"],
             "agreement": same / len(ref["predictions"]),
             "size_bytes": ev["size_bytes"],
             "compression_ratio": ref["size_bytes"] / ev["size_bytes"],
             **{k: bench[k] for k in METRICS if k.startswith("latency_ms_")},
+            "float_compute_ops": insp["float_compute_ops"],
+            "weight_bytes": insp["weight_bytes"],
+            **{f"weight_bytes_{d}": insp["weight_bytes_by_dtype"].get(d, 0)
+               for d in WEIGHT_DTYPES},
             "input_dtype": ev["input_dtype"],
             "output_dtype": ev["output_dtype"],
+            "inspection": insp,
+            "worst_layers": rec.get("worst_layers", []),
+            "denylisted_nodes": rec.get("denylisted_nodes", []),
         }
-    return rows
+    return {name: rows[name] for name in specs}
 
 
 def recommend(rows: Mapping[str, Mapping[str, Any]], max_accuracy_drop: float
@@ -66,38 +95,50 @@ def recommend(rows: Mapping[str, Mapping[str, Any]], max_accuracy_drop: float
     """Pick the smallest and the fastest (p50) variant whose accuracy drop is within budget.
 
     Returns:
-        `max_accuracy_drop`, `smallest`, `fastest` (names, or None if nothing fits), and
-        `misses` (`{variant: amount over budget}`).
+        `max_accuracy_drop`, `smallest`, `fastest` (names, or None if nothing fits),
+        `misses` (`{variant: amount over budget}`) and `failed` (names).
     """
     eps = 1e-12  # float noise: a drop equal to the budget is within it
-    within = [n for n, r in rows.items() if r["accuracy_drop"] <= max_accuracy_drop + eps]
-    misses = {n: r["accuracy_drop"] - max_accuracy_drop for n, r in rows.items()
-              if n not in within}
+    ok = {n: r for n, r in rows.items() if r.get("status", "ok") == "ok"}
+    within = [n for n, r in ok.items() if r["accuracy_drop"] <= max_accuracy_drop + eps]
     return {
         "max_accuracy_drop": max_accuracy_drop,
-        "smallest": min(within, key=lambda n: rows[n]["size_bytes"]) if within else None,
-        "fastest": min(within, key=lambda n: rows[n]["latency_ms_p50"]) if within else None,
-        "misses": misses,
+        "smallest": min(within, key=lambda n: ok[n]["size_bytes"]) if within else None,
+        "fastest": min(within, key=lambda n: ok[n]["latency_ms_p50"]) if within else None,
+        "misses": {n: r["accuracy_drop"] - max_accuracy_drop for n, r in ok.items()
+                   if n not in within},
+        "failed": [n for n in rows if n not in ok],
     }
 
 
 def _fmt(metric: str, value: Any) -> str:
     if isinstance(value, str):
         return value
-    if metric == "size_bytes":
+    if metric.startswith(("size_bytes", "weight_bytes")):
         return f"{value / 1024:.1f} KiB"
     if metric.startswith("latency_ms"):
         return f"{value * 1000:.1f} us" if value < 1 else f"{value:.3f} ms"
     if metric == "compression_ratio":
         return f"{value:.2f}x"
+    if isinstance(value, int):
+        return str(value)
     if math.isfinite(value):
         return f"{value:+.4f}" if metric == "accuracy_drop" else f"{value:.4f}"
     return str(value)
 
 
+def short_layer(tensor_name: str) -> str:
+    """The readable head of a fused tensor name (`a/conv/Relu;a/conv/BiasAdd;...` -> first)."""
+    return tensor_name.split(";")[0]
+
+
+def _first_line(text: str) -> str:
+    return text.strip().splitlines()[0][:300] if text.strip() else ""
+
+
 def to_markdown(rows: Mapping[str, Mapping[str, Any]], specs: Mapping[str, VariantSpec],
                 rec: Mapping[str, Any], keras_accuracy: float | None = None) -> str:
-    """The human summary: recommendation first, then the table."""
+    """The human summary: recommendation first, then the tables and the evidence."""
     budget = rec["max_accuracy_drop"]
     lines = ["# Quantization report", ""]
     if rec["smallest"] is None:
@@ -105,54 +146,109 @@ def to_markdown(rows: Mapping[str, Mapping[str, Any]], specs: Mapping[str, Varia
     else:
         s, f = rec["smallest"], rec["fastest"]
         lines += [f"Accuracy budget: a drop of at most {budget:.4f} against the reference.", "",
-                  f"- **Smallest within budget: `{s}`**, {_fmt('size_bytes', rows[s]['size_bytes'])}"
-                  f" ({_fmt('compression_ratio', rows[s]['compression_ratio'])} smaller), "
+                  f"- **Smallest within budget: `{s}`**, "
+                  f"{_fmt('size_bytes', rows[s]['size_bytes'])} "
+                  f"({_fmt('compression_ratio', rows[s]['compression_ratio'])} smaller), "
                   f"accuracy {rows[s]['accuracy']:.4f}",
                   f"- **Fastest within budget: `{f}`**, p50 "
                   f"{_fmt('latency_ms_p50', rows[f]['latency_ms_p50'])}, "
                   f"accuracy {rows[f]['accuracy']:.4f}"]
     for name, over in rec["misses"].items():
         lines.append(f"- `{name}` misses the budget by {over:.4f}")
+    for name in rec["failed"]:
+        lines.append(f"- `{name}` **failed**: {_first_line(rows[name]['error'])}")
     if keras_accuracy is not None:
         lines += ["", f"Float Keras model test accuracy: {keras_accuracy:.4f}"]
     cols = ("accuracy", "accuracy_drop", "agreement", "size_bytes", "compression_ratio",
-            "latency_ms_p50", "latency_ms_p90", "latency_ms_std")
-    lines += ["", "| variant | " + " | ".join(cols) + " | I/O | what |",
+            "latency_ms_p50", "latency_ms_p90", "latency_ms_std", "float_compute_ops")
+    lines += ["", "## All variants", "",
+              "| variant | " + " | ".join(cols) + " | I/O | what |",
               "|---|" + "---|" * (len(cols) + 2)]
     for name, row in rows.items():
-        cells = [_fmt(c, row[c]) for c in cols]
+        if row["status"] != "ok":
+            cells = ["failed"] + [""] * (len(cols) - 1)
+            io_types = ""
+        else:
+            cells = [_fmt(c, row[c]) for c in cols]
+            io_types = f"{row['input_dtype']}/{row['output_dtype']}"
         lines.append(f"| `{name}` | " + " | ".join(cells)
-                     + f" | {row['input_dtype']}/{row['output_dtype']} "
-                     + f"| {specs[name].description} |")
+                     + f" | {io_types} | {specs[name].description} |")
     lines += ["", "Latency: single-sample `invoke()` after a warm-up; p50/p90 over at least the "
               "configured runs and seconds. Agreement: share of test samples whose top-1 equals "
-              "the reference's.", ""]
+              "the reference's. float_compute_ops: compute ops with a float activation input or "
+              "output (QUANTIZE/DEQUANTIZE not counted).", ""]
+    lines += ["## What each model is", "",
+              "| variant | weights by dtype | ops by type |", "|---|---|---|"]
+    for name, row in rows.items():
+        if row["status"] == "ok":
+            insp = row["inspection"]
+            weights = ", ".join(f"{d} {_fmt('weight_bytes', b)}"
+                                for d, b in insp["weight_bytes_by_dtype"].items())
+            ops = ", ".join(f"{op} {n}" for op, n in insp["ops_by_type"].items())
+            lines.append(f"| `{name}` | {weights} | {ops} |")
+    # Variants calibrated alike share their per-layer error: list each distinct table once.
+    groups: dict[str, list[str]] = {}
+    layers_of: dict[str, list[dict[str, Any]]] = {}
+    for name, row in rows.items():
+        if row["status"] == "ok" and row["worst_layers"]:
+            key = repr([(l["tensor_name"], round(l["rmse_over_scale"], 6))
+                        for l in row["worst_layers"]])
+            groups.setdefault(key, []).append(name)
+            layers_of[key] = row["worst_layers"]
+    if groups:
+        lines += ["", "## Worst-quantized layers", "",
+                  "Per-layer error against the float model (TFLite's QuantizationDebugger on the "
+                  "calibration samples). rmse/scale is the error in quantization steps; rounding "
+                  "alone gives about 0.289. Full per-layer tables: "
+                  "`models/tflite/<variant>/layer_errors.csv`.", "",
+                  "| variants | layer | op | rmse/scale | max abs error |", "|---|---|---|---|---|"]
+        for key, names in groups.items():
+            label = ", ".join(f"`{n}`" for n in names)
+            for layer in layers_of[key]:
+                lines.append(f"| {label} | `{short_layer(layer['tensor_name'])}` | "
+                             f"{layer['op_name']} | {layer['rmse_over_scale']:.3f} | "
+                             f"{layer['max_abs_error']:.4g} |")
+    selective = {n: r["denylisted_nodes"] for n, r in rows.items()
+                 if r["status"] == "ok" and r["denylisted_nodes"]}
+    for name, nodes in selective.items():
+        lines += ["", f"`{name}` keeps {len(nodes)} layer(s) in float: "
+                  + ", ".join(f"`{short_layer(n)}`" for n in nodes)]
+    failures = {n: r["error"] for n, r in rows.items() if r["status"] != "ok"}
+    if failures:
+        lines += ["", "## Failed variants", ""]
+        for name, error in failures.items():
+            lines += [f"### `{name}`", "", "```", error.strip(), "```", ""]
+    lines.append("")
     return "\n".join(lines)
 
 
 def to_csv(rows: Mapping[str, Mapping[str, Any]]) -> str:
-    """One line per variant, the metrics of `METRICS` as columns."""
+    """One line per variant: status, the metrics of `ALL_METRICS`, and the error if any."""
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["variant", *METRICS])
+    writer.writerow(["variant", "status", *ALL_METRICS, "error"])
     for name, row in rows.items():
-        writer.writerow([name, *(row[m] for m in METRICS)])
+        writer.writerow([name, row["status"], *(row.get(m, "") for m in ALL_METRICS),
+                         _first_line(row["error"] or "")])
     return buf.getvalue()
 
 
 def write_report(out_dir: str | Path, rows: Mapping[str, Mapping[str, Any]],
                  specs: Mapping[str, VariantSpec], rec: Mapping[str, Any],
                  keras_accuracy: float | None = None) -> dict[str, Path]:
-    """Write `summary.md`, `summary.csv` and `metrics.json` (DVC metrics) into `out_dir`.
+    """Write `summary.md`, `summary.csv`, `summary.json`, `metrics.json` (DVC metrics of the
+    variants that succeeded) and `recommendation.json` into `out_dir`.
 
     Returns:
-        The written paths by kind: `markdown`, `csv`, `metrics`.
+        The written paths by kind.
     """
     out = Path(out_dir)
-    metrics = {name: {m: row[m] for m in METRICS} for name, row in rows.items()}
+    metrics = {name: {m: row[m] for m in ALL_METRICS}
+               for name, row in rows.items() if row["status"] == "ok"}
     return {
         "markdown": write_text(out / "summary.md", to_markdown(rows, specs, rec, keras_accuracy)),
         "csv": write_text(out / "summary.csv", to_csv(rows)),
+        "summary": write_json(out / "summary.json", rows),
         "metrics": write_json(out / "metrics.json", metrics),
         "recommendation": write_json(out / "recommendation.json", rec),
     }

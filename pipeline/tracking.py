@@ -56,13 +56,15 @@ def sigterm_as_interrupt() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _run(client: Any, experiment_id: str, name: str, tags: Mapping[str, str]) -> Iterator[str]:
-    """Create a run and always end it: FINISHED, KILLED on interrupt, FAILED on error."""
+def _run(client: Any, experiment_id: str, name: str, tags: Mapping[str, str],
+         success_status: str = "FINISHED") -> Iterator[str]:
+    """Create a run and always end it: `success_status` if the block completes (FAILED for a
+    variant that failed upstream), KILLED on interrupt, FAILED on error."""
     run_id = client.create_run(experiment_id, run_name=name, tags=dict(tags)).info.run_id
     status = "FAILED"
     try:
         yield run_id
-        status = "FINISHED"
+        status = success_status
     except KeyboardInterrupt:
         status = "KILLED"
         raise
@@ -99,7 +101,8 @@ def log_pipeline(*, uri: str, experiment: str, run_name: str, config: Mapping[st
         run_name: Parent run name.
         config: The resolved config, logged as dotted params on the parent.
         specs: Variants, in order; each child gets its spec as params.
-        rows: Per variant, the summary metrics.
+        rows: Per variant, the summary row (`pipeline.report.summarize`); a row whose
+            `status` is not `ok` gives a FAILED child with its `error` as a tag.
         metric_names: Which keys of each row are logged as the child's metrics.
         parent_metrics: Single metrics of the parent (e.g. the Keras model's test accuracy).
         curves: Step metrics of the parent (training curves, one value per epoch).
@@ -120,12 +123,17 @@ def log_pipeline(*, uri: str, experiment: str, run_name: str, config: Mapping[st
                                       {"pipeline": "dvc", **parent_tags}) as parent_id:
         _log(client, parent_id, params=flatten(config), metrics=parent_metrics, steps=curves)
         for name, spec in specs.items():
-            tags = {"mlflow.parentRunId": parent_id, "variant": name}
-            with _run(client, experiment_id, name, tags) as child_id:
+            row = rows[name]
+            ok = row.get("status", "ok") == "ok"
+            tags = {"mlflow.parentRunId": parent_id, "variant": name,
+                    **({} if ok else {"error": str(row.get("error"))[:5000]})}
+            with _run(client, experiment_id, name, tags,
+                      "FINISHED" if ok else "FAILED") as child_id:
                 _log(client, child_id, params=spec.as_params(),
-                     metrics={m: rows[name][m] for m in metric_names})
+                     metrics={m: row[m] for m in metric_names} if ok else {})
                 for folder, path in variant_artifacts.get(name, {}).items():
-                    client.log_artifact(child_id, str(path), artifact_path=folder)
+                    if Path(path).exists():  # a failed variant has no model file
+                        client.log_artifact(child_id, str(path), artifact_path=folder)
             children[name] = child_id
         for path in parent_artifacts:
             client.log_artifact(parent_id, str(path))

@@ -43,6 +43,10 @@ class VariantSpec:
         per_channel: per-channel weight quantization (TFLite's default) or per-tensor.
             Per-tensor applies to conv weights; TF 2.21's quantizer keeps dense weights
             per-channel even when asked not to.
+        denylist_top_k: selective quantization: keep this many layers with the highest
+            rmse/scale (per-layer error, `pipeline.debug`) in float.
+        denylist_threshold: selective quantization: keep every layer whose rmse/scale is
+            above this in float (a well-quantized layer is near 1/sqrt(12) ~ 0.289).
     """
 
     name: str
@@ -55,6 +59,20 @@ class VariantSpec:
     inference_output_type: str = "float32"
     representative_data: bool = False
     per_channel: bool = True
+    denylist_top_k: int = 0
+    denylist_threshold: float | None = None
+
+    @property
+    def selective(self) -> bool:
+        """True if some layers are chosen by their per-layer error to stay in float."""
+        return self.denylist_top_k > 0 or self.denylist_threshold is not None
+
+    @property
+    def full_integer(self) -> bool:
+        """True for int8-activation, calibrated conversions of the float model: the ones
+        TFLite's QuantizationDebugger can measure per layer."""
+        return (self.source == "float" and self.representative_data and "DEFAULT" in
+                self.optimizations and OPS_SETS[2] not in self.supported_ops)
 
     @property
     def integer_only(self) -> bool:
@@ -130,11 +148,28 @@ def parse_variant(name: str, raw: Mapping[str, Any], where: str = "quantization.
         if not isinstance(value, bool):
             raise ValueError(f"{key}.{flag} must be true or false, got {value!r}")
         kw[flag] = value
+    top_k = raw.get("denylist_top_k", 0)
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 0:
+        raise ValueError(f"{key}.denylist_top_k must be a whole number >= 0, got {top_k!r}")
+    kw["denylist_top_k"] = top_k
+    threshold = raw.get("denylist_threshold")
+    if threshold is not None and (isinstance(threshold, bool) or
+                                  not isinstance(threshold, (int, float)) or threshold <= 0):
+        raise ValueError(f"{key}.denylist_threshold must be a number > 0 or null, "
+                         f"got {threshold!r}")
+    kw["denylist_threshold"] = None if threshold is None else float(threshold)
     spec = VariantSpec(**kw)
     integer_io = {spec.inference_input_type, spec.inference_output_type} - {"float32"}
     if integer_io and not spec.representative_data and spec.source == "float":
         raise ValueError(f"{key}: integer input/output ({', '.join(sorted(integer_io))}) needs "
                          "representative_data: true")
+    if spec.selective and not spec.full_integer:
+        raise ValueError(f"{key}: denylist_top_k/denylist_threshold need a full-integer "
+                         "variant (source: float, optimizations: [DEFAULT], "
+                         "representative_data: true, int8 activations)")
+    if spec.selective and (spec.integer_only or integer_io):
+        raise ValueError(f"{key}: a selective variant keeps layers in float, so it needs "
+                         "float32 input/output and TFLITE_BUILTINS in supported_ops")
     return spec
 
 

@@ -1,10 +1,10 @@
 """Stage benchmark@VARIANT: single-sample invoke() latency of one .tflite variant.
 
     python stages/benchmark.py int8 --data data/prepared/dataset.npz \
-        --model models/tflite/int8.tflite --out benchmark/int8.json
+        --variant-dir models/tflite/int8 --out benchmark/int8.json
 """
 
-from pipeline import benchmark, cli, data
+from pipeline import benchmark, cli, data, quantize
 from pipeline.config import load_params
 from pipeline.io import write_json
 from pipeline.variants import select
@@ -14,13 +14,19 @@ def main() -> None:
     p = cli.parser(__doc__)
     p.add_argument("variant")
     p.add_argument("--data", required=True)
-    p.add_argument("--model", required=True)
+    p.add_argument("--variant-dir", required=True, help="the quantize stage's folder")
     p.add_argument("--out", required=True)
     args = p.parse_args()
     cfg, _ = load_params(args.params)
     select(cfg.variants, args.variant)
+    record = quantize.read_record(args.variant_dir)
+    if record["status"] != "ok":
+        write_json(args.out, quantize.skipped("benchmark"))
+        return
     ds = data.load(args.data)
-    write_json(args.out, benchmark.benchmark(args.model, ds.x_test[:1], cfg.benchmark))
+    model = quantize.tflite_path(args.variant_dir, args.variant)
+    result = benchmark.benchmark(model, ds.x_test[:1], cfg.benchmark)
+    write_json(args.out, {"status": "ok", **result})
 
 
 if __name__ == "__main__":

@@ -1,12 +1,12 @@
-"""Stage quantize@VARIANT: convert the variant's source Keras model to TFLite.
+"""Stage quantize@VARIANT: convert the variant's source Keras model to TFLite, inspect it and
+measure its per-layer error. A failed conversion is recorded, and the stage still succeeds.
 
     python stages/quantize.py int8 --data data/prepared/dataset.npz \
-        --model models/keras/float.h5 --out models/tflite/int8.tflite
+        --model models/keras/float.h5 --out models/tflite/int8
 """
 
-from pipeline import cli, convert, data, train
+from pipeline import cli, data, quantize, train
 from pipeline.config import load_params
-from pipeline.io import write_bytes
 from pipeline.variants import select
 
 
@@ -15,7 +15,7 @@ def main() -> None:
     p.add_argument("variant")
     p.add_argument("--data", required=True)
     p.add_argument("--model", required=True, help="the variant's source Keras model")
-    p.add_argument("--out", required=True, help="the .tflite file")
+    p.add_argument("--out", required=True, help="the variant's folder")
     args = p.parse_args()
     cfg, _ = load_params(args.params)
     spec = select(cfg.variants, args.variant)
@@ -25,9 +25,9 @@ def main() -> None:
         calibration = data.calibration_samples(ds, cfg.quantization.calibration_samples,
                                                cfg.seed)
     model = train.load_model(args.model, qat=spec.source == "qat")
-    flatbuffer = convert.convert(model, spec, calibration)
-    write_bytes(args.out, flatbuffer)
-    cli.log.info("wrote %s (%d bytes)", args.out, len(flatbuffer))
+    record = quantize.quantize_variant(model, spec, calibration, args.out)
+    cli.log.info("%s: %s in %.1f s -> %s", spec.name, record["status"], record["seconds"],
+                 args.out)
 
 
 if __name__ == "__main__":

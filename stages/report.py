@@ -1,27 +1,31 @@
 """Stage report: the summary of all variants and the recommendation under the budget.
 
-    python stages/report.py --evaluations evaluation --benchmarks benchmark \
-        --keras-metrics models/keras/float_metrics.json --out reports
+    python stages/report.py --variants models/tflite --evaluations evaluation \
+        --benchmarks benchmark --keras-metrics models/keras/float_metrics.json --out reports
 """
 
 from pathlib import Path
 
-from pipeline import cli, report
+from pipeline import cli, quantize, report
 from pipeline.config import load_params
 from pipeline.io import read_json
 
 
 def main() -> None:
     p = cli.parser(__doc__)
+    p.add_argument("--variants", required=True, help="folder of the quantize stage's folders")
     p.add_argument("--evaluations", required=True, help="folder of <variant>.json")
     p.add_argument("--benchmarks", required=True, help="folder of <variant>.json")
     p.add_argument("--keras-metrics", required=True)
-    p.add_argument("--out", required=True, help="folder for summary.md/.csv, metrics.json")
+    p.add_argument("--out", required=True, help="folder for the summary files")
     args = p.parse_args()
     cfg, _ = load_params(args.params)
-    evaluations = {v: read_json(Path(args.evaluations) / f"{v}.json") for v in cfg.variants}
-    benchmarks = {v: read_json(Path(args.benchmarks) / f"{v}.json") for v in cfg.variants}
-    rows = report.summarize(cfg.variants, evaluations, benchmarks, cfg.report.reference)
+    names = list(cfg.variants)
+    records = {v: quantize.read_record(Path(args.variants) / v) for v in names}
+    evaluations = {v: read_json(Path(args.evaluations) / f"{v}.json") for v in names}
+    benchmarks = {v: read_json(Path(args.benchmarks) / f"{v}.json") for v in names}
+    rows = report.summarize(cfg.variants, records, evaluations, benchmarks,
+                            cfg.report.reference)
     rec = report.recommend(rows, cfg.report.max_accuracy_drop)
     keras_accuracy = read_json(args.keras_metrics)["test_accuracy"]
     paths = report.write_report(args.out, rows, cfg.variants, rec, keras_accuracy)

@@ -6,7 +6,7 @@
 
 from pathlib import Path
 
-from pipeline import cli, report, tracking
+from pipeline import cli, quantize, report, tracking
 from pipeline.config import load_params
 from pipeline.io import read_json, write_json
 
@@ -21,7 +21,8 @@ def main() -> None:
     args = p.parse_args()
     cfg, raw = load_params(args.params)
     reports, keras = Path(args.reports), Path(args.models) / "keras"
-    rows = read_json(reports / "metrics.json")
+    tflite = Path(args.models) / "tflite"
+    rows = read_json(reports / "summary.json")
     rec = read_json(reports / "recommendation.json")
     # Step metrics, one value per epoch: train_loss, train_val_accuracy, qat_loss, ...
     curves = {f"{prefix}_{k}": v for prefix, model in (("train", "float"), ("qat", "qat"))
@@ -33,20 +34,25 @@ def main() -> None:
         config=raw,
         specs=cfg.variants,
         rows=rows,
-        metric_names=report.METRICS,
+        metric_names=report.ALL_METRICS,
         parent_metrics={
             "keras_test_accuracy": read_json(keras / "float_metrics.json")["test_accuracy"],
             "qat_keras_test_accuracy": read_json(keras / "qat_metrics.json")["test_accuracy"]},
         curves=curves,
         parent_tags={"recommended.smallest": str(rec["smallest"]),
                      "recommended.fastest": str(rec["fastest"]),
-                     "max_accuracy_drop": str(rec["max_accuracy_drop"])},
-        parent_artifacts=[reports / n for n in ("summary.md", "summary.csv", "metrics.json",
-                                                "recommendation.json")] + [Path(args.params)],
-        variant_artifacts={v: {"model": Path(args.models) / "tflite" / f"{v}.tflite",
-                               "evaluation": Path(args.evaluations) / f"{v}.json",
-                               "benchmark": Path(args.benchmarks) / f"{v}.json"}
-                           for v in cfg.variants},
+                     "max_accuracy_drop": str(rec["max_accuracy_drop"]),
+                     "budget.misses": ",".join(rec["misses"]) or "none",
+                     "failed_variants": ",".join(rec["failed"]) or "none"},
+        parent_artifacts=[reports / n for n in ("summary.md", "summary.csv", "summary.json",
+                                                "metrics.json", "recommendation.json")]
+        + [Path(args.params)],
+        variant_artifacts={v: {
+            "model": quantize.tflite_path(tflite / v, v),
+            "inspection": tflite / v / quantize.RECORD,
+            "layer_errors": tflite / v / quantize.LAYER_ERRORS,
+            "evaluation": Path(args.evaluations) / f"{v}.json",
+            "benchmark": Path(args.benchmarks) / f"{v}.json"} for v in cfg.variants},
     )
     write_json(args.out, result)
     cli.log.info("results: %s; runs in %s (`mlflow ui --backend-store-uri %s`)",

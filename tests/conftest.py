@@ -69,14 +69,24 @@ def tiny_models(tiny_cfg: config_mod.Config, small_dataset: data.Dataset) -> dic
 
 
 @pytest.fixture(scope="session")
-def tflite_dir(tmp_path_factory: pytest.TempPathFactory, tiny_cfg: config_mod.Config,
-               small_dataset: data.Dataset, tiny_models: dict[str, Any]) -> Path:
-    """Every configured variant of the tiny model, converted for real."""
-    from pipeline import convert
+def variant_dirs(tmp_path_factory: pytest.TempPathFactory, tiny_cfg: config_mod.Config,
+                 small_dataset: data.Dataset, tiny_models: dict[str, Any]) -> Path:
+    """Every configured variant of the tiny model, produced for real as the quantize stage
+    does: `<root>/<variant>/` with the `.tflite`, `conversion.json` and per-layer errors."""
+    from pipeline import quantize
 
-    out = tmp_path_factory.mktemp("tflite")
+    root = tmp_path_factory.mktemp("variants")
     calibration = data.calibration_samples(small_dataset, 16, tiny_cfg.seed)
     for name, spec in tiny_cfg.variants.items():
-        model = tiny_models[spec.source]
-        (out / f"{name}.tflite").write_bytes(convert.convert(model, spec, calibration))
-    return out
+        record = quantize.quantize_variant(tiny_models[spec.source], spec, calibration,
+                                           root / name)
+        assert record["status"] == "ok", record["error"]
+    return root
+
+
+@pytest.fixture(scope="session")
+def models(variant_dirs: Path, tiny_cfg: config_mod.Config) -> dict[str, Path]:
+    """The `.tflite` file of each variant, by name."""
+    from pipeline import quantize
+
+    return {name: quantize.tflite_path(variant_dirs / name, name) for name in tiny_cfg.variants}

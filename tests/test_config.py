@@ -22,10 +22,11 @@ def test_params_yaml_matches_composition_of_conf(raw: dict[str, Any]) -> None:
     assert committed == raw, "params.yaml drifted from conf/: run `make params`"
 
 
-def test_default_config_has_the_eight_variants(raw: dict[str, Any]) -> None:
+def test_default_config_has_every_variant(raw: dict[str, Any]) -> None:
     cfg = config_mod.parse_config(raw)
     assert list(cfg.variants) == ["float32", "dynamic_range", "float16", "int8", "int8_full",
-                                  "uint8_full", "int16x8", "qat_int8"]
+                                  "int8_selective", "uint8_full", "int16x8", "qat_int8"]
+    assert cfg.variants["int8_selective"].selective
     assert cfg.variants["qat_int8"].source == "qat"
     assert cfg.variants["int8_full"].integer_only
     assert not cfg.variants["int8"].integer_only
@@ -54,6 +55,15 @@ def test_overrides_reach_the_typed_config() -> None:
     (("quantization", "variants", "x8"), {"description": "no source"}, "x8.source is required"),
     (("quantization", "variants", "x8"), {"source": "float", "inference_input_type": "int8"},
      "needs representative_data: true"),
+    (("quantization", "variants", "int8_selective", "denylist_top_k"), -1,
+     "denylist_top_k must be a whole number >= 0"),
+    (("quantization", "variants", "int8_selective", "denylist_threshold"), "high",
+     "denylist_threshold must be a number > 0 or null"),
+    (("quantization", "variants", "dynamic_range", "denylist_top_k"), 1,
+     "need a full-integer variant"),
+    (("quantization", "variants", "int8_full", "denylist_top_k"), 1,
+     "a selective variant keeps layers in float"),
+    (("qat", "layers"), "Dense", "qat.layers must be a list"),
 ])
 def test_bad_values_are_refused_with_the_key(raw: dict[str, Any], path: tuple[str, ...],
                                              value: Any, message: str) -> None:

@@ -15,7 +15,7 @@ import pytest
 
 from conftest import ROOT, TINY_OVERRIDES
 from pipeline import config as config_mod
-from pipeline.report import METRICS
+from pipeline.report import ALL_METRICS
 
 OUTPUT_DIRS = ("data", "models", "evaluation", "benchmark", "reports")
 
@@ -55,33 +55,52 @@ def runs(project: Path) -> list:
 def test_dvc_repro_end_to_end(tmp_path: Path) -> None:
     project = project_copy(tmp_path / "lab")
     raw = config_mod.compose(TINY_OVERRIDES)
+    # A new variant is only config: it must flow through every stage, MLflow and the report.
+    raw["quantization"]["variants"]["int8_per_tensor"] = {
+        "description": "int8, one scale per weight tensor", "source": "float",
+        "optimizations": ["DEFAULT"], "representative_data": True, "per_channel": False}
+    # A variant the converter refuses (integer-only ops cannot give int16 I/O): it is
+    # recorded as failed and the rest of the pipeline completes.
+    raw["quantization"]["variants"]["broken"] = {
+        "description": "refused by the converter", "source": "float",
+        "optimizations": ["DEFAULT"], "representative_data": True,
+        "supported_ops": ["TFLITE_BUILTINS_INT8"], "inference_input_type": "int16",
+        "inference_output_type": "int16"}
     (project / "params.yaml").write_text(config_mod.render_params(raw))
-    variants = list(raw["quantization"]["variants"])
+    variants = [v for v in raw["quantization"]["variants"] if v != "broken"]
     dvc = [str(Path(sys.executable).parent / "dvc")]
 
     run(dvc + ["repro"], project)
 
     for v in variants:
-        assert (project / "models" / "tflite" / f"{v}.tflite").stat().st_size > 0
+        assert (project / "models" / "tflite" / v / f"{v}.tflite").stat().st_size > 0
+    assert not (project / "models" / "tflite" / "broken" / "broken.tflite").exists()
     summary = (project / "reports" / "summary.md").read_text()
     assert all(f"| `{v}` |" in summary for v in variants)
+    assert "`broken` **failed**: ValueError:" in summary
+    assert "## Worst-quantized layers" in summary
     shown = json.loads(run(dvc + ["metrics", "show", "--json"], project))
     metrics = next(iter(shown.values()))["data"]["reports/metrics.json"]["data"]
     assert set(metrics) == set(variants)
-    assert all(set(m) == set(METRICS) for m in metrics.values())
+    assert all(set(m) == set(ALL_METRICS) for m in metrics.values())
     assert 0.5 < metrics["float32"]["accuracy"] <= 1.0  # three tiny epochs beat chance (0.1)
     assert metrics["float32"]["accuracy_drop"] == 0
 
     logged = runs(project)
-    assert len(logged) == 1 + len(variants)
-    assert {r.info.status for r in logged} == {"FINISHED"}
+    assert len(logged) == 2 + len(variants)
     parent = next(r for r in logged if "mlflow.parentRunId" not in r.data.tags)
+    assert parent.info.status == "FINISHED"
     assert parent.data.metrics["keras_test_accuracy"] > 0.5
     assert parent.data.params["train.epochs"] == "3"
+    assert parent.data.tags["failed_variants"] == "broken"
+    assert parent.data.tags["recommended.smallest"] in variants
     children = {r.info.run_name: r for r in logged if r is not parent}
+    broken = children.pop("broken")
+    assert broken.info.status == "FAILED" and "inference_input_type" in broken.data.tags["error"]
     assert set(children) == set(variants)
     for name, child in children.items():
-        assert set(child.data.metrics) == set(METRICS)
+        assert child.info.status == "FINISHED"
+        assert set(child.data.metrics) == set(ALL_METRICS)
         assert child.data.metrics["accuracy"] == pytest.approx(metrics[name]["accuracy"])
 
     # Nothing changed: nothing runs, nothing is logged.

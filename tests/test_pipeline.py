@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline import benchmark, data, evaluate, report
+from pipeline import benchmark, data, evaluate, quantize, report
 from pipeline.config import Config
 from pipeline.io import atomic_path, read_json, write_json
 
@@ -61,23 +61,23 @@ def test_unknown_dataset_is_refused(tiny_cfg: Config) -> None:
         data.prepare(dataclasses.replace(tiny_cfg.data, name="imagenet"), 0)
 
 
-def test_evaluate_counts_correct_predictions(tflite_dir: Path, small_dataset: data.Dataset
+def test_evaluate_counts_correct_predictions(models: dict[str, Path], small_dataset: data.Dataset
                                              ) -> None:
     x, y = small_dataset.x_test, small_dataset.y_test
-    result = evaluate.evaluate(tflite_dir / "int8_full.tflite", x, y)
+    result = evaluate.evaluate(models["int8_full"], x, y)
     assert result["num_samples"] == len(y)
     assert result["accuracy"] == np.mean(np.array(result["predictions"]) == y)
-    assert result["size_bytes"] == (tflite_dir / "int8_full.tflite").stat().st_size
+    assert result["size_bytes"] == (models["int8_full"]).stat().st_size
     assert (result["input_dtype"], result["output_dtype"]) == ("int8", "int8")
     wrong = (y + 1) % 10  # every label shifted: accuracy must fall to the misclassified share
-    shifted = evaluate.evaluate(tflite_dir / "int8_full.tflite", x, wrong)
+    shifted = evaluate.evaluate(models["int8_full"], x, wrong)
     assert shifted["accuracy"] == np.mean(np.array(result["predictions"]) == wrong)
 
 
-def test_benchmark_meets_both_minimums(tflite_dir: Path, tiny_cfg: Config,
+def test_benchmark_meets_both_minimums(models: dict[str, Path], tiny_cfg: Config,
                                        small_dataset: data.Dataset) -> None:
     cfg = dataclasses.replace(tiny_cfg.benchmark, min_runs=30, min_seconds=0.2, num_threads=2)
-    result = benchmark.benchmark(tflite_dir / "float32.tflite", small_dataset.x_test[:1], cfg)
+    result = benchmark.benchmark(models["float32"], small_dataset.x_test[:1], cfg)
     assert result["runs"] >= 30
     assert result["runs"] * result["latency_ms_mean"] / 1e3 <= 0.2 + 1.0
     assert result["num_threads"] == 2
@@ -86,24 +86,26 @@ def test_benchmark_meets_both_minimums(tflite_dir: Path, tiny_cfg: Config,
     assert stats == sorted(stats) and stats[0] > 0
     # Few runs but a long minimum time: the time bound wins.
     slow = dataclasses.replace(cfg, min_runs=1, min_seconds=0.3)
-    timed = benchmark.benchmark(tflite_dir / "float32.tflite", small_dataset.x_test[:1], slow)
+    timed = benchmark.benchmark(models["float32"], small_dataset.x_test[:1], slow)
     assert timed["runs"] * timed["latency_ms_mean"] / 1e3 >= 0.3 * 0.5  # timing overhead aside
 
 
-def test_summary_and_recommendation_on_real_results(tflite_dir: Path, tiny_cfg: Config,
+def test_summary_and_recommendation_on_real_results(models: dict[str, Path], variant_dirs: Path,
+                                                    tiny_cfg: Config,
                                                     small_dataset: data.Dataset,
                                                     tmp_path: Path) -> None:
     x, y = small_dataset.x_test, small_dataset.y_test
-    evaluations = {v: evaluate.evaluate(tflite_dir / f"{v}.tflite", x, y)
-                   for v in tiny_cfg.variants}
-    bench = {v: benchmark.benchmark(tflite_dir / f"{v}.tflite", x[:1], tiny_cfg.benchmark)
+    ok = {"status": "ok"}
+    records = {v: quantize.read_record(variant_dirs / v) for v in tiny_cfg.variants}
+    evaluations = {v: {**ok, **evaluate.evaluate(models[v], x, y)} for v in tiny_cfg.variants}
+    bench = {v: {**ok, **benchmark.benchmark(models[v], x[:1], tiny_cfg.benchmark)}
              for v in tiny_cfg.variants}
-    rows = report.summarize(tiny_cfg.variants, evaluations, bench, "float32")
+    rows = report.summarize(tiny_cfg.variants, records, evaluations, bench, "float32")
     assert list(rows) == list(tiny_cfg.variants)
     ref = rows["float32"]
     assert ref["accuracy_drop"] == 0 and ref["agreement"] == 1 and ref["compression_ratio"] == 1
     for name, row in rows.items():
-        assert set(report.METRICS) <= set(row), name
+        assert row["status"] == "ok" and set(report.ALL_METRICS) <= set(row), name
         assert row["accuracy_drop"] == pytest.approx(ref["accuracy"] - row["accuracy"])
         assert row["compression_ratio"] == pytest.approx(ref["size_bytes"] / row["size_bytes"])
         same = np.mean(np.array(evaluations[name]["predictions"])
@@ -112,14 +114,25 @@ def test_summary_and_recommendation_on_real_results(tflite_dir: Path, tiny_cfg: 
     rec = report.recommend(rows, max_accuracy_drop=1.0)  # everything fits
     assert rec["smallest"] == min(rows, key=lambda n: rows[n]["size_bytes"])
     assert rec["fastest"] == min(rows, key=lambda n: rows[n]["latency_ms_p50"])
-    assert rec["misses"] == {}
+    assert rec["misses"] == {} and rec["failed"] == []
+    # A failed variant is reported, never recommended, and kept out of the DVC metrics.
+    rows["int16x8"] = {"status": "failed", "error": "ValueError: no kernel\ndetails"}
+    rec = report.recommend(rows, max_accuracy_drop=1.0)
+    assert rec["failed"] == ["int16x8"] and "int16x8" not in (rec["smallest"], rec["fastest"])
     paths = report.write_report(tmp_path, rows, tiny_cfg.variants, rec, 0.9)
     metrics = read_json(paths["metrics"])
-    assert set(metrics) == set(tiny_cfg.variants)
+    assert set(metrics) == set(tiny_cfg.variants) - {"int16x8"}
     md = paths["markdown"].read_text()
     assert f"Smallest within budget: `{rec['smallest']}`" in md
     assert all(f"| `{v}` |" in md for v in tiny_cfg.variants)
-    assert paths["csv"].read_text().splitlines()[0] == "variant," + ",".join(report.METRICS)
+    assert "`int16x8` **failed**: ValueError: no kernel" in md
+    assert "## Worst-quantized layers" in md and "keeps 1 layer(s) in float" in md
+    lines = paths["csv"].read_text().splitlines()
+    assert lines[0] == "variant,status," + ",".join(report.ALL_METRICS) + ",error"
+    by_variant = {line.split(",")[0]: line for line in lines[1:]}
+    assert by_variant["int16x8"].startswith("int16x8,failed,")
+    assert by_variant["int16x8"].endswith(",ValueError: no kernel")
+    assert by_variant["uint8_full"].startswith("uint8_full,ok,")
 
 
 def test_recommendation_reports_misses() -> None:
@@ -133,9 +146,12 @@ def test_recommendation_reports_misses() -> None:
     assert none["smallest"] is None and set(none["misses"]) == {"a", "b", "c"}
 
 
-def test_summary_refuses_missing_variant(tiny_cfg: Config) -> None:
-    with pytest.raises(ValueError, match="no evaluation or benchmark for variant"):
-        report.summarize(tiny_cfg.variants, {}, {}, "float32")
+def test_summary_refuses_missing_variant_or_failed_reference(tiny_cfg: Config) -> None:
+    with pytest.raises(ValueError, match="no conversion, evaluation or benchmark for variant"):
+        report.summarize(tiny_cfg.variants, {}, {}, {}, "float32")
+    failed = {v: {"status": "failed", "error": "boom"} for v in tiny_cfg.variants}
+    with pytest.raises(ValueError, match="reference variant 'float32' failed.*boom"):
+        report.summarize(tiny_cfg.variants, failed, failed, failed, "float32")
 
 
 def test_atomic_write_keeps_the_old_file_on_failure(tmp_path: Path) -> None:
@@ -147,12 +163,12 @@ def test_atomic_write_keeps_the_old_file_on_failure(tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.iterdir()] == ["out.json"]
 
 
-def test_runtime_modules_do_not_import_tensorflow(tflite_dir: Path, tmp_path: Path) -> None:
+def test_runtime_modules_do_not_import_tensorflow(models: dict[str, Path], tmp_path: Path) -> None:
     code = (
         "import sys\n"
         "from pipeline import evaluate, benchmark, litert, report, tracking, data, config\n"
         "import numpy as np\n"
-        f"r = litert.Runner({str(tflite_dir / 'int8.tflite')!r})\n"
+        f"r = litert.Runner({str(models['int8'])!r})\n"
         "r.predict(np.zeros((2, 8, 8, 1), np.float32))\n"
         "assert 'tensorflow' not in sys.modules, 'tensorflow was imported'\n"
         "assert 'tf_keras' not in sys.modules\n"

@@ -7,38 +7,41 @@ from typing import Any
 
 import pytest
 
-from pipeline import benchmark, data, evaluate, report, tracking
+from pipeline import benchmark, data, evaluate, quantize, report, tracking
 from pipeline.config import Config
 
 
 @pytest.fixture(scope="module")
-def rows(tflite_dir: Path, tiny_cfg: Config, small_dataset: data.Dataset) -> dict[str, Any]:
+def rows(models: dict[str, Path], variant_dirs: Path, tiny_cfg: Config,
+         small_dataset: data.Dataset) -> dict[str, Any]:
     x, y = small_dataset.x_test[:20], small_dataset.y_test[:20]
-    ev = {v: evaluate.evaluate(tflite_dir / f"{v}.tflite", x, y) for v in tiny_cfg.variants}
-    bench = {v: benchmark.benchmark(tflite_dir / f"{v}.tflite", x[:1], tiny_cfg.benchmark)
+    ok = {"status": "ok"}
+    records = {v: quantize.read_record(variant_dirs / v) for v in tiny_cfg.variants}
+    ev = {v: {**ok, **evaluate.evaluate(models[v], x, y)} for v in tiny_cfg.variants}
+    bench = {v: {**ok, **benchmark.benchmark(models[v], x[:1], tiny_cfg.benchmark)}
              for v in tiny_cfg.variants}
-    return report.summarize(tiny_cfg.variants, ev, bench, "float32")
+    rows = report.summarize(tiny_cfg.variants, records, ev, bench, "float32")
+    rows["uint8_full"] = {"status": "failed", "error": "ValueError: converter refused"}
+    return rows
 
 
-def _log(uri: str, cfg: Config, raw: dict, rows: dict, tflite_dir: Path,
-         missing: str | None = None) -> dict[str, Any]:
-    artifacts = {v: {"model": tflite_dir / f"{v}.tflite"} for v in cfg.variants}
-    if missing:
-        artifacts[missing] = {"model": tflite_dir / "does-not-exist.tflite"}
+def _log(uri: str, cfg: Config, raw: dict, rows: dict, models: dict[str, Path]
+         ) -> dict[str, Any]:
+    artifacts = {v: {"model": models[v]} for v in cfg.variants}
     return tracking.log_pipeline(
         uri=uri, experiment="test", run_name="small_cnn-digits", config=raw,
-        specs=cfg.variants, rows=rows, metric_names=report.METRICS,
+        specs=cfg.variants, rows=rows, metric_names=report.ALL_METRICS,
         parent_metrics={"keras_test_accuracy": 0.5}, curves={"train_loss": [2.0, 1.0, 0.5]},
         parent_tags={"recommended.smallest": "int8"}, parent_artifacts=[],
         variant_artifacts=artifacts)
 
 
 def test_one_parent_and_a_child_per_variant(tmp_path: Path, tiny_cfg: Config, tiny_raw: dict,
-                                            rows: dict, tflite_dir: Path) -> None:
+                                            rows: dict, models: dict[str, Path]) -> None:
     from mlflow.tracking import MlflowClient
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    result = _log(uri, tiny_cfg, tiny_raw, rows, tflite_dir)
+    result = _log(uri, tiny_cfg, tiny_raw, rows, models)
     client = MlflowClient(uri)
     runs = client.search_runs([result["experiment_id"]])
     assert len(runs) == 1 + len(tiny_cfg.variants)
@@ -49,29 +52,33 @@ def test_one_parent_and_a_child_per_variant(tmp_path: Path, tiny_cfg: Config, ti
     assert parent.data.tags["recommended.smallest"] == "int8"
     curve = client.get_metric_history(parent.info.run_id, "train_loss")
     assert [(m.step, m.value) for m in curve] == [(0, 2.0), (1, 1.0), (2, 0.5)]
-    children = [r for r in runs if r.info.run_id != parent.info.run_id]
-    assert sorted(r.info.run_name for r in children) == sorted(tiny_cfg.variants)
-    param_keys = {frozenset(r.data.params) for r in children}
-    metric_keys = {frozenset(r.data.metrics) for r in children}
-    assert len(param_keys) == 1 and len(metric_keys) == 1  # same columns for every variant
-    assert set(next(iter(metric_keys))) == set(report.METRICS)
-    for child in children:
+    children = {r.info.run_name: r for r in runs if r.info.run_id != parent.info.run_id}
+    assert sorted(children) == sorted(tiny_cfg.variants)
+    assert len({frozenset(r.data.params) for r in children.values()}) == 1  # same columns
+    # The failed variant: FAILED, its error as a tag, no metrics; the others all metrics.
+    failed = children.pop("uint8_full")
+    assert failed.info.status == "FAILED" and failed.data.metrics == {}
+    assert failed.data.tags["error"] == "ValueError: converter refused"
+    assert {frozenset(r.data.metrics) for r in children.values()} == {
+        frozenset(report.ALL_METRICS)}
+    for name, child in children.items():
         assert child.info.status == "FINISHED"
         assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
-        name = child.info.run_name
         assert child.data.metrics["accuracy"] == pytest.approx(rows[name]["accuracy"])
+        assert child.data.metrics["float_compute_ops"] == rows[name]["float_compute_ops"]
         files = [a.path for a in client.list_artifacts(child.info.run_id, "model")]
         assert files == [f"model/{name}.tflite"]
 
 
 def test_a_failure_ends_every_run_with_a_final_status(tmp_path: Path, tiny_cfg: Config,
                                                       tiny_raw: dict, rows: dict,
-                                                      tflite_dir: Path) -> None:
+                                                      models: dict[str, Path]) -> None:
     from mlflow.tracking import MlflowClient
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    with pytest.raises(Exception, match="does-not-exist"):
-        _log(uri, tiny_cfg, tiny_raw, rows, tflite_dir, missing="int8")
+    broken = {**rows, "int8": {k: v for k, v in rows["int8"].items() if k != "accuracy"}}
+    with pytest.raises(KeyError, match="accuracy"):  # fails while logging int8's metrics
+        _log(uri, tiny_cfg, tiny_raw, broken, models)
     client = MlflowClient(uri)
     runs = client.search_runs([client.get_experiment_by_name("test").experiment_id])
     statuses = {r.info.run_name: r.info.status for r in runs}

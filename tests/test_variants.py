@@ -11,8 +11,8 @@ from pipeline import convert, data, litert
 from pipeline.config import Config
 from pipeline.variants import parse_variant
 
-VARIANTS = ["float32", "dynamic_range", "float16", "int8", "int8_full", "uint8_full", "int16x8",
-            "qat_int8"]
+VARIANTS = ["float32", "dynamic_range", "float16", "int8", "int8_full", "int8_selective",
+            "uint8_full", "int16x8", "qat_int8"]
 
 
 def tensor_dtypes(path: Path) -> set[str]:
@@ -21,19 +21,19 @@ def tensor_dtypes(path: Path) -> set[str]:
 
 
 @pytest.mark.parametrize("name", VARIANTS)
-def test_variant_io_dtypes_match_its_spec(name: str, tflite_dir: Path, tiny_cfg: Config) -> None:
+def test_variant_io_dtypes_match_its_spec(name: str, models: dict[str, Path], tiny_cfg: Config) -> None:
     spec = tiny_cfg.variants[name]
-    interpreter = litert.load_interpreter(tflite_dir / f"{name}.tflite")
+    interpreter = litert.load_interpreter(models[name])
     assert litert.io_dtypes(interpreter) == (spec.inference_input_type,
                                              spec.inference_output_type)
 
 
 @pytest.mark.parametrize("name", VARIANTS)
-def test_variant_runs_and_agrees_with_float(name: str, tflite_dir: Path,
+def test_variant_runs_and_agrees_with_float(name: str, models: dict[str, Path],
                                             small_dataset: data.Dataset) -> None:
     x = small_dataset.x_test[:40]
-    reference = litert.Runner(tflite_dir / "float32.tflite").predict(x)
-    scores = litert.Runner(tflite_dir / f"{name}.tflite").predict(x)
+    reference = litert.Runner(models["float32"]).predict(x)
+    scores = litert.Runner(models[name]).predict(x)
     assert scores.shape == (40, small_dataset.num_classes)
     assert scores.dtype == np.float32
     # Dequantized softmax outputs stay probabilities, close to the float model's.
@@ -41,22 +41,22 @@ def test_variant_runs_and_agrees_with_float(name: str, tflite_dir: Path,
     assert np.abs(scores - reference).max() < 0.25
 
 
-def test_quantized_variants_are_smaller_and_store_their_types(tflite_dir: Path) -> None:
-    size = {p.stem: p.stat().st_size for p in tflite_dir.glob("*.tflite")}
+def test_quantized_variants_are_smaller_and_store_their_types(models: dict[str, Path]) -> None:
+    size = {name: path.stat().st_size for name, path in models.items()}
     # The tiny model's file is mostly fixed overhead, so compare order, not ratios.
     assert size["float16"] < size["float32"]
     for name in ("dynamic_range", "int8", "int8_full", "uint8_full", "int16x8", "qat_int8"):
         assert size[name] < size["float16"], name
-    assert "float16" in tensor_dtypes(tflite_dir / "float16.tflite")
-    assert tensor_dtypes(tflite_dir / "float32.tflite") <= {"float32", "int32"}
-    assert "int8" in tensor_dtypes(tflite_dir / "int8.tflite")
-    assert "int16" in tensor_dtypes(tflite_dir / "int16x8.tflite")
-    int8_full = tensor_dtypes(tflite_dir / "int8_full.tflite")
+    assert "float16" in tensor_dtypes(models["float16"])
+    assert tensor_dtypes(models["float32"]) <= {"float32", "int32"}
+    assert "int8" in tensor_dtypes(models["int8"])
+    assert "int16" in tensor_dtypes(models["int16x8"])
+    int8_full = tensor_dtypes(models["int8_full"])
     assert "int8" in int8_full and "float16" not in int8_full
 
 
-def test_quantize_dequantize_use_the_tensor_parameters(tflite_dir: Path) -> None:
-    interpreter = litert.load_interpreter(tflite_dir / "int8_full.tflite")
+def test_quantize_dequantize_use_the_tensor_parameters(models: dict[str, Path]) -> None:
+    interpreter = litert.load_interpreter(models["int8_full"])
     detail = interpreter.get_input_details()[0]
     scale, zero_point = detail["quantization"]
     x = np.array([0.0, 0.5, 1.0, 100.0], dtype=np.float32)

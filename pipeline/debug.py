@@ -1,0 +1,130 @@
+"""Per-layer quantization error and selective quantization, with TFLite's
+`QuantizationDebugger` (imports TensorFlow).
+
+For each quantized layer the debugger runs the float and the quantized graph side by side on
+the calibration samples. `rmse/scale` is the error in units of the layer's quantization step:
+a layer quantized as well as rounding allows sits near 1/sqrt(12) ~ 0.289; layers far above it
+hurt accuracy, and selective quantization keeps them in float.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import math
+import warnings
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+
+from pipeline.convert import configure
+from pipeline.tfcompat import import_tf
+from pipeline.variants import VariantSpec
+
+log = logging.getLogger(__name__)
+
+# Columns of the per-layer CSV, in order.
+COLUMNS = ("op_name", "tensor_name", "num_elements", "mean_squared_error", "max_abs_error",
+           "scale", "zero_point", "rmse_over_scale")
+
+
+def _debugger(model: Any, spec: VariantSpec, calibration: np.ndarray,
+              denylisted_nodes: Sequence[str] = ()) -> Any:
+    tf, _ = import_tf()
+    # The debugger needs float I/O and fallback-capable ops to run both graphs side by side.
+    converter = configure(tf.lite.TFLiteConverter.from_keras_model(model), spec, calibration)
+    converter.inference_input_type = tf.float32
+    converter.inference_output_type = tf.float32
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    samples = calibration.astype(np.float32)
+
+    def dataset() -> Iterator[list[np.ndarray]]:
+        for sample in samples:
+            yield [sample[np.newaxis]]
+
+    options = tf.lite.experimental.QuantizationDebugOptions(
+        denylisted_nodes=list(denylisted_nodes) or None)
+    with warnings.catch_warnings():  # it runs tf.lite.Interpreter, which warns of deprecation
+        warnings.simplefilter("ignore", UserWarning)
+        return tf.lite.experimental.QuantizationDebugger(
+            converter=converter, debug_dataset=dataset, debug_options=options)
+
+
+def layer_errors(model: Any, spec: VariantSpec, calibration: np.ndarray
+                 ) -> list[dict[str, Any]]:
+    """Per-layer error of the variant's quantization against the float model.
+
+    Args:
+        model: The float `tf_keras` model.
+        spec: A full-integer variant (`spec.full_integer`).
+        calibration: Samples `(n, *input_shape)` used to calibrate and to measure.
+
+    Returns:
+        One row per quantized layer with the keys of `COLUMNS`, worst `rmse_over_scale` first.
+
+    Raises:
+        ValueError: if the variant is not full-integer.
+    """
+    if not spec.full_integer:
+        raise ValueError(f"per-layer error needs a full-integer variant, not {spec.name!r}")
+    debugger = _debugger(model, spec, calibration)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        debugger.run()
+    buf = io.StringIO()
+    debugger.layer_statistics_dump(buf)
+    rows = []
+    for r in csv.DictReader(io.StringIO(buf.getvalue())):
+        scale, mse = float(r["scale"]), float(r["mean_squared_error"])
+        rows.append({
+            "op_name": r["op_name"],
+            "tensor_name": r["tensor_name"],
+            "num_elements": int(float(r["num_elements"])),
+            "mean_squared_error": mse,
+            "max_abs_error": float(r["max_abs_error"]),
+            "scale": scale,
+            "zero_point": int(float(r["zero_point"])),
+            "rmse_over_scale": math.sqrt(mse) / scale if scale > 0 else math.inf,
+        })
+    rows.sort(key=lambda row: row["rmse_over_scale"], reverse=True)
+    return rows
+
+
+def choose_denylist(rows: Sequence[dict[str, Any]], top_k: int,
+                    threshold: float | None) -> list[str]:
+    """Tensor names to keep in float: the `top_k` worst, plus all above `threshold`.
+
+    Args:
+        rows: Output of `layer_errors` (worst first).
+        top_k: How many of the worst layers to keep in float.
+        threshold: Keep every layer whose rmse/scale exceeds this (None: no threshold).
+    """
+    chosen = [r["tensor_name"] for r in rows[:top_k]]
+    if threshold is not None:
+        chosen += [r["tensor_name"] for r in rows
+                   if r["rmse_over_scale"] > threshold and r["tensor_name"] not in chosen]
+    return chosen
+
+
+def convert_selective(model: Any, spec: VariantSpec, calibration: np.ndarray,
+                      denylisted_nodes: Sequence[str]) -> bytes:
+    """Quantize the model with the named layers kept in float.
+
+    Returns:
+        The `.tflite` bytes. Input/output stay float (the debugger's converter set-up).
+    """
+    log.info("selective quantization of %s: %d layer(s) kept in float", spec.name,
+             len(denylisted_nodes))
+    debugger = _debugger(model, spec, calibration, denylisted_nodes)
+    return bytes(debugger.get_nondebug_quantized_model())
+
+
+def to_csv(rows: Sequence[dict[str, Any]]) -> str:
+    """The per-layer rows as CSV text, with a header even when there are no rows."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue()
