@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 # Stage commands in dvc.yaml call `python`: make it the venv's.
 export PATH := $(BIN):$(PATH)
 
-.PHONY: venv params repro test test-fast lock mlflow-ui clean
+.PHONY: venv params repro test test-fast bench lock mlflow-ui clean
 
 $(STAMP): requirements.lock pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Python 3.11 is required, found " + sys.version.split()[0]' || { echo "set PYTHON=/path/to/python3.11"; exit 1; }
@@ -39,6 +39,10 @@ test: venv
 ## Only the fast tests.
 test-fast: venv
 	$(BIN)/python -m pytest -m "not slow"
+
+## Performance figures of the lab itself (printed, not asserted); runs the pipeline first.
+bench: repro
+	$(BIN)/python -m pipeline.bench
 
 ## Re-pin requirements.lock from the current .venv.
 lock: venv

@@ -63,13 +63,21 @@ class QuantizationConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class EvaluateConfig:
+    batch_size: int = 256  # samples per invoke (models that cannot be resized use 1)
+    top_k: int = 3  # k of top_k_accuracy
+
+
+@dataclasses.dataclass(frozen=True)
 class BenchmarkConfig:
-    num_threads: int = 1  # interpreter threads, always set explicitly
+    num_threads: tuple[int, ...] = (1, 2)  # one measurement per thread count, set explicitly
+    xnnpack: tuple[bool, ...] = (True,)  # XNNPACK delegate on; add false to measure without
     warmup_runs: int = 1  # warm-up: at least this many invokes ...
     warmup_seconds: float = 0.5  # ... and at least this long
     min_runs: int = 50  # timed: at least this many invokes ...
     min_seconds: float = 1.0  # ... and at least this long
     max_seconds: float = 150.0  # stop timing after this long
+    memory: bool = True  # peak RSS of each model, measured in a fresh subprocess
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,6 +100,7 @@ class Config:
     train: TrainConfig = TrainConfig()
     qat: QatConfig = QatConfig()
     quantization: QuantizationConfig = QuantizationConfig()
+    evaluate: EvaluateConfig = EvaluateConfig()
     benchmark: BenchmarkConfig = BenchmarkConfig()
     tracking: TrackingConfig = TrackingConfig()
     report: ReportConfig = ReportConfig()
@@ -173,13 +182,20 @@ def parse_config(raw: Mapping[str, Any]) -> Config:
     for key, value in (("train.epochs", cfg.train.epochs), ("train.batch_size",
                        cfg.train.batch_size), ("qat.batch_size", cfg.qat.batch_size),
                        ("quantization.calibration_samples", cfg.quantization.calibration_samples),
-                       ("benchmark.num_threads", cfg.benchmark.num_threads),
+                       ("evaluate.batch_size", cfg.evaluate.batch_size),
+                       ("evaluate.top_k", cfg.evaluate.top_k),
                        ("benchmark.min_runs", cfg.benchmark.min_runs),
                        ("benchmark.warmup_runs", cfg.benchmark.warmup_runs),
                        ("train.learning_rate", cfg.train.learning_rate),
                        ("qat.learning_rate", cfg.qat.learning_rate)):
         _positive(key, value)
     _positive("qat.epochs", cfg.qat.epochs, allow_zero=True)
+    for key, values in (("benchmark.num_threads", cfg.benchmark.num_threads),
+                        ("benchmark.xnnpack", cfg.benchmark.xnnpack)):
+        if not values:
+            raise ValueError(f"{key} must list at least one value")
+    for threads in cfg.benchmark.num_threads:
+        _positive("benchmark.num_threads", threads)
     for key, value in (("data.test_fraction", cfg.data.test_fraction),
                        ("data.val_fraction", cfg.data.val_fraction)):
         if not 0 < value < 1:

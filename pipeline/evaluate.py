@@ -1,46 +1,159 @@
-"""Evaluate one `.tflite` variant on the whole test split (no TensorFlow).
+"""Evaluate one `.tflite` variant on the whole test split, streaming (no TensorFlow).
 
-Relative metrics (accuracy_drop, agreement, compression_ratio) need the reference variant's
-results too; `pipeline.report` computes them from the per-variant files written here.
+Samples are read and scored one batch at a time and every metric is accumulated as it goes,
+so memory does not grow with the number of test samples. Output error is measured against
+the reference variant's outputs on the same inputs (`reference_outputs`, written once).
 """
 
 from __future__ import annotations
 
 import logging
+import math
+import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from pipeline.io import atomic_path
 from pipeline.litert import Runner, io_dtypes
 
 log = logging.getLogger(__name__)
 
+SQNR_CAP_DB = 300.0  # identical outputs have infinite SQNR; JSON and MLflow need a number
+# Metrics are accumulated over chunks of this many samples: numpy's per-call overhead on one
+# small batch would otherwise rival the interpreter's own time. Memory stays bounded by it.
+METRIC_CHUNK = 4096
 
-def evaluate(tflite_path: str | Path, x_test: np.ndarray, y_test: np.ndarray) -> dict[str, Any]:
-    """Run the model on every test sample.
+
+def reference_outputs(tflite_path: str | Path, x: np.ndarray, out: str | Path,
+                      batch_size: int = 64) -> Path:
+    """Run the reference model over `x` and write its outputs `(n, num_classes)` to `.npy`,
+    batch by batch (a memory-mapped file, written atomically)."""
+    runner = Runner(tflite_path, batch_size=batch_size)
+    runner.check_shape(x)
+    num_classes = int(np.prod(runner.output["shape"][1:]))
+    with atomic_path(out, suffix=".npy") as tmp:
+        mm = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32,
+                                       shape=(len(x), num_classes))
+        start = 0
+        for scores in runner.predict_batches(x):
+            mm[start:start + len(scores)] = scores.reshape(len(scores), -1)
+            start += len(scores)
+        mm.flush()
+        del mm
+    return Path(out)
+
+
+class _Totals:
+    """Running sums of every metric over the batches seen so far."""
+
+    def __init__(self, num_classes: int, top_k: int) -> None:
+        self.k = min(top_k, num_classes)
+        self.confusion = np.zeros((num_classes, num_classes), np.int64)  # (true, predicted)
+        self.n = self.top_k_hits = self.agree = 0
+        self.signal = self.noise = self.abs_error = 0.0  # sums over every output element
+
+    def add(self, scores: np.ndarray, labels: np.ndarray, ref: np.ndarray | None) -> None:
+        classes = self.confusion.shape[0]
+        pred = scores.argmax(axis=1)
+        self.confusion += np.bincount(labels * classes + pred, minlength=classes * classes
+                                      ).reshape(classes, classes)
+        # In the top k when fewer than k classes score strictly higher than the true one.
+        true_score = scores[np.arange(len(labels)), labels]
+        self.top_k_hits += int(((scores > true_score[:, None]).sum(axis=1) < self.k).sum())
+        self.n += len(labels)
+        if ref is not None:
+            self.agree += int((ref.argmax(axis=1) == pred).sum())
+            err = (scores - ref).ravel()
+            flat = ref.ravel()
+            self.signal += float(np.dot(flat, flat))
+            self.noise += float(np.dot(err, err))
+            self.abs_error += float(np.abs(err).sum())
+
+    def metrics(self, has_reference: bool) -> dict[str, Any]:
+        per_class_total = self.confusion.sum(axis=1)
+        per_class = np.divide(np.diag(self.confusion), per_class_total,
+                              out=np.zeros(len(per_class_total)), where=per_class_total > 0)
+        result: dict[str, Any] = {
+            "accuracy": float(np.trace(self.confusion) / self.n),
+            "top_k": self.k,
+            "top_k_accuracy": self.top_k_hits / self.n,
+            "per_class_accuracy": [float(a) for a in per_class],
+            "confusion_matrix": self.confusion.tolist(),
+            "num_samples": self.n,
+        }
+        if has_reference:
+            elements = self.n * self.confusion.shape[0]
+            sqnr = (SQNR_CAP_DB if self.noise <= self.signal * 10 ** (-SQNR_CAP_DB / 10)
+                    else 10 * math.log10(self.signal / self.noise))
+            result.update(agreement=self.agree / self.n, output_sqnr_db=sqnr,
+                          output_mae=self.abs_error / elements)
+        return result
+
+
+def evaluate(tflite_path: str | Path, x: np.ndarray, y: np.ndarray,
+             reference: np.ndarray | None = None, batch_size: int = 64, top_k: int = 3,
+             num_classes: int | None = None) -> dict[str, Any]:
+    """Run the model over every test sample, batch by batch.
 
     Args:
         tflite_path: The variant's `.tflite` file.
-        x_test: `(n, *input_shape)` float32 images.
-        y_test: `(n,)` integer labels.
+        x: `(n, *input_shape)` float32 images (an array or a memory map).
+        y: `(n,)` integer labels.
+        reference: The reference variant's outputs `(n, num_classes)` on the same `x`, for
+            `agreement`, `output_sqnr_db` and `output_mae`; None leaves those out.
+        batch_size: Samples per invoke (falls back to 1 if the model cannot be resized).
+        top_k: k of `top_k_accuracy`.
+        num_classes: Classes of the task; default: the model's output width.
 
     Returns:
-        `accuracy`, `size_bytes`, `num_samples`, `input_dtype`, `output_dtype` and
-        `predictions` (top-1 label per test sample, for agreement with the reference).
+        `accuracy`, `top_k`, `top_k_accuracy`, `per_class_accuracy`, `confusion_matrix`
+        (rows: true class, columns: predicted), `num_samples`, `size_bytes`, `input_dtype`,
+        `output_dtype`, `batch_size`, `samples_per_second`, and with a reference
+        `agreement`, `output_sqnr_db`, `output_mae`.
+
+    Raises:
+        ValueError: if the samples, labels and reference disagree in count or shape.
     """
     path = Path(tflite_path)
-    runner = Runner(path)
-    scores = runner.predict(x_test)  # (n, num_classes)
-    predictions = scores.argmax(axis=1)
-    accuracy = float((predictions == y_test).mean())
+    if len(x) != len(y) or (reference is not None and len(reference) != len(y)):
+        raise ValueError(f"{len(x)} samples, {len(y)} labels"
+                         + ("" if reference is None else f", {len(reference)} reference rows"))
+    runner = Runner(path, batch_size=batch_size)
+    width = int(np.prod(runner.output["shape"][1:]))
+    totals = _Totals(num_classes or width, top_k)
+    pending: list[np.ndarray] = []  # scores of batches not yet added to the totals
+    done = seen = 0
+
+    def flush() -> None:
+        nonlocal done
+        scores = np.concatenate(pending)
+        end = done + len(scores)
+        ref = None if reference is None else np.asarray(reference[done:end], np.float32)
+        totals.add(scores, np.asarray(y[done:end]), ref)
+        pending.clear()
+        done = end
+
+    t0 = time.perf_counter()
+    for scores in runner.predict_batches(x):
+        pending.append(scores.reshape(len(scores), -1))
+        seen += len(scores)
+        if seen - done >= METRIC_CHUNK:
+            flush()
+    if pending:
+        flush()
+    seconds = time.perf_counter() - t0
     input_dtype, output_dtype = io_dtypes(runner.interpreter)
-    log.info("%s: accuracy %.4f on %d test samples", path.stem, accuracy, len(y_test))
-    return {
-        "accuracy": accuracy,
+    result = {
+        **totals.metrics(reference is not None),
         "size_bytes": path.stat().st_size,
-        "num_samples": int(len(y_test)),
         "input_dtype": input_dtype,
         "output_dtype": output_dtype,
-        "predictions": [int(p) for p in predictions],
+        "batch_size": runner.batch_size,
+        "samples_per_second": len(y) / seconds if seconds > 0 else math.inf,
     }
+    log.info("%s: accuracy %.4f, top-%d %.4f on %d test samples (%.0f samples/s)", path.stem,
+             result["accuracy"], result["top_k"], result["top_k_accuracy"], len(y),
+             result["samples_per_second"])
+    return result

@@ -21,7 +21,27 @@ METRICS = ("accuracy", "accuracy_drop", "agreement", "size_bytes", "compression_
 WEIGHT_DTYPES = ("float32", "float16", "int8", "int16", "int32", "int64")
 INSPECTION_METRICS = ("float_compute_ops", "weight_bytes",
                       *(f"weight_bytes_{d}" for d in WEIGHT_DTYPES))
-ALL_METRICS = METRICS + INSPECTION_METRICS
+# Evaluation and benchmark figures beyond the base set (the headline setting's latency).
+EVALUATION_METRICS = ("top_k_accuracy", "output_sqnr_db", "output_mae")
+BENCHMARK_METRICS = ("speedup_vs_float32", "latency_ms_min", "latency_ms_max",
+                     "latency_ms_p99", "latency_cv", "init_ms", "first_inference_ms",
+                     "warmup_ms_mean")
+MEMORY_METRICS = ("peak_rss_mb", "peak_rss_delta_mb")
+# Per benchmark setting, as `<setting>.<figure>` (e.g. `t2.latency_ms_p50`).
+SETTING_METRICS = ("latency_ms_mean", "latency_ms_p50", "latency_ms_p90", "latency_ms_p99",
+                   "latency_ms_std", "latency_cv", "speedup_vs_float32")
+ALL_METRICS = METRICS + INSPECTION_METRICS + EVALUATION_METRICS + BENCHMARK_METRICS
+# Row keys that are not metrics; every other numeric key of a row is one.
+NOT_METRICS = frozenset({"status", "error", "input_dtype", "output_dtype", "inspection",
+                         "worst_layers", "denylisted_nodes", "settings", "headline", "machine",
+                         "per_class_accuracy", "top_k"})
+
+
+def metrics_of(row: Mapping[str, Any]) -> dict[str, float]:
+    """Every metric of a summary row, flat: the fixed set, per-class accuracies
+    (`class_accuracy_<c>`) and per-setting figures (`<setting>.<figure>`)."""
+    return {k: v for k, v in row.items() if k not in NOT_METRICS
+            and isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
 def summarize(specs: Mapping[str, VariantSpec], records: Mapping[str, Mapping[str, Any]],
@@ -63,17 +83,17 @@ def summarize(specs: Mapping[str, VariantSpec], records: Mapping[str, Mapping[st
         if name in rows:
             continue
         ev, bench, rec = evaluations[name], benchmarks[name], records[name]
-        if len(ev["predictions"]) != len(ref["predictions"]):
-            raise ValueError(f"{name} was evaluated on {len(ev['predictions'])} samples, "
-                             f"{reference} on {len(ref['predictions'])}")
-        same = sum(a == b for a, b in zip(ev["predictions"], ref["predictions"], strict=True))
+        if ev["num_samples"] != ref["num_samples"]:
+            raise ValueError(f"{name} was evaluated on {ev['num_samples']} samples, "
+                             f"{reference} on {ref['num_samples']}")
         insp = rec["inspection"]
+        memory = bench.get("memory") or {}
         rows[name] = {
             "status": "ok",
             "error": None,
             "accuracy": ev["accuracy"],
             "accuracy_drop": ref["accuracy"] - ev["accuracy"],
-            "agreement": same / len(ref["predictions"]),
+            "agreement": ev["agreement"],
             "size_bytes": ev["size_bytes"],
             "compression_ratio": ref["size_bytes"] / ev["size_bytes"],
             **{k: bench[k] for k in METRICS if k.startswith("latency_ms_")},
@@ -81,6 +101,17 @@ def summarize(specs: Mapping[str, VariantSpec], records: Mapping[str, Mapping[st
             "weight_bytes": insp["weight_bytes"],
             **{f"weight_bytes_{d}": insp["weight_bytes_by_dtype"].get(d, 0)
                for d in WEIGHT_DTYPES},
+            **{k: ev[k] for k in EVALUATION_METRICS},
+            **{k: bench[k] for k in BENCHMARK_METRICS},
+            **{k: memory[k] for k in MEMORY_METRICS if k in memory},
+            **{f"class_accuracy_{c}": a for c, a in enumerate(ev["per_class_accuracy"])},
+            **{f"{key}.{k}": fig[k] for key, fig in bench["settings"].items()
+               for k in SETTING_METRICS},
+            "top_k": ev["top_k"],
+            "per_class_accuracy": ev["per_class_accuracy"],
+            "settings": bench["settings"],
+            "headline": bench["headline"],
+            "machine": bench["machine"],
             "input_dtype": ev["input_dtype"],
             "output_dtype": ev["output_dtype"],
             "inspection": insp,
@@ -114,6 +145,10 @@ def recommend(rows: Mapping[str, Mapping[str, Any]], max_accuracy_drop: float
 def _fmt(metric: str, value: Any) -> str:
     if isinstance(value, str):
         return value
+    if metric == "output_sqnr_db":
+        return f"{value:.1f} dB"
+    if metric == "speedup_vs_float32":
+        return f"{value:.2f}x"
     if metric.startswith(("size_bytes", "weight_bytes")):
         return f"{value / 1024:.1f} KiB"
     if metric.startswith("latency_ms"):
@@ -130,6 +165,62 @@ def _fmt(metric: str, value: Any) -> str:
 def short_layer(tensor_name: str) -> str:
     """The readable head of a fused tensor name (`a/conv/Relu;a/conv/BiasAdd;...` -> first)."""
     return tensor_name.split(";")[0]
+
+
+SQNR_CAP = 300.0  # pipeline.evaluate.SQNR_CAP_DB (not imported: it pulls in the interpreter)
+
+
+def _latency_table(ok: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """Per benchmark setting (threads, XNNPACK): p50, p90, p99, cv and speed-up."""
+    settings = list(next(iter(ok.values()))["settings"])
+    lines = ["## Latency per setting", "",
+             "Single-sample `invoke()` after a warm-up, over at least the configured runs and "
+             "seconds; speed-up against the reference measured interleaved in one process. "
+             "`t2` = 2 threads; `_noxnnpack` = without the XNNPACK delegate.", "",
+             "| variant | " + " | ".join(f"{k} p50 | {k} p90 | {k} p99 | {k} cv | {k} speed-up"
+                                         for k in settings) + " |",
+             "|---|" + "---|" * (5 * len(settings))]
+    for name, row in ok.items():
+        cells = []
+        for k in settings:
+            fig = row["settings"][k]
+            cells += [_fmt("latency_ms", fig["latency_ms_p50"]),
+                      _fmt("latency_ms", fig["latency_ms_p90"]),
+                      _fmt("latency_ms", fig["latency_ms_p99"]), f"{fig['latency_cv']:.2f}",
+                      f"{fig['speedup_vs_float32']:.2f}x"]
+        lines.append(f"| `{name}` | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
+def _memory_table(ok: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """Start-up figures and peak memory."""
+    lines = ["## Start-up and memory", "",
+             "Peak RSS of loading and running the model, in a fresh process, above the "
+             "interpreter library's own baseline.", "",
+             "| variant | init | first inference | warm-up mean | peak RSS (model) | "
+             "peak RSS (process) |", "|---|---|---|---|---|---|"]
+    for name, row in ok.items():
+        mem = (f"{row['peak_rss_delta_mb']:.1f} MiB | {row['peak_rss_mb']:.1f} MiB"
+               if "peak_rss_mb" in row else "not measured | not measured")
+        lines.append(f"| `{name}` | {row['init_ms']:.2f} ms | "
+                     f"{_fmt('latency_ms', row['first_inference_ms'])} | "
+                     f"{_fmt('latency_ms', row['warmup_ms_mean'])} | {mem} |")
+    return lines + [""]
+
+
+def _class_table(ok: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """Per-class accuracy; confusion matrices are in `evaluation/<variant>/`."""
+    classes = len(next(iter(ok.values()))["per_class_accuracy"])
+    if classes > 20:
+        return ["Per-class accuracy: `evaluation/<variant>/metrics.json`.", ""]
+    lines = ["## Per-class accuracy", "",
+             "Confusion matrices: `evaluation/<variant>/confusion_matrix.png` (and `.json`).",
+             "", "| variant | " + " | ".join(str(c) for c in range(classes)) + " |",
+             "|---|" + "---|" * classes]
+    for name, row in ok.items():
+        lines.append(f"| `{name}` | " + " | ".join(f"{a:.3f}" for a in
+                                                   row["per_class_accuracy"]) + " |")
+    return lines + [""]
 
 
 def _first_line(text: str) -> str:
@@ -159,8 +250,10 @@ def to_markdown(rows: Mapping[str, Mapping[str, Any]], specs: Mapping[str, Varia
         lines.append(f"- `{name}` **failed**: {_first_line(rows[name]['error'])}")
     if keras_accuracy is not None:
         lines += ["", f"Float Keras model test accuracy: {keras_accuracy:.4f}"]
-    cols = ("accuracy", "accuracy_drop", "agreement", "size_bytes", "compression_ratio",
-            "latency_ms_p50", "latency_ms_p90", "latency_ms_std", "float_compute_ops")
+    ok = {n: r for n, r in rows.items() if r["status"] == "ok"}
+    cols = ("accuracy", "accuracy_drop", "agreement", "top_k_accuracy", "output_sqnr_db",
+            "size_bytes", "compression_ratio", "latency_ms_p50", "speedup_vs_float32",
+            "float_compute_ops")
     lines += ["", "## All variants", "",
               "| variant | " + " | ".join(cols) + " | I/O | what |",
               "|---|" + "---|" * (len(cols) + 2)]
@@ -173,10 +266,20 @@ def to_markdown(rows: Mapping[str, Mapping[str, Any]], specs: Mapping[str, Varia
             io_types = f"{row['input_dtype']}/{row['output_dtype']}"
         lines.append(f"| `{name}` | " + " | ".join(cells)
                      + f" | {io_types} | {specs[name].description} |")
-    lines += ["", "Latency: single-sample `invoke()` after a warm-up; p50/p90 over at least the "
-              "configured runs and seconds. Agreement: share of test samples whose top-1 equals "
-              "the reference's. float_compute_ops: compute ops with a float activation input or "
-              "output (QUANTIZE/DEQUANTIZE not counted).", ""]
+    first = next(iter(ok.values()), None)
+    top_k = first["top_k"] if first else "k"
+    lines += ["", f"accuracy and top_k_accuracy (k = {top_k}) on the whole test split. "
+              "agreement: share of test samples whose top-1 equals the reference's. "
+              "output_sqnr_db: signal-to-quantization-noise ratio of the dequantized outputs "
+              f"against the reference's on the same inputs ({SQNR_CAP:.0f} = identical). "
+              "latency_ms_p50 and speedup_vs_float32: the first benchmark setting. "
+              "float_compute_ops: compute ops with a float activation input or output "
+              "(QUANTIZE/DEQUANTIZE not counted).", ""]
+    if first:
+        lines += _latency_table(ok) + _memory_table(ok) + _class_table(ok)
+        m = first["machine"]
+        lines += [f"Measured on {m['cpu']} ({m['cores']} cores), Python {m['python']}, "
+                  f"ai-edge-litert {m['ai_edge_litert']}.", ""]
     lines += ["## What each model is", "",
               "| variant | weights by dtype | ops by type |", "|---|---|---|"]
     for name, row in rows.items():
@@ -223,12 +326,15 @@ def to_markdown(rows: Mapping[str, Mapping[str, Any]], specs: Mapping[str, Varia
 
 
 def to_csv(rows: Mapping[str, Mapping[str, Any]]) -> str:
-    """One line per variant: status, the metrics of `ALL_METRICS`, and the error if any."""
+    """One line per variant: status, every metric (`metrics_of`), and the error if any."""
+    columns: list[str] = []
+    for row in rows.values():
+        columns += [m for m in metrics_of(row) if m not in columns]
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["variant", "status", *ALL_METRICS, "error"])
+    writer.writerow(["variant", "status", *columns, "error"])
     for name, row in rows.items():
-        writer.writerow([name, row["status"], *(row.get(m, "") for m in ALL_METRICS),
+        writer.writerow([name, row["status"], *(row.get(m, "") for m in columns),
                          _first_line(row["error"] or "")])
     return buf.getvalue()
 
@@ -243,8 +349,7 @@ def write_report(out_dir: str | Path, rows: Mapping[str, Mapping[str, Any]],
         The written paths by kind.
     """
     out = Path(out_dir)
-    metrics = {name: {m: row[m] for m in ALL_METRICS}
-               for name, row in rows.items() if row["status"] == "ok"}
+    metrics = {name: metrics_of(row) for name, row in rows.items() if row["status"] == "ok"}
     return {
         "markdown": write_text(out / "summary.md", to_markdown(rows, specs, rec, keras_accuracy)),
         "csv": write_text(out / "summary.csv", to_csv(rows)),

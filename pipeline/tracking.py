@@ -16,6 +16,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from pipeline import report
 from pipeline.variants import VariantSpec
 
 log = logging.getLogger(__name__)
@@ -89,7 +90,7 @@ def _log(client: Any, run_id: str, params: Mapping[str, str] = {},
 
 def log_pipeline(*, uri: str, experiment: str, run_name: str, config: Mapping[str, Any],
                  specs: Mapping[str, VariantSpec], rows: Mapping[str, Mapping[str, Any]],
-                 metric_names: Sequence[str], parent_metrics: Mapping[str, float],
+                 parent_metrics: Mapping[str, float],
                  curves: Mapping[str, Sequence[float]], parent_tags: Mapping[str, str],
                  parent_artifacts: Sequence[Path],
                  variant_artifacts: Mapping[str, Mapping[str, Path]]) -> dict[str, Any]:
@@ -103,12 +104,12 @@ def log_pipeline(*, uri: str, experiment: str, run_name: str, config: Mapping[st
         specs: Variants, in order; each child gets its spec as params.
         rows: Per variant, the summary row (`pipeline.report.summarize`); a row whose
             `status` is not `ok` gives a FAILED child with its `error` as a tag.
-        metric_names: Which keys of each row are logged as the child's metrics.
         parent_metrics: Single metrics of the parent (e.g. the Keras model's test accuracy).
         curves: Step metrics of the parent (training curves, one value per epoch).
         parent_tags: Tags of the parent (e.g. the recommendation).
         parent_artifacts: Files attached to the parent.
-        variant_artifacts: Per variant, files attached to its child, by artifact folder.
+        variant_artifacts: Per variant, files or folders attached to its child, by artifact
+            folder.
 
     Returns:
         `tracking_uri`, `experiment_id`, `parent_run_id` and `child_run_ids` by variant.
@@ -119,6 +120,13 @@ def log_pipeline(*, uri: str, experiment: str, run_name: str, config: Mapping[st
     exp = client.get_experiment_by_name(experiment)
     experiment_id = exp.experiment_id if exp else client.create_experiment(experiment)
     children: dict[str, str] = {}
+    # Settings every child shares, so each run says how its figures were measured.
+    some_ok = next((r for r in rows.values() if r.get("status", "ok") == "ok"), {})
+    child_params = {"benchmark.settings": ",".join(some_ok.get("settings", {})) or "none",
+                    "benchmark.headline": str(some_ok.get("headline")),
+                    "evaluate.top_k": str(some_ok.get("top_k"))}
+    parent_tags = {**{f"machine.{k}": str(v) for k, v in some_ok.get("machine", {}).items()},
+                   **parent_tags}
     with sigterm_as_interrupt(), _run(client, experiment_id, run_name,
                                       {"pipeline": "dvc", **parent_tags}) as parent_id:
         _log(client, parent_id, params=flatten(config), metrics=parent_metrics, steps=curves)
@@ -126,13 +134,16 @@ def log_pipeline(*, uri: str, experiment: str, run_name: str, config: Mapping[st
             row = rows[name]
             ok = row.get("status", "ok") == "ok"
             tags = {"mlflow.parentRunId": parent_id, "variant": name,
+                    **{f"machine.{k}": str(v) for k, v in row.get("machine", {}).items()},
                     **({} if ok else {"error": str(row.get("error"))[:5000]})}
             with _run(client, experiment_id, name, tags,
                       "FINISHED" if ok else "FAILED") as child_id:
-                _log(client, child_id, params=spec.as_params(),
-                     metrics={m: row[m] for m in metric_names} if ok else {})
+                _log(client, child_id, params={**spec.as_params(), **child_params},
+                     metrics=report.metrics_of(row) if ok else {})
                 for folder, path in variant_artifacts.get(name, {}).items():
-                    if Path(path).exists():  # a failed variant has no model file
+                    if Path(path).is_dir():
+                        client.log_artifacts(child_id, str(path), artifact_path=folder)
+                    elif Path(path).exists():  # a failed variant has no model file
                         client.log_artifact(child_id, str(path), artifact_path=folder)
             children[name] = child_id
         for path in parent_artifacts:

@@ -1,7 +1,9 @@
-"""Stage benchmark@VARIANT: single-sample invoke() latency of one .tflite variant.
+"""Stage benchmark@VARIANT: single-sample invoke() latency of one variant per thread count
+and XNNPACK setting, speed-up against the reference (interleaved) and peak memory.
 
     python stages/benchmark.py int8 --data data/prepared/dataset.npz \
-        --variant-dir models/tflite/int8 --out benchmark/int8.json
+        --variant-dir models/tflite/int8 --reference-dir models/tflite/float32 \
+        --out benchmark/int8.json
 """
 
 from pipeline import benchmark, cli, data, quantize
@@ -15,6 +17,7 @@ def main() -> None:
     p.add_argument("variant")
     p.add_argument("--data", required=True)
     p.add_argument("--variant-dir", required=True, help="the quantize stage's folder")
+    p.add_argument("--reference-dir", required=True, help="the reference variant's folder")
     p.add_argument("--out", required=True)
     args = p.parse_args()
     cfg, _ = load_params(args.params)
@@ -23,9 +26,12 @@ def main() -> None:
     if record["status"] != "ok":
         write_json(args.out, quantize.skipped("benchmark"))
         return
+    reference = cfg.report.reference
     ds = data.load(args.data)
-    model = quantize.tflite_path(args.variant_dir, args.variant)
-    result = benchmark.benchmark(model, ds.x_test[:1], cfg.benchmark)
+    result = benchmark.benchmark(
+        quantize.tflite_path(args.variant_dir, args.variant), ds.x_test[:1], cfg.benchmark,
+        None if args.variant == reference else
+        quantize.tflite_path(args.reference_dir, reference))
     write_json(args.out, {"status": "ok", **result})
 
 

@@ -14,7 +14,7 @@ from pipeline.io import read_json
 def main() -> None:
     p = cli.parser(__doc__)
     p.add_argument("--variants", required=True, help="folder of the quantize stage's folders")
-    p.add_argument("--evaluations", required=True, help="folder of <variant>.json")
+    p.add_argument("--evaluations", required=True, help="folder of <variant>/metrics.json")
     p.add_argument("--benchmarks", required=True, help="folder of <variant>.json")
     p.add_argument("--keras-metrics", required=True)
     p.add_argument("--out", required=True, help="folder for the summary files")
@@ -22,7 +22,7 @@ def main() -> None:
     cfg, _ = load_params(args.params)
     names = list(cfg.variants)
     records = {v: quantize.read_record(Path(args.variants) / v) for v in names}
-    evaluations = {v: read_json(Path(args.evaluations) / f"{v}.json") for v in names}
+    evaluations = {v: read_json(Path(args.evaluations) / v / "metrics.json") for v in names}
     benchmarks = {v: read_json(Path(args.benchmarks) / f"{v}.json") for v in names}
     rows = report.summarize(cfg.variants, records, evaluations, benchmarks,
                             cfg.report.reference)

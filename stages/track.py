@@ -34,7 +34,6 @@ def main() -> None:
         config=raw,
         specs=cfg.variants,
         rows=rows,
-        metric_names=report.ALL_METRICS,
         parent_metrics={
             "keras_test_accuracy": read_json(keras / "float_metrics.json")["test_accuracy"],
             "qat_keras_test_accuracy": read_json(keras / "qat_metrics.json")["test_accuracy"]},
@@ -51,7 +50,7 @@ def main() -> None:
             "model": quantize.tflite_path(tflite / v, v),
             "inspection": tflite / v / quantize.RECORD,
             "layer_errors": tflite / v / quantize.LAYER_ERRORS,
-            "evaluation": Path(args.evaluations) / f"{v}.json",
+            "evaluation": Path(args.evaluations) / v,
             "benchmark": Path(args.benchmarks) / f"{v}.json"} for v in cfg.variants},
     )
     write_json(args.out, result)

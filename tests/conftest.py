@@ -28,6 +28,7 @@ TINY_OVERRIDES = (
     "benchmark.warmup_seconds=0.01",
     "benchmark.min_runs=5",
     "benchmark.min_seconds=0.02",
+    "benchmark.memory=false",  # measured in its own test: a subprocess per model is slow
 )
 
 
@@ -90,3 +91,24 @@ def models(variant_dirs: Path, tiny_cfg: config_mod.Config) -> dict[str, Path]:
     from pipeline import quantize
 
     return {name: quantize.tflite_path(variant_dirs / name, name) for name in tiny_cfg.variants}
+
+
+@pytest.fixture(scope="session")
+def stage_results(models: dict[str, Path], variant_dirs: Path, tiny_cfg: config_mod.Config,
+                  small_dataset: data.Dataset) -> dict[str, dict[str, Any]]:
+    """What the quantize, evaluate and benchmark stages produce for every variant, computed
+    by the same functions: `{"records": ..., "evaluations": ..., "benchmarks": ...}`."""
+    from pipeline import benchmark, evaluate, litert, quantize
+
+    x, y = small_dataset.x_test, small_dataset.y_test
+    reference = litert.Runner(models["float32"]).predict(x)
+    ok = {"status": "ok"}
+    return {
+        "records": {v: quantize.read_record(variant_dirs / v) for v in tiny_cfg.variants},
+        "evaluations": {v: {**ok, **evaluate.evaluate(models[v], x, y, reference, 32)}
+                        for v in tiny_cfg.variants},
+        "benchmarks": {v: {**ok, **benchmark.benchmark(
+            models[v], x[:1], tiny_cfg.benchmark,
+            None if v == "float32" else models["float32"], progress=False)}
+            for v in tiny_cfg.variants},
+    }

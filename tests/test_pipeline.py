@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline import benchmark, data, evaluate, quantize, report
+from pipeline import data, report
 from pipeline.config import Config
 from pipeline.io import atomic_path, read_json, write_json
 
@@ -61,46 +61,11 @@ def test_unknown_dataset_is_refused(tiny_cfg: Config) -> None:
         data.prepare(dataclasses.replace(tiny_cfg.data, name="imagenet"), 0)
 
 
-def test_evaluate_counts_correct_predictions(models: dict[str, Path], small_dataset: data.Dataset
-                                             ) -> None:
-    x, y = small_dataset.x_test, small_dataset.y_test
-    result = evaluate.evaluate(models["int8_full"], x, y)
-    assert result["num_samples"] == len(y)
-    assert result["accuracy"] == np.mean(np.array(result["predictions"]) == y)
-    assert result["size_bytes"] == (models["int8_full"]).stat().st_size
-    assert (result["input_dtype"], result["output_dtype"]) == ("int8", "int8")
-    wrong = (y + 1) % 10  # every label shifted: accuracy must fall to the misclassified share
-    shifted = evaluate.evaluate(models["int8_full"], x, wrong)
-    assert shifted["accuracy"] == np.mean(np.array(result["predictions"]) == wrong)
-
-
-def test_benchmark_meets_both_minimums(models: dict[str, Path], tiny_cfg: Config,
-                                       small_dataset: data.Dataset) -> None:
-    cfg = dataclasses.replace(tiny_cfg.benchmark, min_runs=30, min_seconds=0.2, num_threads=2)
-    result = benchmark.benchmark(models["float32"], small_dataset.x_test[:1], cfg)
-    assert result["runs"] >= 30
-    assert result["runs"] * result["latency_ms_mean"] / 1e3 <= 0.2 + 1.0
-    assert result["num_threads"] == 2
-    stats = [result[k] for k in ("latency_ms_min", "latency_ms_p50", "latency_ms_p90",
-                                 "latency_ms_max")]
-    assert stats == sorted(stats) and stats[0] > 0
-    # Few runs but a long minimum time: the time bound wins.
-    slow = dataclasses.replace(cfg, min_runs=1, min_seconds=0.3)
-    timed = benchmark.benchmark(models["float32"], small_dataset.x_test[:1], slow)
-    assert timed["runs"] * timed["latency_ms_mean"] / 1e3 >= 0.3 * 0.5  # timing overhead aside
-
-
-def test_summary_and_recommendation_on_real_results(models: dict[str, Path], variant_dirs: Path,
-                                                    tiny_cfg: Config,
-                                                    small_dataset: data.Dataset,
+def test_summary_and_recommendation_on_real_results(stage_results: dict, tiny_cfg: Config,
                                                     tmp_path: Path) -> None:
-    x, y = small_dataset.x_test, small_dataset.y_test
-    ok = {"status": "ok"}
-    records = {v: quantize.read_record(variant_dirs / v) for v in tiny_cfg.variants}
-    evaluations = {v: {**ok, **evaluate.evaluate(models[v], x, y)} for v in tiny_cfg.variants}
-    bench = {v: {**ok, **benchmark.benchmark(models[v], x[:1], tiny_cfg.benchmark)}
-             for v in tiny_cfg.variants}
-    rows = report.summarize(tiny_cfg.variants, records, evaluations, bench, "float32")
+    evaluations = stage_results["evaluations"]
+    rows = report.summarize(tiny_cfg.variants, stage_results["records"], evaluations,
+                            stage_results["benchmarks"], "float32")
     assert list(rows) == list(tiny_cfg.variants)
     ref = rows["float32"]
     assert ref["accuracy_drop"] == 0 and ref["agreement"] == 1 and ref["compression_ratio"] == 1
@@ -108,9 +73,11 @@ def test_summary_and_recommendation_on_real_results(models: dict[str, Path], var
         assert row["status"] == "ok" and set(report.ALL_METRICS) <= set(row), name
         assert row["accuracy_drop"] == pytest.approx(ref["accuracy"] - row["accuracy"])
         assert row["compression_ratio"] == pytest.approx(ref["size_bytes"] / row["size_bytes"])
-        same = np.mean(np.array(evaluations[name]["predictions"])
-                       == np.array(evaluations["float32"]["predictions"]))
-        assert row["agreement"] == pytest.approx(same)
+        assert row["agreement"] == evaluations[name]["agreement"]
+        # Every benchmark setting's figures are metrics too, under the setting's name.
+        assert row["t2.latency_ms_p50"] == row["settings"]["t2"]["latency_ms_p50"]
+        assert row["class_accuracy_3"] == evaluations[name]["per_class_accuracy"][3]
+        assert set(report.metrics_of(row)) == set(report.metrics_of(ref))
     rec = report.recommend(rows, max_accuracy_drop=1.0)  # everything fits
     assert rec["smallest"] == min(rows, key=lambda n: rows[n]["size_bytes"])
     assert rec["fastest"] == min(rows, key=lambda n: rows[n]["latency_ms_p50"])
@@ -122,13 +89,18 @@ def test_summary_and_recommendation_on_real_results(models: dict[str, Path], var
     paths = report.write_report(tmp_path, rows, tiny_cfg.variants, rec, 0.9)
     metrics = read_json(paths["metrics"])
     assert set(metrics) == set(tiny_cfg.variants) - {"int16x8"}
+    assert metrics["int8"] == report.metrics_of(rows["int8"])
     md = paths["markdown"].read_text()
     assert f"Smallest within budget: `{rec['smallest']}`" in md
     assert all(f"| `{v}` |" in md for v in tiny_cfg.variants)
     assert "`int16x8` **failed**: ValueError: no kernel" in md
     assert "## Worst-quantized layers" in md and "keeps 1 layer(s) in float" in md
+    assert "## Latency per setting" in md and "| t2 p50 |" in md
+    assert "## Per-class accuracy" in md
     lines = paths["csv"].read_text().splitlines()
-    assert lines[0] == "variant,status," + ",".join(report.ALL_METRICS) + ",error"
+    header = lines[0].split(",")
+    assert header[:2] == ["variant", "status"] and header[-1] == "error"
+    assert set(report.ALL_METRICS) <= set(header) and "t2.latency_ms_p99" in header
     by_variant = {line.split(",")[0]: line for line in lines[1:]}
     assert by_variant["int16x8"].startswith("int16x8,failed,")
     assert by_variant["int16x8"].endswith(",ValueError: no kernel")

@@ -2,25 +2,21 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from pipeline import benchmark, data, evaluate, quantize, report, tracking
+from pipeline import report, tracking
 from pipeline.config import Config
 
 
 @pytest.fixture(scope="module")
-def rows(models: dict[str, Path], variant_dirs: Path, tiny_cfg: Config,
-         small_dataset: data.Dataset) -> dict[str, Any]:
-    x, y = small_dataset.x_test[:20], small_dataset.y_test[:20]
-    ok = {"status": "ok"}
-    records = {v: quantize.read_record(variant_dirs / v) for v in tiny_cfg.variants}
-    ev = {v: {**ok, **evaluate.evaluate(models[v], x, y)} for v in tiny_cfg.variants}
-    bench = {v: {**ok, **benchmark.benchmark(models[v], x[:1], tiny_cfg.benchmark)}
-             for v in tiny_cfg.variants}
-    rows = report.summarize(tiny_cfg.variants, records, ev, bench, "float32")
+def rows(stage_results: dict, tiny_cfg: Config) -> dict[str, Any]:
+    rows = report.summarize(tiny_cfg.variants, stage_results["records"],
+                            stage_results["evaluations"], stage_results["benchmarks"],
+                            "float32")
     rows["uint8_full"] = {"status": "failed", "error": "ValueError: converter refused"}
     return rows
 
@@ -30,7 +26,7 @@ def _log(uri: str, cfg: Config, raw: dict, rows: dict, models: dict[str, Path]
     artifacts = {v: {"model": models[v]} for v in cfg.variants}
     return tracking.log_pipeline(
         uri=uri, experiment="test", run_name="small_cnn-digits", config=raw,
-        specs=cfg.variants, rows=rows, metric_names=report.ALL_METRICS,
+        specs=cfg.variants, rows=rows,
         parent_metrics={"keras_test_accuracy": 0.5}, curves={"train_loss": [2.0, 1.0, 0.5]},
         parent_tags={"recommended.smallest": "int8"}, parent_artifacts=[],
         variant_artifacts=artifacts)
@@ -60,12 +56,15 @@ def test_one_parent_and_a_child_per_variant(tmp_path: Path, tiny_cfg: Config, ti
     assert failed.info.status == "FAILED" and failed.data.metrics == {}
     assert failed.data.tags["error"] == "ValueError: converter refused"
     assert {frozenset(r.data.metrics) for r in children.values()} == {
-        frozenset(report.ALL_METRICS)}
+        frozenset(report.metrics_of(rows["int8"]))}
+    assert set(report.ALL_METRICS) <= set(children["int8"].data.metrics)
     for name, child in children.items():
         assert child.info.status == "FINISHED"
         assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
         assert child.data.metrics["accuracy"] == pytest.approx(rows[name]["accuracy"])
         assert child.data.metrics["float_compute_ops"] == rows[name]["float_compute_ops"]
+        assert child.data.tags["machine.cores"] == str(os.cpu_count())
+        assert child.data.params["benchmark.settings"] == "t1,t2"
         files = [a.path for a in client.list_artifacts(child.info.run_id, "model")]
         assert files == [f"model/{name}.tflite"]
 
@@ -76,8 +75,9 @@ def test_a_failure_ends_every_run_with_a_final_status(tmp_path: Path, tiny_cfg: 
     from mlflow.tracking import MlflowClient
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    broken = {**rows, "int8": {k: v for k, v in rows["int8"].items() if k != "accuracy"}}
-    with pytest.raises(KeyError, match="accuracy"):  # fails while logging int8's metrics
+    # A metric name MLflow refuses: logging fails in the middle of int8's child run.
+    broken = {**rows, "int8": {**rows["int8"], "bad name!": 1.0}}
+    with pytest.raises(Exception, match="bad name!"):
         _log(uri, tiny_cfg, tiny_raw, broken, models)
     client = MlflowClient(uri)
     runs = client.search_runs([client.get_experiment_by_name("test").experiment_id])

@@ -1,0 +1,157 @@
+"""Evaluation and benchmark, held to what they promise: batched equals single-sample,
+streaming memory, output error against the reference, and benchmark_model's method."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipeline import benchmark, data, evaluate, litert
+from pipeline.config import Config
+
+
+@pytest.mark.parametrize("name", ["float32", "int8_full", "uint8_full", "int16x8"])
+def test_batched_and_single_sample_give_the_same_predictions(
+        name: str, models: dict[str, Path], small_dataset: data.Dataset) -> None:
+    x = small_dataset.x_test  # 60 samples: batches of 16 leave a padded remainder
+    single = litert.Runner(models[name], batch_size=1)
+    batched = litert.Runner(models[name], batch_size=16)
+    assert (single.batch_size, batched.batch_size) == (1, 16)
+    s, b = single.predict(x), batched.predict(x)
+    np.testing.assert_array_equal(s.argmax(axis=1), b.argmax(axis=1))
+    np.testing.assert_allclose(s, b, atol=1e-5)
+    one = evaluate.evaluate(models[name], x, small_dataset.y_test, batch_size=1)
+    many = evaluate.evaluate(models[name], x, small_dataset.y_test, batch_size=16)
+    assert (one["batch_size"], many["batch_size"]) == (1, 16)
+    for key in ("accuracy", "top_k_accuracy", "per_class_accuracy", "confusion_matrix"):
+        assert one[key] == many[key], key
+
+
+def test_metrics_agree_with_a_direct_computation(models: dict[str, Path],
+                                                 small_dataset: data.Dataset) -> None:
+    x, y = small_dataset.x_test, small_dataset.y_test
+    ref = litert.Runner(models["float32"]).predict(x)
+    out = litert.Runner(models["int8"]).predict(x)
+    result = evaluate.evaluate(models["int8"], x, y, ref, batch_size=7, top_k=3)
+    pred = out.argmax(axis=1)
+    assert result["accuracy"] == pytest.approx(np.mean(pred == y))
+    assert result["agreement"] == pytest.approx(np.mean(pred == ref.argmax(axis=1)))
+    top3 = np.argsort(-out, axis=1)[:, :3]
+    assert result["top_k_accuracy"] == pytest.approx(np.mean((top3 == y[:, None]).any(axis=1)))
+    noise = np.sum((out.astype(np.float64) - ref) ** 2)
+    assert result["output_sqnr_db"] == pytest.approx(10 * np.log10(np.sum(ref ** 2.0) / noise),
+                                                     rel=1e-4)
+    assert result["output_mae"] == pytest.approx(np.mean(np.abs(out - ref)), rel=1e-4)
+    matrix = np.array(result["confusion_matrix"])
+    assert matrix.sum() == len(y) and np.trace(matrix) == np.sum(pred == y)
+    for c, acc in enumerate(result["per_class_accuracy"]):
+        assert acc == pytest.approx(matrix[c, c] / matrix[c].sum())
+    # Against itself: identical outputs, so the SQNR cap and no error.
+    same = evaluate.evaluate(models["float32"], x, y, ref)
+    assert same["output_sqnr_db"] == evaluate.SQNR_CAP_DB and same["output_mae"] == 0
+    assert same["agreement"] == 1.0
+    everything = evaluate.evaluate(models["int8"], x, y, top_k=10)
+    assert everything["top_k_accuracy"] == 1.0 and "agreement" not in everything
+    assert evaluate.evaluate(models["int8"], x, y, top_k=1)["top_k_accuracy"] == \
+        result["accuracy"]
+
+
+def test_evaluation_streams_memory_does_not_grow_with_samples(
+        models: dict[str, Path], small_dataset: data.Dataset, tmp_path: Path) -> None:
+    def peak_bytes(n: int) -> int:
+        reps = -(-n // len(small_dataset.x_test))
+        x_file, y_file = tmp_path / f"x{n}.npy", tmp_path / f"y{n}.npy"
+        x = np.lib.format.open_memmap(x_file, mode="w+", dtype=np.float32,
+                                      shape=(n, *small_dataset.input_shape))
+        x[:] = np.tile(small_dataset.x_test, (reps, 1, 1, 1))[:n]
+        x.flush()
+        np.save(y_file, np.tile(small_dataset.y_test, reps)[:n])
+        del x
+        x, y = np.load(x_file, mmap_mode="r"), np.load(y_file, mmap_mode="r")
+        tracemalloc.start()
+        evaluate.evaluate(models["int8_full"], x, y, batch_size=64)
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        return peak
+
+    small, large = peak_bytes(5_000), peak_bytes(50_000)
+    # Ten times the samples: the images alone would add 11.5 MB if they were all read.
+    assert large < small * 1.5 + 200_000, (small, large)
+
+
+def test_evaluation_refuses_mismatched_inputs(models: dict[str, Path],
+                                              small_dataset: data.Dataset) -> None:
+    x, y = small_dataset.x_test, small_dataset.y_test
+    with pytest.raises(ValueError, match="60 samples, 59 labels"):
+        evaluate.evaluate(models["int8"], x, y[:-1])
+    with pytest.raises(ValueError, match=r"takes samples of shape \(8, 8, 1\), got \(4, 4, 1\)"):
+        evaluate.evaluate(models["int8"], x[:, :4, :4], y)
+
+
+def test_reference_outputs_are_written_batch_by_batch(models: dict[str, Path],
+                                                      small_dataset: data.Dataset,
+                                                      tmp_path: Path) -> None:
+    out = evaluate.reference_outputs(models["float32"], small_dataset.x_test,
+                                     tmp_path / "ref.npy", batch_size=16)
+    np.testing.assert_allclose(np.load(out), litert.Runner(models["float32"]).predict(
+        small_dataset.x_test), atol=1e-5)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ref.npy"]
+
+
+def test_benchmark_meets_both_minimums_in_every_setting(models: dict[str, Path],
+                                                        tiny_cfg: Config,
+                                                        small_dataset: data.Dataset) -> None:
+    cfg = dataclasses.replace(tiny_cfg.benchmark, min_runs=30, min_seconds=0.2,
+                              num_threads=(1, 2), xnnpack=(True, False))
+    result = benchmark.benchmark(models["int8"], small_dataset.x_test[:1], cfg,
+                                 reference_path=models["float32"], progress=False)
+    assert list(result["settings"]) == ["t1", "t1_noxnnpack", "t2", "t2_noxnnpack"]
+    assert result["headline"] == "t1" and result["latency_ms_p50"] == \
+        result["settings"]["t1"]["latency_ms_p50"]
+    for key, fig in result["settings"].items():
+        assert fig["runs"] >= 30, key
+        assert fig["runs"] * fig["latency_ms_mean"] / 1e3 <= 0.2 + 1.0
+        stats = [fig[k] for k in ("latency_ms_min", "latency_ms_p50", "latency_ms_p90",
+                                  "latency_ms_p99", "latency_ms_max")]
+        assert stats == sorted(stats) and stats[0] > 0, key
+        assert fig["latency_cv"] == pytest.approx(fig["latency_ms_std"] / fig["latency_ms_mean"])
+        assert fig["init_ms"] > 0 and fig["first_inference_ms"] > 0 and fig["warmup_ms_mean"] > 0
+        assert fig["speedup_vs_float32"] > 0
+    assert result["settings"]["t2"]["num_threads"] == 2
+    assert result["settings"]["t1_noxnnpack"]["xnnpack"] is False
+    assert result["machine"]["cores"] == str(os.cpu_count()) and result["machine"]["cpu"]
+    assert result["memory"] == {}  # memory off in the tiny config
+    # Few runs but a long minimum time: the time bound wins.
+    slow = dataclasses.replace(cfg, min_runs=1, min_seconds=0.3, num_threads=(1,),
+                               xnnpack=(True,))
+    timed = benchmark.benchmark(models["float32"], small_dataset.x_test[:1], slow,
+                                progress=False)
+    assert timed["runs"] * timed["latency_ms_mean"] / 1e3 >= 0.3 * 0.5  # timing overhead aside
+    assert timed["speedup_vs_float32"] == 1.0  # no reference: it is the reference
+
+
+def test_interleaved_speedup_sees_a_real_difference(models: dict[str, Path], tiny_cfg: Config,
+                                                    small_dataset: data.Dataset) -> None:
+    cfg = dataclasses.replace(tiny_cfg.benchmark, min_runs=20, min_seconds=0.2)
+    sample = small_dataset.x_test[:1]
+    # 16x8 runs on reference kernels: several times slower than float32 with XNNPACK.
+    slower = benchmark.interleaved_speedup(models["float32"], models["int16x8"], sample, cfg,
+                                           1, True)
+    same = benchmark.interleaved_speedup(models["float32"], models["float32"], sample, cfg,
+                                         1, True)
+    assert slower < 0.8
+    assert 0.5 < same < 2.0
+
+
+def test_peak_memory_is_measured_in_a_fresh_process(models: dict[str, Path]) -> None:
+    result = benchmark.peak_rss(models["float32"])
+    assert result["baseline_rss_mb"] > 1
+    assert result["peak_rss_mb"] >= result["baseline_rss_mb"] + result["load_rss_delta_mb"] - 1
+    assert result["peak_rss_delta_mb"] >= 0
+    with pytest.raises(RuntimeError, match="memory measurement of .* failed"):
+        benchmark.peak_rss(Path("/nonexistent/model.tflite"))
