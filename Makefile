@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 # Stage commands in dvc.yaml call `python`: make it the venv's.
 export PATH := $(BIN):$(PATH)
 
-.PHONY: venv params repro test test-fast bench lock mlflow-ui clean
+.PHONY: venv params repro test test-fast browser bench lock mlflow-ui mlflow-server clean
 
 $(STAMP): requirements.lock pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Python 3.11 is required, found " + sys.version.split()[0]' || { echo "set PYTHON=/path/to/python3.11"; exit 1; }
@@ -29,12 +29,19 @@ repro: params
 	$(BIN)/dvc repro
 	@echo
 	@echo "Results:"
-	@echo "  summary:  reports/summary.md  (table: reports/summary.csv, DVC metrics: reports/metrics.json)"
+	@echo "  report:   reports/report.html  (also reports/summary.md, summary.csv, plots/)"
+	@echo "  DVC:      $(BIN)/dvc metrics show   and   $(BIN)/dvc plots show"
 	@echo "  MLflow:   $(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db   (or: make mlflow-ui)"
+	@echo "            registry: models:/$$($(BIN)/python -c 'import yaml; print(yaml.safe_load(open("params.yaml"))["tracking"]["registered_model"])')@candidate"
 
 ## Every test, the slow end-to-end ones included (as CI runs them).
-test: venv
+test: venv browser
 	$(BIN)/python -m pytest
+
+## Debian's Chromium, for the test that renders the report page (root, as on CI).
+browser:
+	@command -v chromium >/dev/null || { apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
 ## Only the fast tests.
 test-fast: venv
@@ -49,8 +56,15 @@ lock: venv
 	{ echo "# Exact versions of every package in .venv (pip freeze). Regenerate: make lock"; \
 	  $(BIN)/python -m pip freeze --exclude-editable; } > requirements.lock
 
+## Browse the default store.
 mlflow-ui: venv
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000
+
+## A tracking server on 127.0.0.1:5000 (SQLite backend, artifacts in mlartifacts/). Then:
+##   MLFLOW_TRACKING_URI=http://127.0.0.1:5000 make repro
+mlflow-server: venv
+	$(BIN)/mlflow server --host 127.0.0.1 --port 5000 \
+	  --backend-store-uri sqlite:///mlflow-server.db --artifacts-destination mlartifacts
 
 clean:
 	rm -rf $(VENV)

@@ -84,12 +84,14 @@ class BenchmarkConfig:
 class TrackingConfig:
     uri: str = "sqlite:///mlflow.db"  # MLflow store; MLFLOW_TRACKING_URI overrides it
     experiment: str = "tflite-quantization-lab"
+    registered_model: str = "tflite-quant-lab"  # Model Registry name of the @candidate model
 
 
 @dataclasses.dataclass(frozen=True)
 class ReportConfig:
     reference: str = "float32"  # variant that accuracy_drop, agreement, compression compare to
     max_accuracy_drop: float = 0.01  # accuracy budget (absolute) for the recommendation
+    prefer: str = "smallest"  # which recommendation becomes the registry's candidate
 
 
 @dataclasses.dataclass(frozen=True)
@@ -203,6 +205,9 @@ def parse_config(raw: Mapping[str, Any]) -> Config:
     if cfg.data.test_fraction + cfg.data.val_fraction >= 1:
         raise ValueError("data.test_fraction + data.val_fraction must be below 1")
     _positive("report.max_accuracy_drop", cfg.report.max_accuracy_drop, allow_zero=True)
+    if cfg.report.prefer not in ("smallest", "fastest"):
+        raise ValueError(f"report.prefer: unknown value {cfg.report.prefer!r}; valid: "
+                         "smallest, fastest")
     return cfg
 
 

@@ -37,3 +37,99 @@ def confusion_matrix(matrix: Sequence[Sequence[int]], title: str, path: str | Pa
         fig.savefig(tmp, dpi=100)
     plt.close(fig)
     return Path(path)
+
+
+def pareto_front(points: dict[str, tuple[float, float]]) -> list[str]:
+    """Names of the points no other point beats: lower x (cost) and higher y (accuracy).
+
+    Args:
+        points: `{name: (cost, accuracy)}`.
+
+    Returns:
+        The non-dominated names, by increasing cost.
+    """
+    front = [n for n, (x, y) in points.items()
+             if not any((x2 <= x and y2 >= y) and (x2 < x or y2 > y)
+                        for m, (x2, y2) in points.items() if m != n)]
+    return sorted(front, key=lambda n: points[n])
+
+
+def tradeoff(points: dict[str, tuple[float, float]], xlabel: str, title: str,
+             path: str | Path, log_x: bool = False) -> Path:
+    """Accuracy against a cost (size, latency), every variant labelled, the Pareto front
+    drawn and ringed."""
+    plt = _pyplot()
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
+
+    front = pareto_front(points)
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    # Variants often tie on accuracy: stagger the labels of points at the same height.
+    seen_heights: dict[float, int] = {}
+    for name, (x, y) in sorted(points.items(), key=lambda kv: kv[1]):
+        on_front = name in front
+        ax.scatter(x, y, s=60 if on_front else 30, zorder=3,
+                   color="tab:red" if on_front else "tab:blue")
+        k = seen_heights.get(round(y, 6), 0)
+        seen_heights[round(y, 6)] = k + 1
+        offset = (6 + 10 * (k // 2)) * (1 if k % 2 == 0 else -1) - (4 if k % 2 else 0)
+        ax.annotate(name, (x, y), textcoords="offset points", xytext=(5, offset), fontsize=8,
+                    arrowprops={"arrowstyle": "-", "color": "0.6", "lw": 0.5} if k else None)
+    ax.plot([points[n][0] for n in front], [points[n][1] for n in front], "--",
+            color="tab:red", label="Pareto front", zorder=2)
+    if log_x:
+        ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(ScalarFormatter())
+        ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set(xlabel=xlabel, ylabel="test accuracy", title=title)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    return Path(path)
+
+
+def bars(values: dict[str, float], ylabel: str, title: str, path: str | Path) -> Path:
+    """One bar per variant."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.bar(list(values), list(values.values()), color="tab:blue")
+    ax.set(ylabel=ylabel, title=title)
+    ax.tick_params(axis="x", rotation=30)
+    for label in ax.get_xticklabels():
+        label.set_horizontalalignment("right")
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    return Path(path)
+
+
+def training_curves(histories: dict[str, dict[str, list[float]]], path: str | Path) -> Path:
+    """Loss and accuracy per epoch (training and validation) of each Keras model; each model
+    continues where the previous one stopped (QAT fine-tunes the trained float model)."""
+    plt = _pyplot()
+    fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(10, 4))
+    start = 0
+    for model, history in histories.items():
+        n = len(history.get("loss", []))
+        for key, style in (("", "-"), ("val_", "--")):
+            epochs = range(start + 1, start + len(history.get(f"{key}loss", [])) + 1)
+            if len(epochs):
+                loss_ax.plot(epochs, history[f"{key}loss"], style, marker="o", markersize=3,
+                             label=f"{model} {'validation' if key else 'training'}")
+                acc_ax.plot(epochs, history[f"{key}accuracy"], style, marker="o",
+                            markersize=3, label=f"{model} {'validation' if key else 'training'}")
+        start += n
+    loss_ax.set(xlabel="epoch", ylabel="loss", title="loss")
+    acc_ax.set(xlabel="epoch", ylabel="accuracy", title="accuracy")
+    for ax in (loss_ax, acc_ax):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    return Path(path)

@@ -142,6 +142,20 @@ def recommend(rows: Mapping[str, Mapping[str, Any]], max_accuracy_drop: float
     }
 
 
+def candidate(rows: Mapping[str, Mapping[str, Any]], rec: Mapping[str, Any],
+              prefer: str = "smallest") -> str | None:
+    """The variant to put forward: the recommendation (`prefer`: `smallest` or `fastest`),
+    or while nothing is within budget, the most accurate integer variant (no float compute),
+    the smaller one on a tie. None if there is neither."""
+    if rec.get(prefer):
+        return str(rec[prefer])
+    integer = [n for n, r in rows.items()
+               if r.get("status") == "ok" and r.get("float_compute_ops") == 0]
+    if not integer:
+        return None
+    return max(integer, key=lambda n: (rows[n]["accuracy"], -rows[n]["size_bytes"]))
+
+
 def _fmt(metric: str, value: Any) -> str:
     if isinstance(value, str):
         return value
@@ -228,8 +242,13 @@ def _first_line(text: str) -> str:
 
 
 def to_markdown(rows: Mapping[str, Mapping[str, Any]], specs: Mapping[str, VariantSpec],
-                rec: Mapping[str, Any], keras_accuracy: float | None = None) -> str:
-    """The human summary: recommendation first, then the tables and the evidence."""
+                rec: Mapping[str, Any], keras_accuracy: float | None = None,
+                plots: Mapping[str, str] | None = None) -> str:
+    """The human summary: recommendation first, then the tables, plots and evidence.
+
+    Args:
+        plots: `{caption: path relative to the Markdown file}` of images to show.
+    """
     budget = rec["max_accuracy_drop"]
     lines = ["# Quantization report", ""]
     if rec["smallest"] is None:
@@ -275,6 +294,11 @@ def to_markdown(rows: Mapping[str, Mapping[str, Any]], specs: Mapping[str, Varia
               "latency_ms_p50 and speedup_vs_float32: the first benchmark setting. "
               "float_compute_ops: compute ops with a float activation input or output "
               "(QUANTIZE/DEQUANTIZE not counted).", ""]
+    if plots:
+        lines += ["## Trade-offs", "", "Red: the Pareto front, the variants no other variant "
+                  "beats on both accuracy and cost.", ""]
+        for caption, src in plots.items():
+            lines += [f"![{caption}]({src})", ""]
     if first:
         lines += _latency_table(ok) + _memory_table(ok) + _class_table(ok)
         m = first["machine"]
@@ -339,21 +363,85 @@ def to_csv(rows: Mapping[str, Mapping[str, Any]]) -> str:
     return buf.getvalue()
 
 
+PLOTS_DIR = "plots"
+
+
+def write_plots(out_dir: Path, rows: Mapping[str, Mapping[str, Any]],
+                histories: Mapping[str, Mapping[str, list[float]]]) -> dict[str, str]:
+    """PNG plots and the CSV data behind DVC's plots, in `out_dir/plots/`.
+
+    Returns:
+        `{caption: path relative to out_dir}` of the PNGs.
+    """
+    from pipeline import plots
+
+    ok = {n: r for n, r in rows.items() if r["status"] == "ok"}
+    d = out_dir / PLOTS_DIR
+    pngs = {
+        "Accuracy against size": plots.tradeoff(
+            {n: (r["size_bytes"] / 1024, r["accuracy"]) for n, r in ok.items()},
+            "size (KiB)", "accuracy against size", d / "accuracy_vs_size.png"),
+        "Accuracy against latency": plots.tradeoff(
+            {n: (r["latency_ms_p50"] * 1e3, r["accuracy"]) for n, r in ok.items()},
+            f"p50 latency (us, {next(iter(ok.values()))['headline']})",
+            "accuracy against latency", d / "accuracy_vs_latency.png", log_x=True),
+        "Size per variant": plots.bars({n: r["size_bytes"] / 1024 for n, r in ok.items()},
+                                       "size (KiB)", "size per variant", d / "size.png"),
+    }
+    if any(histories.values()):
+        pngs["Training curves"] = plots.training_curves(dict(histories), d / "training.png")
+    # Data files for `dvc plots show` (dvc.yaml's plots section).
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["variant", "accuracy", "size_bytes", "latency_ms_p50", "pareto_size",
+                     "pareto_latency"])
+    front_size = plots.pareto_front({n: (r["size_bytes"], r["accuracy"]) for n, r in ok.items()})
+    front_lat = plots.pareto_front({n: (r["latency_ms_p50"], r["accuracy"])
+                                    for n, r in ok.items()})
+    for n, r in ok.items():
+        writer.writerow([n, r["accuracy"], r["size_bytes"], r["latency_ms_p50"],
+                         int(n in front_size), int(n in front_lat)])
+    write_text(d / "variants.csv", buf.getvalue())
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["model", "epoch", "loss", "accuracy", "val_loss", "val_accuracy"])
+    for model, history in histories.items():
+        for epoch in range(len(history.get("loss", []))):
+            writer.writerow([model, epoch + 1, *(history[k][epoch] for k in
+                                                 ("loss", "accuracy", "val_loss",
+                                                  "val_accuracy"))])
+    write_text(d / "training.csv", buf.getvalue())
+    return {caption: str(path.relative_to(out_dir)) for caption, path in pngs.items()}
+
+
 def write_report(out_dir: str | Path, rows: Mapping[str, Mapping[str, Any]],
                  specs: Mapping[str, VariantSpec], rec: Mapping[str, Any],
-                 keras_accuracy: float | None = None) -> dict[str, Path]:
-    """Write `summary.md`, `summary.csv`, `summary.json`, `metrics.json` (DVC metrics of the
-    variants that succeeded) and `recommendation.json` into `out_dir`.
+                 keras_accuracy: float | None = None,
+                 histories: Mapping[str, Mapping[str, list[float]]] | None = None
+                 ) -> dict[str, Path]:
+    """Write the report into `out_dir`: `summary.md`, `report.html` (self-contained),
+    `summary.csv`, `summary.json`, `metrics.json` (DVC metrics of the variants that
+    succeeded), `recommendation.json`, and `plots/` (PNGs and the CSVs of DVC's plots).
+
+    Args:
+        histories: `{model: Keras history}` for the training curves (e.g. float, qat).
 
     Returns:
         The written paths by kind.
     """
+    from pipeline.html import markdown_to_html
+
     out = Path(out_dir)
     metrics = {name: metrics_of(row) for name, row in rows.items() if row["status"] == "ok"}
+    plots = write_plots(out, rows, histories or {})
+    markdown = to_markdown(rows, specs, rec, keras_accuracy, plots)
     return {
-        "markdown": write_text(out / "summary.md", to_markdown(rows, specs, rec, keras_accuracy)),
+        "markdown": write_text(out / "summary.md", markdown),
+        "html": write_text(out / "report.html",
+                           markdown_to_html(markdown, out, "Quantization report")),
         "csv": write_text(out / "summary.csv", to_csv(rows)),
         "summary": write_json(out / "summary.json", rows),
         "metrics": write_json(out / "metrics.json", metrics),
         "recommendation": write_json(out / "recommendation.json", rec),
+        "plots": out / PLOTS_DIR,
     }

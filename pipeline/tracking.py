@@ -8,9 +8,12 @@ Every run is ended with a final status: FINISHED, FAILED, or KILLED when interru
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import logging
 import os
 import signal
+import subprocess
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -88,12 +91,83 @@ def _log(client: Any, run_id: str, params: Mapping[str, str] = {},
         client.log_batch(run_id, metrics=ms[i:i + 1000])
 
 
+# What a run's figures depend on: the code and config, not the outputs DVC rewrites mid-run.
+SOURCE_PATHS = ("conf", "pipeline", "stages", "dvc.yaml", "params.yaml", "pyproject.toml",
+                "requirements.lock")
+
+
+def _git(root: Path, *args: str) -> str | None:
+    try:
+        proc = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True,
+                              timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return proc.stdout.strip() if proc.returncode == 0 else None
+
+
+def provenance(root: str | Path, config: Mapping[str, Any]) -> dict[str, str]:
+    """Tags that say where a run came from.
+
+    Returns:
+        `git.commit`, `git.dirty` (code or config differ from that commit: `SOURCE_PATHS`),
+        `config.hash` (sha256 of the resolved config) and, under `dvc exp run`,
+        `dvc.exp_name`.
+    """
+    root = Path(root)
+    commit = _git(root, "rev-parse", "HEAD")
+    changes = _git(root, "status", "--porcelain", "--", *SOURCE_PATHS)
+    tags = {
+        "git.commit": commit or "unknown",
+        "git.dirty": "unknown" if changes is None else str(bool(changes)).lower(),
+        "config.hash": hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest(),
+    }
+    if os.environ.get("DVC_EXP_NAME"):
+        tags["dvc.exp_name"] = os.environ["DVC_EXP_NAME"]
+    return tags
+
+
+def _log_artifacts(client: Any, run_id: str, artifacts: Mapping[str, Path]) -> None:
+    """Attach files or folders by artifact folder; missing paths (a failed variant has no
+    model file) are skipped."""
+    for folder, path in artifacts.items():
+        if Path(path).is_dir():
+            client.log_artifacts(run_id, str(path), artifact_path=folder)
+        elif Path(path).exists():
+            client.log_artifact(run_id, str(path), artifact_path=folder)
+
+
+def register_candidate(client: Any, model_name: str, variant: str, run_id: str,
+                       alias: str = "candidate") -> str:
+    """Register the variant's `model/` artifact (its `.tflite`) as a new version of
+    `model_name` and point `alias` at it.
+
+    Returns:
+        The new version.
+    """
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.create_registered_model(
+            model_name, description="TFLite models chosen by the quantization lab")
+    except MlflowException as exc:
+        if "RESOURCE_ALREADY_EXISTS" not in str(exc.error_code):
+            raise
+    version = client.create_model_version(model_name, source=f"runs:/{run_id}/model",
+                                          run_id=run_id, tags={"variant": variant}).version
+    client.set_registered_model_alias(model_name, alias, version)
+    log.info("MLflow registry: %s version %s (%s) is @%s", model_name, version, variant, alias)
+    return str(version)
+
+
 def log_pipeline(*, uri: str, experiment: str, run_name: str, config: Mapping[str, Any],
                  specs: Mapping[str, VariantSpec], rows: Mapping[str, Mapping[str, Any]],
                  parent_metrics: Mapping[str, float],
                  curves: Mapping[str, Sequence[float]], parent_tags: Mapping[str, str],
-                 parent_artifacts: Sequence[Path],
-                 variant_artifacts: Mapping[str, Mapping[str, Path]]) -> dict[str, Any]:
+                 parent_artifacts: Mapping[str, Path],
+                 variant_artifacts: Mapping[str, Mapping[str, Path]],
+                 common_tags: Mapping[str, str] | None = None,
+                 candidate: str | None = None,
+                 registered_model: str | None = None) -> dict[str, Any]:
     """Log one pipeline execution: a parent run and a child run per variant.
 
     Args:
@@ -107,12 +181,17 @@ def log_pipeline(*, uri: str, experiment: str, run_name: str, config: Mapping[st
         parent_metrics: Single metrics of the parent (e.g. the Keras model's test accuracy).
         curves: Step metrics of the parent (training curves, one value per epoch).
         parent_tags: Tags of the parent (e.g. the recommendation).
-        parent_artifacts: Files attached to the parent.
+        parent_artifacts: Files or folders attached to the parent, by artifact folder.
         variant_artifacts: Per variant, files or folders attached to its child, by artifact
             folder.
+        common_tags: Tags of every run (provenance: git commit, config hash, ...).
+        candidate: The variant to register in the Model Registry with the alias
+            `candidate`; None registers nothing.
+        registered_model: The registered model's name (required with `candidate`).
 
     Returns:
-        `tracking_uri`, `experiment_id`, `parent_run_id` and `child_run_ids` by variant.
+        `tracking_uri`, `experiment_id`, `parent_run_id`, `child_run_ids` by variant, and
+        `candidate` (`{variant, model, version}` or None).
     """
     from mlflow.tracking import MlflowClient
 
@@ -125,29 +204,34 @@ def log_pipeline(*, uri: str, experiment: str, run_name: str, config: Mapping[st
     child_params = {"benchmark.settings": ",".join(some_ok.get("settings", {})) or "none",
                     "benchmark.headline": str(some_ok.get("headline")),
                     "evaluate.top_k": str(some_ok.get("top_k"))}
-    parent_tags = {**{f"machine.{k}": str(v) for k, v in some_ok.get("machine", {}).items()},
+    common = dict(common_tags or {})
+    parent_tags = {**common,
+                   **{f"machine.{k}": str(v) for k, v in some_ok.get("machine", {}).items()},
                    **parent_tags}
+    registered = None
     with sigterm_as_interrupt(), _run(client, experiment_id, run_name,
                                       {"pipeline": "dvc", **parent_tags}) as parent_id:
         _log(client, parent_id, params=flatten(config), metrics=parent_metrics, steps=curves)
         for name, spec in specs.items():
             row = rows[name]
             ok = row.get("status", "ok") == "ok"
-            tags = {"mlflow.parentRunId": parent_id, "variant": name,
+            tags = {**common, "mlflow.parentRunId": parent_id, "variant": name,
                     **{f"machine.{k}": str(v) for k, v in row.get("machine", {}).items()},
                     **({} if ok else {"error": str(row.get("error"))[:5000]})}
             with _run(client, experiment_id, name, tags,
                       "FINISHED" if ok else "FAILED") as child_id:
                 _log(client, child_id, params={**spec.as_params(), **child_params},
                      metrics=report.metrics_of(row) if ok else {})
-                for folder, path in variant_artifacts.get(name, {}).items():
-                    if Path(path).is_dir():
-                        client.log_artifacts(child_id, str(path), artifact_path=folder)
-                    elif Path(path).exists():  # a failed variant has no model file
-                        client.log_artifact(child_id, str(path), artifact_path=folder)
+                _log_artifacts(client, child_id, variant_artifacts.get(name, {}))
             children[name] = child_id
-        for path in parent_artifacts:
-            client.log_artifact(parent_id, str(path))
+        _log_artifacts(client, parent_id, parent_artifacts)
+        if candidate is not None:
+            if not registered_model:
+                raise ValueError("registered_model is required to register a candidate")
+            version = register_candidate(client, registered_model, candidate,
+                                         children[candidate])
+            registered = {"variant": candidate, "model": registered_model, "version": version}
+            client.set_tag(parent_id, "candidate", f"{registered_model}/{version} ({candidate})")
     log.info("MLflow: parent run %s with %d child runs in %s", parent_id, len(children), uri)
     return {"tracking_uri": uri, "experiment_id": experiment_id, "parent_run_id": parent_id,
-            "child_run_ids": children}
+            "child_run_ids": children, "candidate": registered}

@@ -1,7 +1,9 @@
 """Stage report: the summary of all variants and the recommendation under the budget.
 
     python stages/report.py --variants models/tflite --evaluations evaluation \
-        --benchmarks benchmark --keras-metrics models/keras/float_metrics.json --out reports
+        --benchmarks benchmark --keras-metrics models/keras/float_metrics.json \
+        --histories float=models/keras/float_history.json qat=models/keras/qat_history.json \
+        --out reports
 """
 
 from pathlib import Path
@@ -17,6 +19,8 @@ def main() -> None:
     p.add_argument("--evaluations", required=True, help="folder of <variant>/metrics.json")
     p.add_argument("--benchmarks", required=True, help="folder of <variant>.json")
     p.add_argument("--keras-metrics", required=True)
+    p.add_argument("--histories", nargs="+", default=[], metavar="MODEL=HISTORY_JSON",
+                   help="training histories for the curves, e.g. float=models/keras/...")
     p.add_argument("--out", required=True, help="folder for the summary files")
     args = p.parse_args()
     cfg, _ = load_params(args.params)
@@ -28,7 +32,11 @@ def main() -> None:
                             cfg.report.reference)
     rec = report.recommend(rows, cfg.report.max_accuracy_drop)
     keras_accuracy = read_json(args.keras_metrics)["test_accuracy"]
-    paths = report.write_report(args.out, rows, cfg.variants, rec, keras_accuracy)
+    histories = {}
+    for item in args.histories:
+        model, _, path = item.partition("=")
+        histories[model] = read_json(path)
+    paths = report.write_report(args.out, rows, cfg.variants, rec, keras_accuracy, histories)
     print(paths["markdown"].read_text(encoding="utf-8"))
 
 

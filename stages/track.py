@@ -1,4 +1,5 @@
-"""Stage track: log this pipeline execution to MLflow (a parent run, a child per variant).
+"""Stage track: log this pipeline execution to MLflow (a parent run, a child per variant)
+and register the chosen variant's `.tflite` with the alias `candidate`.
 
     python stages/track.py --reports reports --models models --evaluations evaluation \
         --benchmarks benchmark --out reports/mlflow_run.json
@@ -7,7 +8,7 @@
 from pathlib import Path
 
 from pipeline import cli, quantize, report, tracking
-from pipeline.config import load_params
+from pipeline.config import ROOT, load_params
 from pipeline.io import read_json, write_json
 
 
@@ -43,19 +44,22 @@ def main() -> None:
                      "max_accuracy_drop": str(rec["max_accuracy_drop"]),
                      "budget.misses": ",".join(rec["misses"]) or "none",
                      "failed_variants": ",".join(rec["failed"]) or "none"},
-        parent_artifacts=[reports / n for n in ("summary.md", "summary.csv", "summary.json",
-                                                "metrics.json", "recommendation.json")]
-        + [Path(args.params)],
+        parent_artifacts={"report": reports, "config": Path(args.params),
+                          "keras_model": keras / "float.h5"},
         variant_artifacts={v: {
             "model": quantize.tflite_path(tflite / v, v),
             "inspection": tflite / v / quantize.RECORD,
             "layer_errors": tflite / v / quantize.LAYER_ERRORS,
             "evaluation": Path(args.evaluations) / v,
             "benchmark": Path(args.benchmarks) / f"{v}.json"} for v in cfg.variants},
+        common_tags=tracking.provenance(ROOT, raw),
+        candidate=report.candidate(rows, rec, cfg.report.prefer),
+        registered_model=cfg.tracking.registered_model,
     )
     write_json(args.out, result)
-    cli.log.info("results: %s; runs in %s (`mlflow ui --backend-store-uri %s`)",
-                 reports / "summary.md", result["tracking_uri"], result["tracking_uri"])
+    cli.log.info("results: %s and %s; runs in %s (`mlflow ui --backend-store-uri %s`)",
+                 reports / "summary.md", reports / "report.html", result["tracking_uri"],
+                 result["tracking_uri"])
 
 
 if __name__ == "__main__":

@@ -7,8 +7,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
+import time
+import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -35,12 +39,15 @@ def project_copy(dest: Path) -> Path:
     return dest
 
 
-def run(cmd: list[str], cwd: Path) -> str:
+def run(cmd: list[str], cwd: Path, tracking_uri: str | None = None,
+        stdout_only: bool = False) -> str:
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
-    env.pop("MLFLOW_TRACKING_URI", None)  # the project's own default store
+    env.pop("MLFLOW_TRACKING_URI", None)  # the project's own default store ...
+    if tracking_uri:
+        env["MLFLOW_TRACKING_URI"] = tracking_uri  # ... unless a server is given
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
     assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout}\n{proc.stderr}"
-    return proc.stdout + proc.stderr
+    return proc.stdout if stdout_only else proc.stdout + proc.stderr
 
 
 def runs(project: Path) -> list:
@@ -51,8 +58,55 @@ def runs(project: Path) -> list:
     return client.search_runs([exp.experiment_id], max_results=1000)
 
 
+@pytest.fixture()
+def mlflow_server(tmp_path: Path) -> Iterator[str]:
+    """A real `mlflow server` on a free loopback port, SQLite backend, artifact directory."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server_dir = tmp_path / "server"
+    server_dir.mkdir()
+    log = (server_dir / "server.log").open("w")
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1",
+         "--port", str(port), "--workers", "1",
+         "--backend-store-uri", f"sqlite:///{server_dir / 'mlflow.db'}",
+         "--artifacts-destination", str(server_dir / "artifacts")],
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=2) as resp:
+                    if resp.status == 200:
+                        break
+            except OSError:
+                pass
+            assert proc.poll() is None, (server_dir / "server.log").read_text()
+            assert time.monotonic() < deadline, "mlflow server did not start in 120 s"
+            time.sleep(0.5)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+def http_json(url: str, path: str, body: dict | None = None) -> dict:
+    """One call of MLflow's REST API (GET, or POST with a JSON body)."""
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(f"{url}{path}", data=data,
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        return json.loads(resp.read())
+
+
 @pytest.mark.slow
-def test_dvc_repro_end_to_end(tmp_path: Path) -> None:
+def test_dvc_repro_end_to_end(tmp_path: Path, mlflow_server: str) -> None:
     project = project_copy(tmp_path / "lab")
     raw = config_mod.compose(TINY_OVERRIDES)
     # A new variant is only config: it must flow through every stage, MLflow and the report.
@@ -79,7 +133,7 @@ def test_dvc_repro_end_to_end(tmp_path: Path) -> None:
     assert all(f"| `{v}` |" in summary for v in variants)
     assert "`broken` **failed**: ValueError:" in summary
     assert "## Worst-quantized layers" in summary
-    shown = json.loads(run(dvc + ["metrics", "show", "--json"], project))
+    shown = json.loads(run(dvc + ["metrics", "show", "--json"], project, stdout_only=True))
     metrics = next(iter(shown.values()))["data"]["reports/metrics.json"]["data"]
     assert set(metrics) == set(variants)
     assert all(set(ALL_METRICS) <= set(m) for m in metrics.values())
@@ -106,15 +160,52 @@ def test_dvc_repro_end_to_end(tmp_path: Path) -> None:
         assert set(child.data.metrics) == set(metrics[name])
         assert child.data.metrics["accuracy"] == pytest.approx(metrics[name]["accuracy"])
 
+    # Provenance on every run; the recommended variant is registered as @candidate.
+    for r in logged:
+        assert len(r.data.tags["git.commit"]) == 40 and r.data.tags["git.dirty"] == "true"
+        assert r.data.tags["config.hash"] == parent.data.tags["config.hash"]
+    assert parent.data.tags["machine.cores"] == str(os.cpu_count())
+    from mlflow.tracking import MlflowClient
+
+    registry = MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
+    version = registry.get_model_version_by_alias("tflite-quant-lab", "candidate")
+    assert version.run_id == children[parent.data.tags["recommended.smallest"]].info.run_id
+    parent_files = {a.path for a in registry.list_artifacts(parent.info.run_id)}
+    assert {"report", "config", "keras_model"} <= parent_files
+    report_files = {a.path for a in registry.list_artifacts(parent.info.run_id, "report")}
+    assert {"report/report.html", "report/summary.md", "report/plots"} <= report_files
+
+    # DVC renders the plots and diffs the metrics by variant name.
+    run(dvc + ["plots", "show"], project)
+    assert "accuracy_vs_size" in (project / "dvc_plots" / "index.html").read_text()
+    diff = json.loads(run(dvc + ["metrics", "diff", "--json"], project, stdout_only=True))
+    assert "int8.accuracy" in diff["reports/metrics.json"]
+
     # Nothing changed: nothing runs, nothing is logged.
     out = run(dvc + ["repro"], project)
     assert "Data and pipelines are up to date" in out
     assert len(runs(project)) == len(logged)
 
-    # Only the budget changed: only report and track rerun, and one complete new set is logged.
+    # Only the budget changed, now logging to a real tracking server: only report and track
+    # rerun, and one complete new set of runs reaches the server.
     raw["report"]["max_accuracy_drop"] = 0.5
     (project / "params.yaml").write_text(config_mod.render_params(raw))
-    out = run(dvc + ["repro"], project)
+    out = run(dvc + ["repro"], project, tracking_uri=mlflow_server)
     ran = {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")}
     assert ran == {"report", "track"}
-    assert len(runs(project)) == 2 * len(logged)
+    assert len(runs(project)) == len(logged)  # nothing new in the local store
+    # Read back over HTTP, with MLflow's REST API.
+    exp = http_json(mlflow_server, "/api/2.0/mlflow/experiments/get-by-name"
+                    "?experiment_name=tflite-quantization-lab")["experiment"]
+    found = http_json(mlflow_server, "/api/2.0/mlflow/runs/search",
+                      {"experiment_ids": [exp["experiment_id"]], "max_results": 100})["runs"]
+    assert len(found) == len(logged)
+    statuses = {next(t["value"] for t in r["data"]["tags"] if t["key"] == "mlflow.runName"):
+                r["info"]["status"] for r in found}
+    assert statuses.pop("broken") == "FAILED"
+    assert set(statuses.values()) == {"FINISHED"}
+    alias = http_json(mlflow_server, "/api/2.0/mlflow/registered-models/alias"
+                      "?name=tflite-quant-lab&alias=candidate")["model_version"]
+    server = MlflowClient(mlflow_server)
+    model_dir = server.download_artifacts(alias["run_id"], "model", str(tmp_path / "dl"))
+    assert next(Path(model_dir).glob("*.tflite")).stat().st_size > 0
