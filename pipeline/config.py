@@ -9,6 +9,7 @@ Regenerate `params.yaml` after editing `conf/`:
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import types
 import typing
@@ -26,14 +27,14 @@ CONF_DIR = ROOT / "conf"
 PARAMS_FILE = ROOT / "params.yaml"
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass
 class DataConfig:
     name: str = "digits"  # dataset; `digits` is scikit-learn's bundled 8x8 digits
     test_fraction: float = 0.2  # share of samples held out for the test split
     val_fraction: float = 0.1  # share of samples used for validation during training
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass
 class ModelConfig:
     name: str = "small_cnn"  # architecture builder in pipeline.models
     filters: tuple[int, ...] = (16, 32)  # channels of each conv layer
@@ -41,14 +42,14 @@ class ModelConfig:
     dropout: float = 0.0  # dropout before the classifier
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass
 class TrainConfig:
     epochs: int = 10
     batch_size: int = 32
     learning_rate: float = 0.001
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass
 class QatConfig:
     epochs: int = 2
     batch_size: int = 32
@@ -56,19 +57,19 @@ class QatConfig:
     layers: tuple[str, ...] = ()  # layer names or classes to annotate; empty: the whole model
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass
 class QuantizationConfig:
     calibration_samples: int = 200  # representative samples, drawn from the training split
     variants: dict[str, VariantSpec] = dataclasses.field(default_factory=dict)
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass
 class EvaluateConfig:
     batch_size: int = 256  # samples per invoke (models that cannot be resized use 1)
     top_k: int = 3  # k of top_k_accuracy
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass
 class BenchmarkConfig:
     num_threads: tuple[int, ...] = (1, 2)  # one measurement per thread count, set explicitly
     xnnpack: tuple[bool, ...] = (True,)  # XNNPACK delegate on; add false to measure without
@@ -80,32 +81,32 @@ class BenchmarkConfig:
     memory: bool = True  # peak RSS of each model, measured in a fresh subprocess
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass
 class TrackingConfig:
     uri: str = "sqlite:///mlflow.db"  # MLflow store; MLFLOW_TRACKING_URI overrides it
     experiment: str = "tflite-quantization-lab"
     registered_model: str = "tflite-quant-lab"  # Model Registry name of the @candidate model
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass
 class ReportConfig:
     reference: str = "float32"  # variant that accuracy_drop, agreement, compression compare to
     max_accuracy_drop: float = 0.01  # accuracy budget (absolute) for the recommendation
     prefer: str = "smallest"  # which recommendation becomes the registry's candidate
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass
 class Config:
     seed: int = 42
-    data: DataConfig = DataConfig()
-    model: ModelConfig = ModelConfig()
-    train: TrainConfig = TrainConfig()
-    qat: QatConfig = QatConfig()
-    quantization: QuantizationConfig = QuantizationConfig()
-    evaluate: EvaluateConfig = EvaluateConfig()
-    benchmark: BenchmarkConfig = BenchmarkConfig()
-    tracking: TrackingConfig = TrackingConfig()
-    report: ReportConfig = ReportConfig()
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    qat: QatConfig = dataclasses.field(default_factory=QatConfig)
+    quantization: QuantizationConfig = dataclasses.field(default_factory=QuantizationConfig)
+    evaluate: EvaluateConfig = dataclasses.field(default_factory=EvaluateConfig)
+    benchmark: BenchmarkConfig = dataclasses.field(default_factory=BenchmarkConfig)
+    tracking: TrackingConfig = dataclasses.field(default_factory=TrackingConfig)
+    report: ReportConfig = dataclasses.field(default_factory=ReportConfig)
 
     @property
     def variants(self) -> dict[str, VariantSpec]:
@@ -176,7 +177,8 @@ def parse_config(raw: Mapping[str, Any]) -> Config:
     Raises:
         ValueError: naming the offending key, and the valid keys or values.
     """
-    cfg: Config = _build(Config, raw, "")
+    check_schema(raw)  # types and keys, by the ConfigStore schema
+    cfg: Config = _build(Config, raw, "")  # values, ranges, variant fields
     quant_raw = raw.get("quantization") or {}
     variants = parse_variants(quant_raw.get("variants") or {}, cfg.report.reference)
     cfg = dataclasses.replace(
@@ -209,6 +211,37 @@ def parse_config(raw: Mapping[str, Any]) -> Config:
         raise ValueError(f"report.prefer: unknown value {cfg.report.prefer!r}; valid: "
                          "smallest, fastest")
     return cfg
+
+
+SCHEMA_NAME = "lab_schema"
+
+
+def register_schema() -> None:
+    """Store the typed schema (`Config`) in Hydra's ConfigStore as `lab_schema`."""
+    from hydra.core.config_store import ConfigStore
+
+    ConfigStore.instance().store(name=SCHEMA_NAME, node=Config)
+
+
+def check_schema(raw: Mapping[str, Any]) -> None:
+    """Validate a composed config against the ConfigStore schema with OmegaConf: unknown
+    keys and wrong types are refused, naming the key.
+
+    Raises:
+        ValueError: `config key <key>: <what is wrong>`.
+    """
+    from hydra.core.config_store import ConfigStore
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    register_schema()
+    schema = copy.deepcopy(ConfigStore.instance().load(f"{SCHEMA_NAME}.yaml").node)
+    try:
+        OmegaConf.merge(schema, OmegaConf.create(dict(raw)))
+    except OmegaConfBaseException as exc:
+        key = getattr(exc, "full_key", None) or "?"
+        message = str(exc).splitlines()[0]
+        raise ValueError(f"config key {key}: {message}") from None
 
 
 def load_params(path: str | Path = PARAMS_FILE) -> tuple[Config, dict[str, Any]]:

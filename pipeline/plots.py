@@ -10,7 +10,8 @@ import numpy as np
 from pipeline.io import atomic_path
 
 
-def _pyplot():  # type: ignore[no-untyped-def]
+def pyplot():  # type: ignore[no-untyped-def]
+    """matplotlib's pyplot on the headless Agg backend."""
     import matplotlib
 
     matplotlib.use("Agg")  # no display on servers and in CI
@@ -21,7 +22,7 @@ def _pyplot():  # type: ignore[no-untyped-def]
 
 def confusion_matrix(matrix: Sequence[Sequence[int]], title: str, path: str | Path) -> Path:
     """Counts of (true class, predicted class) as a heat map, written atomically as PNG."""
-    plt = _pyplot()
+    plt = pyplot()
     m = np.asarray(matrix)
     size = max(4.0, 0.45 * len(m) + 2)
     fig, ax = plt.subplots(figsize=(size, size))
@@ -58,7 +59,7 @@ def tradeoff(points: dict[str, tuple[float, float]], xlabel: str, title: str,
              path: str | Path, log_x: bool = False) -> Path:
     """Accuracy against a cost (size, latency), every variant labelled, the Pareto front
     drawn and ringed."""
-    plt = _pyplot()
+    plt = pyplot()
     from matplotlib.ticker import NullFormatter, ScalarFormatter
 
     front = pareto_front(points)
@@ -92,7 +93,7 @@ def tradeoff(points: dict[str, tuple[float, float]], xlabel: str, title: str,
 
 def bars(values: dict[str, float], ylabel: str, title: str, path: str | Path) -> Path:
     """One bar per variant."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4))
     ax.bar(list(values), list(values.values()), color="tab:blue")
     ax.set(ylabel=ylabel, title=title)
@@ -110,7 +111,7 @@ def bars(values: dict[str, float], ylabel: str, title: str, path: str | Path) ->
 def training_curves(histories: dict[str, dict[str, list[float]]], path: str | Path) -> Path:
     """Loss and accuracy per epoch (training and validation) of each Keras model; each model
     continues where the previous one stopped (QAT fine-tunes the trained float model)."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(10, 4))
     start = 0
     for model, history in histories.items():

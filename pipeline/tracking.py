@@ -28,9 +28,26 @@ MAX_PARAMS_PER_BATCH = 100  # MLflow's log_batch limit
 MAX_PARAM_LENGTH = 6000  # MLflow's limit on a param value
 
 
-def tracking_uri(configured: str) -> str:
-    """`MLFLOW_TRACKING_URI` if set, else the configured store."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or configured
+def project_root(cwd: Path | None = None) -> Path:
+    """The project the runs belong to. `dvc exp run --queue` runs each experiment in a
+    temporary copy at `<project>/.dvc/tmp/exps/<tmp>/`; its runs belong to `<project>`."""
+    cwd = (cwd or Path.cwd()).resolve()
+    parts = cwd.parts
+    for i in range(len(parts) - 3):
+        if parts[i:i + 3] == (".dvc", "tmp", "exps"):
+            return Path(*parts[:i])
+    return cwd
+
+
+def tracking_uri(configured: str, cwd: Path | None = None) -> str:
+    """`MLFLOW_TRACKING_URI` if set, else the configured store. A relative SQLite path is
+    made absolute against the project root, so that a queued DVC experiment (run in a
+    temporary copy that is deleted afterwards) logs into the project's store."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or configured
+    prefix = "sqlite:///"
+    if uri.startswith(prefix) and not uri[len(prefix):].startswith("/"):
+        uri = prefix + str(project_root(cwd) / uri[len(prefix):])
+    return uri
 
 
 def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
@@ -126,6 +143,19 @@ def provenance(root: str | Path, config: Mapping[str, Any]) -> dict[str, str]:
     return tags
 
 
+def ensure_experiment(client: Any, name: str) -> str:
+    """The experiment's id, creating it if missing (another process may win the race)."""
+    from mlflow.exceptions import MlflowException
+
+    exp = client.get_experiment_by_name(name)
+    if exp:
+        return str(exp.experiment_id)
+    try:
+        return str(client.create_experiment(name))
+    except MlflowException:
+        return str(client.get_experiment_by_name(name).experiment_id)
+
+
 def _log_artifacts(client: Any, run_id: str, artifacts: Mapping[str, Path]) -> None:
     """Attach files or folders by artifact folder; missing paths (a failed variant has no
     model file) are skipped."""
@@ -167,7 +197,8 @@ def log_pipeline(*, uri: str, experiment: str, run_name: str, config: Mapping[st
                  variant_artifacts: Mapping[str, Mapping[str, Path]],
                  common_tags: Mapping[str, str] | None = None,
                  candidate: str | None = None,
-                 registered_model: str | None = None) -> dict[str, Any]:
+                 registered_model: str | None = None,
+                 extra_params: Mapping[str, str] | None = None) -> dict[str, Any]:
     """Log one pipeline execution: a parent run and a child run per variant.
 
     Args:
@@ -188,16 +219,49 @@ def log_pipeline(*, uri: str, experiment: str, run_name: str, config: Mapping[st
         candidate: The variant to register in the Model Registry with the alias
             `candidate`; None registers nothing.
         registered_model: The registered model's name (required with `candidate`).
+        extra_params: More params of the parent (e.g. a sweep job's overrides).
 
     Returns:
         `tracking_uri`, `experiment_id`, `parent_run_id`, `child_run_ids` by variant, and
         `candidate` (`{variant, model, version}` or None).
     """
+    with store_lock(uri):
+        return _log_pipeline(uri, experiment, run_name, config, specs, rows, parent_metrics,
+                             curves, parent_tags, parent_artifacts, variant_artifacts,
+                             common_tags, candidate, registered_model, extra_params)
+
+
+@contextlib.contextmanager
+def store_lock(uri: str) -> Iterator[None]:
+    """Serialize writers of one SQLite store across processes (parallel sweep jobs): an
+    exclusive lock on `<db>.lock` beside the database. A server needs none."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    import fcntl
+
+    db = Path(uri[len("sqlite:///"):])
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with open(db.with_name(db.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _log_pipeline(uri: str, experiment: str, run_name: str, config: Mapping[str, Any],
+                  specs: Mapping[str, VariantSpec], rows: Mapping[str, Mapping[str, Any]],
+                  parent_metrics: Mapping[str, float], curves: Mapping[str, Sequence[float]],
+                  parent_tags: Mapping[str, str], parent_artifacts: Mapping[str, Path],
+                  variant_artifacts: Mapping[str, Mapping[str, Path]],
+                  common_tags: Mapping[str, str] | None, candidate: str | None,
+                  registered_model: str | None, extra_params: Mapping[str, str] | None
+                  ) -> dict[str, Any]:
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=uri)
-    exp = client.get_experiment_by_name(experiment)
-    experiment_id = exp.experiment_id if exp else client.create_experiment(experiment)
+    experiment_id = ensure_experiment(client, experiment)
     children: dict[str, str] = {}
     # Settings every child shares, so each run says how its figures were measured.
     some_ok = next((r for r in rows.values() if r.get("status", "ok") == "ok"), {})
@@ -211,7 +275,8 @@ def log_pipeline(*, uri: str, experiment: str, run_name: str, config: Mapping[st
     registered = None
     with sigterm_as_interrupt(), _run(client, experiment_id, run_name,
                                       {"pipeline": "dvc", **parent_tags}) as parent_id:
-        _log(client, parent_id, params=flatten(config), metrics=parent_metrics, steps=curves)
+        _log(client, parent_id, params={**flatten(config), **(extra_params or {})},
+             metrics=parent_metrics, steps=curves)
         for name, spec in specs.items():
             row = rows[name]
             ok = row.get("status", "ok") == "ok"

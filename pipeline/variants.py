@@ -25,7 +25,7 @@ SOURCES = ("float", "qat")  # which Keras model is converted
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass
 class VariantSpec:
     """How one TFLite variant is converted.
 

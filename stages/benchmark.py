@@ -6,33 +6,23 @@ and XNNPACK setting, speed-up against the reference (interleaved) and peak memor
         --out benchmark/int8.json
 """
 
-from pipeline import benchmark, cli, data, quantize
+from pathlib import Path
+
+from pipeline import cli, steps
 from pipeline.config import load_params
-from pipeline.io import write_json
-from pipeline.variants import select
 
 
 def main() -> None:
     p = cli.parser(__doc__)
     p.add_argument("variant")
-    p.add_argument("--data", required=True)
-    p.add_argument("--variant-dir", required=True, help="the quantize stage's folder")
-    p.add_argument("--reference-dir", required=True, help="the reference variant's folder")
-    p.add_argument("--out", required=True)
+    p.add_argument("--data", required=True, type=Path)
+    p.add_argument("--variant-dir", required=True, type=Path, help="the quantize stage's folder")
+    p.add_argument("--reference-dir", required=True, type=Path,
+                   help="the reference variant's folder")
+    p.add_argument("--out", required=True, type=Path)
     args = p.parse_args()
-    cfg, _ = load_params(args.params)
-    select(cfg.variants, args.variant)
-    record = quantize.read_record(args.variant_dir)
-    if record["status"] != "ok":
-        write_json(args.out, quantize.skipped("benchmark"))
-        return
-    reference = cfg.report.reference
-    ds = data.load(args.data)
-    result = benchmark.benchmark(
-        quantize.tflite_path(args.variant_dir, args.variant), ds.x_test[:1], cfg.benchmark,
-        None if args.variant == reference else
-        quantize.tflite_path(args.reference_dir, reference))
-    write_json(args.out, {"status": "ok", **result})
+    steps.benchmark(load_params(args.params)[0], args.variant, args.data, args.variant_dir,
+                    args.reference_dir, args.out)
 
 
 if __name__ == "__main__":

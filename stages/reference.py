@@ -5,25 +5,20 @@ every variant's output error is measured against the same numbers.
         --variant-dir models/tflite/float32 --out evaluation/reference_outputs.npy
 """
 
-from pipeline import cli, data, evaluate, quantize
+from pathlib import Path
+
+from pipeline import cli, steps
 from pipeline.config import load_params
 
 
 def main() -> None:
     p = cli.parser(__doc__)
-    p.add_argument("--data", required=True)
-    p.add_argument("--variant-dir", required=True, help="the reference variant's folder")
-    p.add_argument("--out", required=True, help="outputs (n, num_classes) as .npy")
+    p.add_argument("--data", required=True, type=Path)
+    p.add_argument("--variant-dir", required=True, type=Path,
+                   help="the reference variant's folder")
+    p.add_argument("--out", required=True, type=Path, help="outputs (n, num_classes) as .npy")
     args = p.parse_args()
-    cfg, _ = load_params(args.params)
-    name = cfg.report.reference
-    record = quantize.read_record(args.variant_dir)
-    if record["status"] != "ok":
-        raise ValueError(f"the reference variant {name!r} failed, so nothing can be "
-                         f"compared: {record['error']}")
-    ds = data.load(args.data)
-    evaluate.reference_outputs(quantize.tflite_path(args.variant_dir, name), ds.x_test,
-                               args.out, cfg.evaluate.batch_size)
+    steps.reference(load_params(args.params)[0], args.data, args.variant_dir, args.out)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""Stage report: the summary of all variants and the recommendation under the budget.
+"""Stage report: the summary of all variants, the recommendation under the budget, plots and
+the HTML page.
 
     python stages/report.py --variants models/tflite --evaluations evaluation \
         --benchmarks benchmark --keras-metrics models/keras/float_metrics.json \
@@ -8,35 +9,26 @@
 
 from pathlib import Path
 
-from pipeline import cli, quantize, report
+from pipeline import cli, steps
 from pipeline.config import load_params
-from pipeline.io import read_json
 
 
 def main() -> None:
     p = cli.parser(__doc__)
-    p.add_argument("--variants", required=True, help="folder of the quantize stage's folders")
-    p.add_argument("--evaluations", required=True, help="folder of <variant>/metrics.json")
-    p.add_argument("--benchmarks", required=True, help="folder of <variant>.json")
-    p.add_argument("--keras-metrics", required=True)
+    p.add_argument("--variants", required=True, type=Path,
+                   help="folder of the quantize stage's folders")
+    p.add_argument("--evaluations", required=True, type=Path,
+                   help="folder of <variant>/metrics.json")
+    p.add_argument("--benchmarks", required=True, type=Path, help="folder of <variant>.json")
+    p.add_argument("--keras-metrics", required=True, type=Path)
     p.add_argument("--histories", nargs="+", default=[], metavar="MODEL=HISTORY_JSON",
                    help="training histories for the curves, e.g. float=models/keras/...")
-    p.add_argument("--out", required=True, help="folder for the summary files")
+    p.add_argument("--out", required=True, type=Path, help="folder for the report")
     args = p.parse_args()
-    cfg, _ = load_params(args.params)
-    names = list(cfg.variants)
-    records = {v: quantize.read_record(Path(args.variants) / v) for v in names}
-    evaluations = {v: read_json(Path(args.evaluations) / v / "metrics.json") for v in names}
-    benchmarks = {v: read_json(Path(args.benchmarks) / f"{v}.json") for v in names}
-    rows = report.summarize(cfg.variants, records, evaluations, benchmarks,
-                            cfg.report.reference)
-    rec = report.recommend(rows, cfg.report.max_accuracy_drop)
-    keras_accuracy = read_json(args.keras_metrics)["test_accuracy"]
-    histories = {}
-    for item in args.histories:
-        model, _, path = item.partition("=")
-        histories[model] = read_json(path)
-    paths = report.write_report(args.out, rows, cfg.variants, rec, keras_accuracy, histories)
+    histories = dict(item.split("=", 1) for item in args.histories)
+    paths = steps.report(load_params(args.params)[0], args.variants, args.evaluations,
+                         args.benchmarks, args.keras_metrics,
+                         {m: Path(h) for m, h in histories.items()}, args.out)
     print(paths["markdown"].read_text(encoding="utf-8"))
 
 

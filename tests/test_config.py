@@ -39,8 +39,10 @@ def test_overrides_reach_the_typed_config() -> None:
 
 
 @pytest.mark.parametrize(("path", "value", "message"), [
-    (("train", "epohcs"), 3, "unknown config key train.epohcs"),
-    (("train", "epochs"), "ten", "train.epochs must be an integer"),
+    (("train", "epohcs"), 3, "config key train.epohcs: Key 'epohcs' not in 'TrainConfig'"),
+    (("train", "epochs"), "ten", "config key train.epochs: Value 'ten' of type 'str' could "
+                                 "not be converted to Integer"),
+    (("benchmark", "xnnpack"), "yes", "config key benchmark.xnnpack"),
     (("train", "epochs"), 0, "train.epochs must be > 0"),
     (("quantization", "calibration_samples"), 0, "calibration_samples must be > 0"),
     (("data", "test_fraction"), 1.5, "data.test_fraction must be between 0 and 1"),
@@ -50,7 +52,9 @@ def test_overrides_reach_the_typed_config() -> None:
     (("quantization", "variants", "int8", "inference_input_type"), "int4",
      "inference_input_type: unknown value 'int4'"),
     (("quantization", "variants", "int8", "optimisations"), ["DEFAULT"],
-     "unknown field(s) optimisations"),
+     "quantization.variants.int8.optimisations: Key 'optimisations' not in 'VariantSpec'"),
+    (("quantization", "variants", "int8", "per_channel"), "maybe",
+     "quantization.variants.int8.per_channel: Value 'maybe' is not a valid bool"),
     (("quantization", "variants", "Bad-Name"), {"source": "float"}, "variant names must match"),
     (("quantization", "variants", "x8"), {"description": "no source"}, "x8.source is required"),
     (("quantization", "variants", "x8"), {"source": "float", "inference_input_type": "int8"},
@@ -58,12 +62,14 @@ def test_overrides_reach_the_typed_config() -> None:
     (("quantization", "variants", "int8_selective", "denylist_top_k"), -1,
      "denylist_top_k must be a whole number >= 0"),
     (("quantization", "variants", "int8_selective", "denylist_threshold"), "high",
+     "int8_selective.denylist_threshold: Value 'high' of type 'str' could not be converted"),
+    (("quantization", "variants", "int8_selective", "denylist_threshold"), -0.5,
      "denylist_threshold must be a number > 0 or null"),
     (("quantization", "variants", "dynamic_range", "denylist_top_k"), 1,
      "need a full-integer variant"),
     (("quantization", "variants", "int8_full", "denylist_top_k"), 1,
      "a selective variant keeps layers in float"),
-    (("qat", "layers"), "Dense", "qat.layers must be a list"),
+    (("qat", "layers"), "Dense", "config key qat.layers"),
 ])
 def test_bad_values_are_refused_with_the_key(raw: dict[str, Any], path: tuple[str, ...],
                                              value: Any, message: str) -> None:

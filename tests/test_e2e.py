@@ -41,7 +41,8 @@ def project_copy(dest: Path) -> Path:
 
 def run(cmd: list[str], cwd: Path, tracking_uri: str | None = None,
         stdout_only: bool = False) -> str:
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+               PYTHONPATH=str(cwd))  # the copy's own pipeline/, not the installed checkout
     env.pop("MLFLOW_TRACKING_URI", None)  # the project's own default store ...
     if tracking_uri:
         env["MLFLOW_TRACKING_URI"] = tracking_uri  # ... unless a server is given

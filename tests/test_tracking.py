@@ -28,7 +28,7 @@ def _log(uri: str, cfg: Config, raw: dict, rows: dict, models: dict[str, Path]
         uri=uri, experiment="test", run_name="small_cnn-digits", config=raw,
         specs=cfg.variants, rows=rows,
         parent_metrics={"keras_test_accuracy": 0.5}, curves={"train_loss": [2.0, 1.0, 0.5]},
-        parent_tags={"recommended.smallest": "int8"}, parent_artifacts=[],
+        parent_tags={"recommended.smallest": "int8"}, parent_artifacts={},
         variant_artifacts=artifacts)
 
 
@@ -87,9 +87,18 @@ def test_a_failure_ends_every_run_with_a_final_status(tmp_path: Path, tiny_cfg: 
     assert statuses["float32"] == "FINISHED"
 
 
-def test_environment_overrides_the_configured_store(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_environment_overrides_the_configured_store(monkeypatch: pytest.MonkeyPatch,
+                                                   tmp_path: Path) -> None:
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    assert tracking.tracking_uri("sqlite:///mlflow.db") == "sqlite:///mlflow.db"
+    project = tmp_path.resolve()
+    assert tracking.tracking_uri("sqlite:///mlflow.db", project) == \
+        f"sqlite:///{project}/mlflow.db"
+    # A queued DVC experiment runs in <project>/.dvc/tmp/exps/<tmp>: same store as the project.
+    queued = project / ".dvc" / "tmp" / "exps" / "tmpabc123"
+    queued.mkdir(parents=True)
+    assert tracking.tracking_uri("sqlite:///mlflow.db", queued) == \
+        f"sqlite:///{project}/mlflow.db"
+    assert tracking.tracking_uri("sqlite:////abs/m.db", queued) == "sqlite:////abs/m.db"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5999")
     assert tracking.tracking_uri("sqlite:///mlflow.db") == "http://127.0.0.1:5999"
 
