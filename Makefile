@@ -1,7 +1,8 @@
 # Two commands on a fresh machine with Python 3.11 and pip:
 #   make repro   create .venv, install the pinned dependencies, run the pipeline
 #   make test    create .venv if missing, run every test
-PYTHON ?= python3.11
+# python3.11 if it is on PATH, else python3 (the recipe checks that it is 3.11).
+PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
 VENV := .venv
 BIN := $(CURDIR)/$(VENV)/bin
 STAMP := $(VENV)/.installed
