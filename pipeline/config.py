@@ -32,6 +32,9 @@ class DataConfig:
     name: str = "digits"  # dataset; `digits` is scikit-learn's bundled 8x8 digits
     test_fraction: float = 0.2  # share of samples held out for the test split
     val_fraction: float = 0.1  # share of samples used for validation during training
+    path: str | None = None  # image folder or .npz file, for name: image_folder / npz
+    image_size: tuple[int, ...] = (32, 32)  # image_folder: (height, width) after resizing
+    channels: int = 1  # image_folder: 1 (grey) or 3 (RGB)
 
 
 @dataclasses.dataclass
