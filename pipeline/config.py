@@ -43,6 +43,9 @@ class ModelConfig:
     filters: tuple[int, ...] = (16, 32)  # channels of each conv layer
     dense_units: int = 64  # width of the hidden dense layer
     dropout: float = 0.0  # dropout before the classifier
+    alpha: float = 1.0  # mobilenet_v2: width multiplier
+    input_size: int = 32  # mobilenet_v2: inputs are upsampled (integer factor) to at least this
+    weights: str | None = None  # mobilenet_v2: None (random init) or "imagenet" (downloads)
 
 
 @dataclasses.dataclass

@@ -34,7 +34,57 @@ def small_cnn(cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int) 
     return keras.Sequential(layers, name=cfg.name)
 
 
-BUILDERS = {"small_cnn": small_cnn}
+def resnet_small(cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int) -> Any:
+    """A small residual network: conv-BN-ReLU stem, then per entry of `cfg.filters` a
+    residual block (two conv-BN, identity or 1x1 projection shortcut, Add, ReLU), global
+    average pooling and a softmax classifier. Functional, so QAT can annotate it."""
+    _, keras = import_tf()
+    L = keras.layers
+    inputs = keras.Input(shape=input_shape)
+    x = L.Conv2D(cfg.filters[0], 3, padding="same", use_bias=False)(inputs)
+    x = L.ReLU()(L.BatchNormalization()(x))
+    for filters in cfg.filters:
+        shortcut = x
+        if shortcut.shape[-1] != filters:
+            shortcut = L.BatchNormalization()(L.Conv2D(filters, 1, use_bias=False)(shortcut))
+        y = L.ReLU()(L.BatchNormalization()(L.Conv2D(filters, 3, padding="same",
+                                                      use_bias=False)(x)))
+        y = L.BatchNormalization()(L.Conv2D(filters, 3, padding="same", use_bias=False)(y))
+        x = L.ReLU()(L.Add()([shortcut, y]))
+    x = L.GlobalAveragePooling2D()(x)
+    if cfg.dropout > 0:
+        x = L.Dropout(cfg.dropout)(x)
+    outputs = L.Dense(num_classes, activation="softmax")(x)
+    return keras.Model(inputs, outputs, name=cfg.name)
+
+
+def mobilenet_v2(cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int) -> Any:
+    """Keras' MobileNetV2 (`cfg.alpha`, `cfg.weights`), built flat on the input so that QAT
+    can annotate it; inputs smaller than `cfg.input_size` are upsampled by an integer factor
+    (MobileNetV2 needs at least 32x32).
+
+    Raises:
+        ValueError: if `cfg.weights` is "imagenet" but the input does not have 3 channels.
+    """
+    import math
+
+    _, keras = import_tf()
+    L = keras.layers
+    inputs = keras.Input(shape=input_shape)
+    factor = max(1, math.ceil(cfg.input_size / min(input_shape[:2])))
+    x = L.UpSampling2D(factor)(inputs) if factor > 1 else inputs
+    if cfg.weights is not None and input_shape[-1] != 3:
+        raise ValueError(f"model.weights={cfg.weights} needs 3-channel inputs, the data has "
+                         f"{input_shape[-1]}; use model.weights=null")
+    base = keras.applications.MobileNetV2(input_tensor=x, alpha=cfg.alpha,
+                                          include_top=False, weights=cfg.weights,
+                                          pooling="avg")
+    outputs = L.Dense(num_classes, activation="softmax")(base.output)
+    return keras.Model(inputs, outputs, name=cfg.name)
+
+
+BUILDERS = {"small_cnn": small_cnn, "resnet_small": resnet_small,
+            "mobilenet_v2": mobilenet_v2}
 
 
 def build(cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int) -> Any:

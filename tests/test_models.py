@@ -1,0 +1,35 @@
+"""Every configured architecture converts and runs in every variant (tiny inputs)."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipeline import config as config_mod
+from pipeline import data, litert, qat, quantize, train
+
+
+@pytest.mark.slow  # resnet_small about 1 minute, mobilenet_v2 about 5 (per-layer debugging)
+@pytest.mark.parametrize("model", ["resnet_small", "mobilenet_v2"])
+def test_architecture_converts_and_runs_in_every_variant(model: str, dataset: data.Dataset,
+                                                         tmp_path: Path) -> None:
+    cfg = config_mod.parse_config(config_mod.compose(
+        [f"model={model}", "train.epochs=1", "qat.epochs=0"]))
+    tiny = dataclasses.replace(dataset, x_train=dataset.x_train[:32],
+                               y_train=dataset.y_train[:32], x_val=dataset.x_val[:8],
+                               y_val=dataset.y_val[:8], x_test=dataset.x_test[:8],
+                               y_test=dataset.y_test[:8])
+    float_model, _, _ = train.train(tiny, cfg.model, cfg.train, cfg.seed)
+    qat_model, _, _ = qat.fine_tune(float_model, tiny, cfg.qat, cfg.seed)
+    calibration = data.calibration_samples(tiny, 4, cfg.seed)
+    for name, spec in cfg.variants.items():
+        source = qat_model if spec.source == "qat" else float_model
+        record = quantize.quantize_variant(source, spec, calibration, tmp_path / name)
+        assert record["status"] == "ok", (name, record["error"])
+        scores = litert.Runner(quantize.tflite_path(tmp_path / name, name)).predict(tiny.x_test)
+        assert scores.shape == (8, 10) and np.isfinite(scores).all(), name
+        if spec.integer_only or name in ("int8", "qat_int8"):
+            assert record["inspection"]["float_compute_ops"] == 0, name
