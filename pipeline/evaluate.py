@@ -31,7 +31,7 @@ def reference_outputs(tflite_path: str | Path, x: np.ndarray, out: str | Path,
     """Run the reference model over `x` and write its outputs `(n, num_classes)` to `.npy`,
     batch by batch (a memory-mapped file, written atomically)."""
     runner = Runner(tflite_path, batch_size=batch_size)
-    runner.check_shape(x)
+    runner.check_shape(x)  # before the output file is created
     num_classes = int(np.prod(runner.output["shape"][1:]))
     with atomic_path(out, suffix=".npy") as tmp:
         mm = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32,

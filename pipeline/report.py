@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from pipeline.evaluate import SQNR_CAP_DB
 from pipeline.io import write_json, write_text
 from pipeline.variants import VariantSpec
 
@@ -181,9 +182,6 @@ def short_layer(tensor_name: str) -> str:
     return tensor_name.split(";")[0]
 
 
-SQNR_CAP = 300.0  # pipeline.evaluate.SQNR_CAP_DB (not imported: it pulls in the interpreter)
-
-
 def _latency_table(ok: Mapping[str, Mapping[str, Any]]) -> list[str]:
     """Per benchmark setting (threads, XNNPACK): p50, p90, p99, cv and speed-up."""
     settings = list(next(iter(ok.values()))["settings"])
@@ -290,7 +288,7 @@ def to_markdown(rows: Mapping[str, Mapping[str, Any]], specs: Mapping[str, Varia
     lines += ["", f"accuracy and top_k_accuracy (k = {top_k}) on the whole test split. "
               "agreement: share of test samples whose top-1 equals the reference's. "
               "output_sqnr_db: signal-to-quantization-noise ratio of the dequantized outputs "
-              f"against the reference's on the same inputs ({SQNR_CAP:.0f} = identical). "
+              f"against the reference's on the same inputs ({SQNR_CAP_DB:.0f} = identical). "
               "latency_ms_p50 and speedup_vs_float32: the first benchmark setting. "
               "float_compute_ops: compute ops with a float activation input or output "
               "(QUANTIZE/DEQUANTIZE not counted).", ""]

@@ -189,6 +189,25 @@ def register_candidate(client: Any, model_name: str, variant: str, run_id: str,
     return str(version)
 
 
+@contextlib.contextmanager
+def store_lock(uri: str) -> Iterator[None]:
+    """Serialize writers of one SQLite store across processes (parallel sweep jobs): an
+    exclusive lock on `<db>.lock` beside the database. A server needs none."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    import fcntl
+
+    db = Path(uri[len("sqlite:///"):])
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with open(db.with_name(db.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 def log_pipeline(*, uri: str, experiment: str, run_name: str, config: Mapping[str, Any],
                  specs: Mapping[str, VariantSpec], rows: Mapping[str, Mapping[str, Any]],
                  parent_metrics: Mapping[str, float],
@@ -225,78 +244,48 @@ def log_pipeline(*, uri: str, experiment: str, run_name: str, config: Mapping[st
         `tracking_uri`, `experiment_id`, `parent_run_id`, `child_run_ids` by variant, and
         `candidate` (`{variant, model, version}` or None).
     """
-    with store_lock(uri):
-        return _log_pipeline(uri, experiment, run_name, config, specs, rows, parent_metrics,
-                             curves, parent_tags, parent_artifacts, variant_artifacts,
-                             common_tags, candidate, registered_model, extra_params)
+    with store_lock(uri):  # parallel sweep jobs take turns on one SQLite store
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(tracking_uri=uri)
+        experiment_id = ensure_experiment(client, experiment)
+        children: dict[str, str] = {}
+        # Settings every child shares, so each run says how its figures were measured.
+        some_ok = next((r for r in rows.values() if r.get("status", "ok") == "ok"), {})
+        child_params = {"benchmark.settings": ",".join(some_ok.get("settings", {})) or "none",
+                        "benchmark.headline": str(some_ok.get("headline")),
+                        "evaluate.top_k": str(some_ok.get("top_k"))}
+        common = dict(common_tags or {})
+        parent_tags = {**common,
+                       **{f"machine.{k}": str(v) for k, v in some_ok.get("machine", {}).items()},
+                       **parent_tags}
+        registered = None
+        with sigterm_as_interrupt(), _run(client, experiment_id, run_name,
+                                          {"pipeline": "dvc", **parent_tags}) as parent_id:
+            _log(client, parent_id, params={**flatten(config), **(extra_params or {})},
+                 metrics=parent_metrics, steps=curves)
+            for name, spec in specs.items():
+                row = rows[name]
+                ok = row.get("status", "ok") == "ok"
+                tags = {**common, "mlflow.parentRunId": parent_id, "variant": name,
+                        **{f"machine.{k}": str(v) for k, v in row.get("machine", {}).items()},
+                        **({} if ok else {"error": str(row.get("error"))[:5000]})}
+                with _run(client, experiment_id, name, tags,
+                          "FINISHED" if ok else "FAILED") as child_id:
+                    _log(client, child_id, params={**spec.as_params(), **child_params},
+                         metrics=report.metrics_of(row) if ok else {})
+                    _log_artifacts(client, child_id, variant_artifacts.get(name, {}))
+                children[name] = child_id
+            _log_artifacts(client, parent_id, parent_artifacts)
+            if candidate is not None:
+                if not registered_model:
+                    raise ValueError("registered_model is required to register a candidate")
+                version = register_candidate(client, registered_model, candidate,
+                                             children[candidate])
+                registered = {"variant": candidate, "model": registered_model, "version": version}
+                client.set_tag(parent_id, "candidate", f"{registered_model}/{version} ({candidate})")
+        log.info("MLflow: parent run %s with %d child runs in %s", parent_id, len(children), uri)
+        return {"tracking_uri": uri, "experiment_id": experiment_id, "parent_run_id": parent_id,
+                "child_run_ids": children, "candidate": registered}
 
 
-@contextlib.contextmanager
-def store_lock(uri: str) -> Iterator[None]:
-    """Serialize writers of one SQLite store across processes (parallel sweep jobs): an
-    exclusive lock on `<db>.lock` beside the database. A server needs none."""
-    if not uri.startswith("sqlite:///"):
-        yield
-        return
-    import fcntl
-
-    db = Path(uri[len("sqlite:///"):])
-    db.parent.mkdir(parents=True, exist_ok=True)
-    with open(db.with_name(db.name + ".lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-
-
-def _log_pipeline(uri: str, experiment: str, run_name: str, config: Mapping[str, Any],
-                  specs: Mapping[str, VariantSpec], rows: Mapping[str, Mapping[str, Any]],
-                  parent_metrics: Mapping[str, float], curves: Mapping[str, Sequence[float]],
-                  parent_tags: Mapping[str, str], parent_artifacts: Mapping[str, Path],
-                  variant_artifacts: Mapping[str, Mapping[str, Path]],
-                  common_tags: Mapping[str, str] | None, candidate: str | None,
-                  registered_model: str | None, extra_params: Mapping[str, str] | None
-                  ) -> dict[str, Any]:
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(tracking_uri=uri)
-    experiment_id = ensure_experiment(client, experiment)
-    children: dict[str, str] = {}
-    # Settings every child shares, so each run says how its figures were measured.
-    some_ok = next((r for r in rows.values() if r.get("status", "ok") == "ok"), {})
-    child_params = {"benchmark.settings": ",".join(some_ok.get("settings", {})) or "none",
-                    "benchmark.headline": str(some_ok.get("headline")),
-                    "evaluate.top_k": str(some_ok.get("top_k"))}
-    common = dict(common_tags or {})
-    parent_tags = {**common,
-                   **{f"machine.{k}": str(v) for k, v in some_ok.get("machine", {}).items()},
-                   **parent_tags}
-    registered = None
-    with sigterm_as_interrupt(), _run(client, experiment_id, run_name,
-                                      {"pipeline": "dvc", **parent_tags}) as parent_id:
-        _log(client, parent_id, params={**flatten(config), **(extra_params or {})},
-             metrics=parent_metrics, steps=curves)
-        for name, spec in specs.items():
-            row = rows[name]
-            ok = row.get("status", "ok") == "ok"
-            tags = {**common, "mlflow.parentRunId": parent_id, "variant": name,
-                    **{f"machine.{k}": str(v) for k, v in row.get("machine", {}).items()},
-                    **({} if ok else {"error": str(row.get("error"))[:5000]})}
-            with _run(client, experiment_id, name, tags,
-                      "FINISHED" if ok else "FAILED") as child_id:
-                _log(client, child_id, params={**spec.as_params(), **child_params},
-                     metrics=report.metrics_of(row) if ok else {})
-                _log_artifacts(client, child_id, variant_artifacts.get(name, {}))
-            children[name] = child_id
-        _log_artifacts(client, parent_id, parent_artifacts)
-        if candidate is not None:
-            if not registered_model:
-                raise ValueError("registered_model is required to register a candidate")
-            version = register_candidate(client, registered_model, candidate,
-                                         children[candidate])
-            registered = {"variant": candidate, "model": registered_model, "version": version}
-            client.set_tag(parent_id, "candidate", f"{registered_model}/{version} ({candidate})")
-    log.info("MLflow: parent run %s with %d child runs in %s", parent_id, len(children), uri)
-    return {"tracking_uri": uri, "experiment_id": experiment_id, "parent_run_id": parent_id,
-            "child_run_ids": children, "candidate": registered}
