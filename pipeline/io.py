@@ -32,6 +32,9 @@ def atomic_path(path: str | os.PathLike[str], suffix: str = "") -> Iterator[Path
                                     dir=target.parent)
     os.close(fd)
     tmp = Path(tmp_name)
+    umask = os.umask(0)  # mkstemp makes 0600 files: give outputs the usual permissions
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
     try:
         yield tmp
         os.replace(tmp, target)
