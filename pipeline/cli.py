@@ -7,6 +7,8 @@ import logging
 import sys
 from collections.abc import Callable
 
+from pipeline import signals
+
 log = logging.getLogger("pipeline")
 
 # Errors that mean bad input (config, files): one line, no traceback, exit code 2.
@@ -26,13 +28,18 @@ def parser(description: str | None) -> argparse.ArgumentParser:
 
 
 def run(main: Callable[[], None]) -> None:
-    """Run a stage's `main`, turning bad input into one error line and exit code 2."""
+    """Run a stage's `main`, turning bad input into one error line and exit code 2.
+
+    SIGTERM is handled like Ctrl-C (SIGINT): the stage unwinds, so temporary files are
+    removed (outputs stay old or absent) and MLflow runs end KILLED; exit code 128 + signal.
+    """
     setup_logging()
     try:
-        main()
+        with signals.as_interrupt():
+            main()
     except USER_ERRORS as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        sys.exit(130)
+    except KeyboardInterrupt as exc:
+        print(f"interrupted ({exc or 'SIGINT'}): outputs left as they were", file=sys.stderr)
+        sys.exit(signals.exit_code(exc))

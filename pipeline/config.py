@@ -46,6 +46,8 @@ class ModelConfig:
     alpha: float = 1.0  # mobilenet_v2: width multiplier
     input_size: int = 32  # mobilenet_v2: inputs are upsampled (integer factor) to at least this
     weights: str | None = None  # mobilenet_v2: None (random init) or "imagenet" (downloads)
+    path: str | None = None  # file: your .keras, .h5 or SavedModel folder (not trained here)
+    safe_mode: bool = True  # file: refuse Lambda layers' Python code (Keras safe mode)
 
 
 @dataclasses.dataclass

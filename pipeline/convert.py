@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -54,13 +55,21 @@ def configure(converter: Any, spec: VariantSpec, calibration: np.ndarray | None)
     return converter
 
 
+def new_converter(model: Any) -> Any:
+    """A fresh `tf.lite.TFLiteConverter` for a `tf_keras` model or a SavedModel folder's path
+    (`pipeline.model_store.load`)."""
+    tf, _ = import_tf()
+    if isinstance(model, Path):
+        return tf.lite.TFLiteConverter.from_saved_model(str(model))
+    return tf.lite.TFLiteConverter.from_keras_model(model)
+
+
 def convert(model: Any, spec: VariantSpec, calibration: np.ndarray | None = None) -> bytes:
-    """Convert a `tf_keras` model to a TFLite flatbuffer for `spec`.
+    """Convert a `tf_keras` model or a SavedModel folder to a TFLite flatbuffer for `spec`.
 
     Returns:
         The `.tflite` file's bytes.
     """
-    tf, _ = import_tf()
-    converter = configure(tf.lite.TFLiteConverter.from_keras_model(model), spec, calibration)
+    converter = configure(new_converter(model), spec, calibration)
     log.info("converting variant %s", spec.name)
     return bytes(converter.convert())

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.convert import configure
+from pipeline.convert import configure, new_converter
 from pipeline.tfcompat import import_tf
 from pipeline.variants import VariantSpec
 
@@ -34,7 +34,7 @@ def _debugger(model: Any, spec: VariantSpec, calibration: np.ndarray,
               denylisted_nodes: Sequence[str] = ()) -> Any:
     tf, _ = import_tf()
     # The debugger needs float I/O and fallback-capable ops to run both graphs side by side.
-    converter = configure(tf.lite.TFLiteConverter.from_keras_model(model), spec, calibration)
+    converter = configure(new_converter(model), spec, calibration)
     converter.inference_input_type = tf.float32
     converter.inference_output_type = tf.float32
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
@@ -57,7 +57,7 @@ def layer_errors(model: Any, spec: VariantSpec, calibration: np.ndarray
     """Per-layer error of the variant's quantization against the float model.
 
     Args:
-        model: The float `tf_keras` model.
+        model: The float `tf_keras` model, or a SavedModel folder's path.
         spec: A full-integer variant (`spec.full_integer`).
         calibration: Samples `(n, *input_shape)` used to calibrate and to measure.
 

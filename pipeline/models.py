@@ -83,6 +83,8 @@ def mobilenet_v2(cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: in
     return keras.Model(inputs, outputs, name=cfg.name)
 
 
+FROM_FILE = "file"  # model.name that loads model.path instead of building (pipeline.model_store)
+
 BUILDERS = {"small_cnn": small_cnn, "resnet_small": resnet_small,
             "mobilenet_v2": mobilenet_v2}
 
@@ -94,5 +96,6 @@ def build(cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int) -> A
         ValueError: if `cfg.name` is not a known architecture.
     """
     if cfg.name not in BUILDERS:
-        raise ValueError(f"model.name: unknown model {cfg.name!r}; valid: {', '.join(BUILDERS)}")
+        raise ValueError(f"model.name: unknown model {cfg.name!r}; valid: "
+                         f"{', '.join([*BUILDERS, FROM_FILE])}")
     return BUILDERS[cfg.name](cfg, input_shape, num_classes)

@@ -14,6 +14,10 @@ from pipeline.train import compile_model, fit, test_accuracy
 log = logging.getLogger(__name__)
 
 
+class QatUnsupported(Exception):
+    """tensorflow-model-optimization cannot annotate this model (the message says why)."""
+
+
 def annotate(float_model: Any, layers: Sequence[str]) -> Any:
     """Wrap the float model for QAT: every layer, or only those named in `layers`.
 
@@ -26,13 +30,18 @@ def annotate(float_model: Any, layers: Sequence[str]) -> Any:
 
     Raises:
         ValueError: if an entry of `layers` matches no layer of the model.
+        QatUnsupported: if tfmot cannot annotate the model (a layer it does not support, a
+            nested model).
     """
     _, keras = import_tf()
     import tensorflow_model_optimization as tfmot
 
     qk = tfmot.quantization.keras
     if not layers:
-        return qk.quantize_model(float_model)
+        try:
+            return qk.quantize_model(float_model)
+        except (ValueError, RuntimeError, TypeError) as exc:
+            raise QatUnsupported(f"tfmot cannot annotate the model: {exc}") from exc
     known = {l.name for l in float_model.layers} | {type(l).__name__ for l in float_model.layers}
     unknown = sorted(set(layers) - known)
     if unknown:
@@ -44,10 +53,13 @@ def annotate(float_model: Any, layers: Sequence[str]) -> Any:
             return qk.quantize_annotate_layer(layer)
         return layer
 
-    annotated = keras.models.clone_model(float_model, clone_function=wrap)
-    annotated.set_weights(float_model.get_weights())
-    with qk.quantize_scope():
-        return qk.quantize_apply(annotated)
+    try:
+        annotated = keras.models.clone_model(float_model, clone_function=wrap)
+        annotated.set_weights(float_model.get_weights())
+        with qk.quantize_scope():
+            return qk.quantize_apply(annotated)
+    except (ValueError, RuntimeError, TypeError) as exc:
+        raise QatUnsupported(f"tfmot cannot annotate the model: {exc}") from exc
 
 
 def fine_tune(float_model: Any, ds: Dataset, cfg: QatConfig, seed: int

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.config import Config
-from pipeline.io import read_json, write_json
+from pipeline.io import atomic_dir, read_json, write_json
 from pipeline.variants import select
 
 log = logging.getLogger(__name__)
@@ -32,9 +32,10 @@ class Layout:
         return self.root / "data" / "prepared" / "dataset.npz"
 
     def keras(self, model: str, kind: str = "model") -> Path:
-        """`model` is `float` or `qat`; `kind` is `model`, `history` or `metrics`."""
+        """`model` is `float` or `qat`; `kind` is `model` (a folder, `pipeline.model_store`),
+        `history` or `metrics`."""
         return self.root / "models" / "keras" / (
-            f"{model}.h5" if kind == "model" else f"{model}_{kind}.json")
+            model if kind == "model" else f"{model}_{kind}.json")
 
     @property
     def tflite(self) -> Path:
@@ -69,29 +70,68 @@ def prepare(cfg: Config, out: Path) -> Path:
 
 
 def train(cfg: Config, data_path: Path, out: Path, history: Path, metrics: Path) -> float:
-    """Train the float Keras model; returns its test accuracy."""
-    from pipeline import data
+    """Train the float Keras model, or with `model.name: file` load the user's model, check
+    that it fits the data, and measure it; returns its test accuracy.
+
+    Raises:
+        FileNotFoundError, ValueError: a missing or unloadable model file, or one whose input
+            does not fit the data (nothing is written).
+    """
+    from pipeline import data, model_store
     from pipeline import train as train_mod
+    from pipeline.models import FROM_FILE
 
     ds = data.load(data_path)
-    model, hist, accuracy = train_mod.train(ds, cfg.model, cfg.train, cfg.seed)
-    train_mod.save_model(model, out)
+    if cfg.model.name == FROM_FILE:
+        if not cfg.model.path:
+            raise ValueError("model.path is required for model.name=file")
+        model, kind, blocker = model_store.load_user_model(cfg.model.path,
+                                                           cfg.model.safe_mode)
+        model_store.check_fits(model, ds.input_shape, ds.num_classes)
+        accuracy = model_store.accuracy(model, ds.x_test, ds.y_test)
+        hist: dict[str, list[float]] = {}  # not trained here
+        info = {"origin": str(Path(cfg.model.path).expanduser().resolve()), "kind": kind}
+        log.info("model %s (%s): test accuracy %.4f", cfg.model.path, kind, accuracy)
+    else:
+        model, hist, accuracy = train_mod.train(ds, cfg.model, cfg.train, cfg.seed)
+        info, blocker = {"origin": "trained", "kind": "tf_keras"}, None
+    if blocker:
+        log.warning("QAT will not be possible: %s; the post-training variants still run "
+                    "(%s)", blocker, model_store.QAT_HOW_TO)
+    model_store.save(model, out, info, blocker)
     write_json(history, hist)
     write_json(metrics, {"test_accuracy": accuracy})
     return accuracy
 
 
 def qat(cfg: Config, data_path: Path, model: Path, out: Path, history: Path,
-        metrics: Path) -> float:
-    """Fine-tune the float model with QAT; returns its test accuracy."""
-    from pipeline import data
-    from pipeline import qat as qat_mod
-    from pipeline import train as train_mod
+        metrics: Path) -> float | None:
+    """Fine-tune the float model with QAT; returns its test accuracy.
 
-    ds = data.load(data_path)
-    qat_model, hist, accuracy = qat_mod.fine_tune(train_mod.load_model(model), ds, cfg.qat,
-                                                  cfg.seed)
-    train_mod.save_model(qat_model, out)
+    A float model QAT cannot annotate (subclassed, Keras 3, a layer tfmot does not support)
+    is not an error: the QAT model is recorded as unavailable with the reason, its accuracy
+    is None, and the variants made from it are reported as failed.
+    """
+    from pipeline import data, model_store
+    from pipeline import qat as qat_mod
+
+    blocker = model_store.read_info(model).get("qat_blocker")
+    qat_model = None
+    if not blocker:
+        ds = data.load(data_path)
+        try:
+            qat_model, hist, accuracy = qat_mod.fine_tune(model_store.load(model), ds, cfg.qat,
+                                                          cfg.seed)
+        except qat_mod.QatUnsupported as exc:
+            blocker = str(exc).splitlines()[0]
+    if blocker:
+        reason = f"QAT is not possible: {blocker}; {model_store.QAT_HOW_TO}"
+        log.warning("%s. The post-training variants still run.", reason)
+        model_store.save_unavailable(out, reason)
+        write_json(history, {})
+        write_json(metrics, {"test_accuracy": None, "error": reason})
+        return None
+    model_store.save(qat_model, out, {"origin": "qat"})
     write_json(history, hist)
     write_json(metrics, {"test_accuracy": accuracy})
     return accuracy
@@ -100,16 +140,19 @@ def qat(cfg: Config, data_path: Path, model: Path, out: Path, history: Path,
 def quantize(cfg: Config, variant: str, data_path: Path, model: Path, out_dir: Path
              ) -> dict[str, Any]:
     """Convert, inspect and measure one variant (`pipeline.quantize`); returns its record."""
-    from pipeline import data, quantize as quantize_mod
-    from pipeline import train as train_mod
+    from pipeline import data, model_store, quantize as quantize_mod
 
     spec = select(cfg.variants, variant)
     calibration = None
     if spec.representative_data:
         calibration = data.calibration_samples(data.load(data_path),
                                                cfg.quantization.calibration_samples, cfg.seed)
-    record = quantize_mod.quantize_variant(
-        train_mod.load_model(model, qat=spec.source == "qat"), spec, calibration, out_dir)
+    try:
+        source = model_store.load(model, qat=spec.source == "qat")
+    except model_store.ModelUnavailable as exc:  # no QAT model: this variant fails, alone
+        record = quantize_mod.record_failure(spec, out_dir, str(exc))
+    else:
+        record = quantize_mod.quantize_variant(source, spec, calibration, out_dir)
     log.info("%s: %s in %.1f s -> %s", variant, record["status"], record["seconds"], out_dir)
     return record
 
@@ -142,7 +185,8 @@ def evaluate(cfg: Config, variant: str, data_path: Path, variant_dir: Path,
     select(cfg.variants, variant)
     if quantize_mod.read_record(variant_dir)["status"] != "ok":
         result = quantize_mod.skipped("evaluate")
-        write_json(out_dir / "metrics.json", result)
+        with atomic_dir(out_dir) as out:
+            write_json(out / "metrics.json", result)
         return result
     ds = data.load(data_path)
     ref = np.load(reference_path, mmap_mode="r")  # read batch by batch
@@ -150,11 +194,12 @@ def evaluate(cfg: Config, variant: str, data_path: Path, variant_dir: Path,
                                    ds.y_test, ref, cfg.evaluate.batch_size, cfg.evaluate.top_k,
                                    ds.num_classes)
     matrix = result.pop("confusion_matrix")
-    write_json(out_dir / "confusion_matrix.json", matrix)
-    plots.confusion_matrix(matrix, f"{variant}: accuracy {result['accuracy']:.4f}",
-                           out_dir / "confusion_matrix.png")
     result = {"status": "ok", **result}
-    write_json(out_dir / "metrics.json", result)
+    with atomic_dir(out_dir) as out:
+        write_json(out / "confusion_matrix.json", matrix)
+        plots.confusion_matrix(matrix, f"{variant}: accuracy {result['accuracy']:.4f}",
+                               out / "confusion_matrix.png")
+        write_json(out / "metrics.json", result)
     return result
 
 
@@ -208,6 +253,8 @@ def track(cfg: Config, raw: Mapping[str, Any], layout: Layout, params_file: Path
     """
     from pipeline import quantize as quantize_mod, report as report_mod, tracking
 
+    uri = tracking.tracking_uri(cfg.tracking.uri)
+    tracking.check_reachable(uri)  # at once, before anything is read or logged
     reports = layout.reports
     rows = read_json(reports / "summary.json")
     rec = read_json(reports / "recommendation.json")
@@ -215,23 +262,26 @@ def track(cfg: Config, raw: Mapping[str, Any], layout: Layout, params_file: Path
     curves = {f"{prefix}_{k}": v for prefix, model in (("train", "float"), ("qat", "qat"))
               for k, v in read_json(layout.keras(model, "history")).items()}
     tflite = layout.tflite
+    qat_metrics = read_json(layout.keras("qat", "metrics"))
+    keras_metrics = {
+        "keras_test_accuracy": read_json(layout.keras("float", "metrics"))["test_accuracy"],
+        "qat_keras_test_accuracy": qat_metrics["test_accuracy"]}  # None: QAT was impossible
     result = tracking.log_pipeline(
-        uri=tracking.tracking_uri(cfg.tracking.uri),
+        uri=uri,
         experiment=cfg.tracking.experiment,
         run_name=run_name or f"{cfg.model.name}-{cfg.data.name}",
         config=raw,
         specs=cfg.variants,
         rows=rows,
-        parent_metrics={
-            "keras_test_accuracy": read_json(layout.keras("float", "metrics"))["test_accuracy"],
-            "qat_keras_test_accuracy": read_json(layout.keras("qat", "metrics"))[
-                "test_accuracy"]},
+        parent_metrics={k: v for k, v in keras_metrics.items() if v is not None},
         curves=curves,
         parent_tags={"recommended.smallest": str(rec["smallest"]),
                      "recommended.fastest": str(rec["fastest"]),
                      "max_accuracy_drop": str(rec["max_accuracy_drop"]),
                      "budget.misses": ",".join(rec["misses"]) or "none",
                      "failed_variants": ",".join(rec["failed"]) or "none",
+                     **({"qat.error": qat_metrics["error"][:5000]} if qat_metrics.get("error")
+                        else {}),
                      **({"mlflow.parentRunId": parent_run_id} if parent_run_id else {})},
         parent_artifacts={"report": reports, "config": params_file,
                           "keras_model": layout.keras("float")},

@@ -111,6 +111,7 @@ class MlflowSweep(Callback):
 
         uri = tracking.tracking_uri(config.tracking.uri)
         sweep_dir = Path(config.hydra.sweep.dir)
+        tracking.check_reachable(uri)  # before any job runs
         with tracking.store_lock(uri):
             self.client = MlflowClient(uri)
             experiment_id = tracking.ensure_experiment(self.client, config.tracking.experiment)

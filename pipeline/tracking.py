@@ -12,14 +12,13 @@ import hashlib
 import json
 import logging
 import os
-import signal
 import subprocess
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from pipeline import report
+from pipeline import report, signals
 from pipeline.variants import VariantSpec
 
 log = logging.getLogger(__name__)
@@ -64,33 +63,25 @@ def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def sigterm_as_interrupt() -> Iterator[None]:
-    """Raise KeyboardInterrupt on SIGTERM so that runs are ended KILLED, not left RUNNING."""
-    def handler(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-@contextlib.contextmanager
 def _run(client: Any, experiment_id: str, name: str, tags: Mapping[str, str],
          success_status: str = "FINISHED") -> Iterator[str]:
     """Create a run and always end it: `success_status` if the block completes (FAILED for a
-    variant that failed upstream), KILLED on interrupt, FAILED on error."""
-    run_id = client.create_run(experiment_id, run_name=name, tags=dict(tags)).info.run_id
+    variant that failed upstream), KILLED on interrupt, FAILED on error. An interrupt while
+    the run is created or ended waits for that call (`pipeline.signals.deferred`)."""
+    run_id = None
     status = "FAILED"
     try:
+        with signals.deferred():
+            run_id = client.create_run(experiment_id, run_name=name, tags=dict(tags)).info.run_id
         yield run_id
         status = success_status
     except KeyboardInterrupt:
         status = "KILLED"
         raise
     finally:
-        client.set_terminated(run_id, status)
+        if run_id is not None:
+            with signals.deferred():
+                client.set_terminated(run_id, status)
 
 
 def _log(client: Any, run_id: str, params: Mapping[str, str] = {},
@@ -141,6 +132,29 @@ def provenance(root: str | Path, config: Mapping[str, Any]) -> dict[str, str]:
     if os.environ.get("DVC_EXP_NAME"):
         tags["dvc.exp_name"] = os.environ["DVC_EXP_NAME"]
     return tags
+
+
+def check_reachable(uri: str, timeout: float = 5.0) -> None:
+    """Refuse an MLflow server that does not answer, at once (MLflow's own client would
+    retry for minutes). Stores that are not servers pass.
+
+    Raises:
+        ValueError: naming the server and what went wrong.
+    """
+    if not uri.startswith(("http://", "https://")):
+        return
+    import urllib.error
+    import urllib.request
+
+    try:
+        urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout).close()
+    except urllib.error.HTTPError:
+        return  # it answered
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise ValueError(f"tracking server {uri} is unreachable ({reason}); start it (make "
+                         "mlflow-server) or set tracking.uri / MLFLOW_TRACKING_URI to a "
+                         "reachable server or a sqlite:/// store. Nothing was logged") from None
 
 
 def ensure_experiment(client: Any, name: str) -> str:
@@ -244,6 +258,7 @@ def log_pipeline(*, uri: str, experiment: str, run_name: str, config: Mapping[st
         `tracking_uri`, `experiment_id`, `parent_run_id`, `child_run_ids` by variant, and
         `candidate` (`{variant, model, version}` or None).
     """
+    check_reachable(uri)
     with store_lock(uri):  # parallel sweep jobs take turns on one SQLite store
         from mlflow.tracking import MlflowClient
 
@@ -260,7 +275,7 @@ def log_pipeline(*, uri: str, experiment: str, run_name: str, config: Mapping[st
                        **{f"machine.{k}": str(v) for k, v in some_ok.get("machine", {}).items()},
                        **parent_tags}
         registered = None
-        with sigterm_as_interrupt(), _run(client, experiment_id, run_name,
+        with signals.as_interrupt(), _run(client, experiment_id, run_name,
                                           {"pipeline": "dvc", **parent_tags}) as parent_id:
             _log(client, parent_id, params={**flatten(config), **(extra_params or {})},
                  metrics=parent_metrics, steps=curves)

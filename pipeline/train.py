@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import logging
-import warnings
-from pathlib import Path
 from typing import Any
 
 from pipeline import models
 from pipeline.config import ModelConfig, TrainConfig
 from pipeline.data import Dataset
-from pipeline.io import atomic_path
 from pipeline.tfcompat import import_tf
 
 log = logging.getLogger(__name__)
@@ -56,37 +53,3 @@ def train(ds: Dataset, model_cfg: ModelConfig, cfg: TrainConfig, seed: int
     acc = test_accuracy(model, ds)
     log.info("float Keras model: test accuracy %.4f", acc)
     return model, history, acc
-
-
-def save_model(model: Any, path: str | Path) -> Path:
-    """Save a Keras model atomically, in the format its suffix names (`.keras` or `.h5`).
-
-    QAT models go to `.h5`: tf_keras' `.keras` format does not restore the variables of
-    tfmot's `QuantizeLayer`.
-    """
-    with atomic_path(path, suffix=Path(path).suffix) as tmp:
-        if tmp.suffix == ".h5":
-            with warnings.catch_warnings():  # "HDF5 is legacy": chosen on purpose, see above
-                warnings.simplefilter("ignore", UserWarning)
-                model.save(tmp, include_optimizer=False)
-        else:
-            model.save(tmp)
-    return Path(path)
-
-
-def load_model(path: str | Path, qat: bool = False) -> Any:
-    """Load a `.keras` or `.h5` model; QAT models need tfmot's custom objects in scope.
-
-    Raises:
-        FileNotFoundError: if the file is missing.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"Keras model {path} does not exist")
-    _, keras = import_tf()
-    if qat:
-        import tensorflow_model_optimization as tfmot
-
-        with tfmot.quantization.keras.quantize_scope():
-            return keras.models.load_model(path)
-    return keras.models.load_model(path)

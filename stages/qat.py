@@ -1,7 +1,7 @@
 """Stage qat: quantization-aware fine-tuning of the float model.
 
-    python stages/qat.py --data data/prepared/dataset.npz --model models/keras/float.h5 \
-        --out models/keras/qat.h5 --history models/keras/qat_history.json \
+    python stages/qat.py --data data/prepared/dataset.npz --model models/keras/float \
+        --out models/keras/qat --history models/keras/qat_history.json \
         --metrics models/keras/qat_metrics.json
 """
 
@@ -14,8 +14,8 @@ from pipeline.config import load_params
 def main() -> None:
     p = cli.parser(__doc__)
     p.add_argument("--data", required=True, type=Path)
-    p.add_argument("--model", required=True, type=Path, help="the float Keras model")
-    p.add_argument("--out", required=True, type=Path, help="the QAT Keras model (.h5)")
+    p.add_argument("--model", required=True, type=Path, help="the float model's folder")
+    p.add_argument("--out", required=True, type=Path, help="the QAT model's folder")
     p.add_argument("--history", required=True, type=Path)
     p.add_argument("--metrics", required=True, type=Path)
     args = p.parse_args()

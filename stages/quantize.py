@@ -2,7 +2,7 @@
 measure its per-layer error. A failed conversion is recorded, and the stage still succeeds.
 
     python stages/quantize.py int8 --data data/prepared/dataset.npz \
-        --model models/keras/float.h5 --out models/tflite/int8
+        --model models/keras/float --out models/tflite/int8
 """
 
 from pathlib import Path
@@ -15,7 +15,7 @@ def main() -> None:
     p = cli.parser(__doc__)
     p.add_argument("variant")
     p.add_argument("--data", required=True, type=Path)
-    p.add_argument("--model", required=True, type=Path, help="the variant's source Keras model")
+    p.add_argument("--model", required=True, type=Path, help="the variant's source model folder")
     p.add_argument("--out", required=True, type=Path, help="the variant's folder")
     args = p.parse_args()
     steps.quantize(load_params(args.params)[0], args.variant, args.data, args.model, args.out)

@@ -1,0 +1,293 @@
+"""The lab's stored Keras models, and users' own model files (imports TensorFlow).
+
+A stored model is a folder (`models/keras/float`, `models/keras/qat`) holding `model.json`
+and one of:
+- `model.h5`: a Sequential or Functional `tf_keras` model, the only kind QAT can annotate
+  (`.h5` because tf_keras' `.keras` format does not restore tfmot's `QuantizeLayer`);
+- `saved_model/`: anything else TFLite can convert (a subclassed model, a Keras 3 model, a
+  plain SavedModel); the post-training variants are converted from it, QAT is not possible;
+- nothing, when the model could not be made (QAT of a model QAT cannot annotate):
+  `model.json` then says why, and the variants made from it are recorded as failed.
+
+A user's file (`model.name: file`, `model.path`) may be `.keras`, `.h5` or a SavedModel
+folder. It is loaded in Keras safe mode (no Python `lambda` code from the file) unless
+`model.safe_mode: false`, and its input must fit the data before anything else runs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import warnings
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.io import atomic_dir, read_json, write_json
+from pipeline.tfcompat import import_tf
+
+log = logging.getLogger(__name__)
+
+INFO = "model.json"
+H5 = "model.h5"
+SAVED_MODEL = "saved_model"
+QAT_HOW_TO = ("to get QAT too, build the model with tf_keras' Sequential or Functional API "
+              "(`import tf_keras as keras`) and save it as .h5 or .keras")
+
+
+class ModelUnavailable(Exception):
+    """A stored model that could not be made (its `model.json` says why)."""
+
+
+def qat_blocker(model: Any) -> str | None:
+    """Why QAT cannot annotate `model`, or None if it can (Sequential or Functional tf_keras).
+    """
+    _, keras = import_tf()
+    if isinstance(model, Path):
+        return "the model is a SavedModel without a Sequential or Functional tf_keras model in it"
+    if not isinstance(model, keras.Model):
+        return (f"the model is a Keras 3 model ({type(model).__name__}); "
+                "tensorflow-model-optimization's QAT works only on tf_keras (Keras 2) models")
+    if isinstance(model, keras.Sequential) or getattr(model, "_is_graph_network", False):
+        return None
+    return (f"the model is a subclassed model ({type(model).__name__}); QAT can annotate only "
+            "Sequential or Functional models")
+
+
+def save(model: Any, out_dir: str | Path, info: dict[str, Any] | None = None,
+         blocker: str | None = None) -> Path:
+    """Store a model in `out_dir` (replaced atomically), as `model.h5` when QAT can use it,
+    else as `saved_model/`.
+
+    Args:
+        model: A tf_keras model, a Keras 3 model, or the path of a SavedModel folder.
+        info: More facts for `model.json` (where the model came from, ...).
+        blocker: Why QAT cannot use the model, when the caller knows better than
+            `qat_blocker(model)` (a SavedModel's path says little).
+    """
+    _, keras = import_tf()
+    blocker = blocker or qat_blocker(model)
+    with atomic_dir(out_dir) as tmp:
+        if blocker is None:
+            with warnings.catch_warnings():  # "HDF5 is legacy": chosen on purpose, see above
+                warnings.simplefilter("ignore", UserWarning)
+                model.save(tmp / H5, include_optimizer=False)
+            fmt = "h5"
+        elif isinstance(model, Path):
+            shutil.copytree(model, tmp / SAVED_MODEL)
+            fmt = "saved_model"
+        elif isinstance(model, keras.Model):  # subclassed tf_keras
+            model.save(tmp / SAVED_MODEL, save_format="tf", include_optimizer=False)
+            fmt = "saved_model"
+        else:  # Keras 3
+            model.export(str(tmp / SAVED_MODEL), format="tf_saved_model", verbose=False)
+            fmt = "saved_model"
+        write_json(tmp / INFO, {"status": "ok", "format": fmt, "qat_blocker": blocker,
+                                **(info or {})})
+    return Path(out_dir)
+
+
+def save_unavailable(out_dir: str | Path, reason: str, **info: Any) -> Path:
+    """Record in `out_dir` that the model could not be made, and why."""
+    with atomic_dir(out_dir) as tmp:
+        write_json(tmp / INFO, {"status": "unavailable", "reason": reason, **info})
+    return Path(out_dir)
+
+
+def read_info(model_dir: str | Path) -> dict[str, Any]:
+    """A stored model's `model.json`.
+
+    Raises:
+        FileNotFoundError: if the folder holds no stored model.
+    """
+    path = Path(model_dir) / INFO
+    if not path.is_file():
+        raise FileNotFoundError(f"{model_dir} holds no stored model (no {INFO}); run the stage "
+                                "that makes it")
+    return read_json(path)
+
+
+def load(model_dir: str | Path, qat: bool = False) -> Any:
+    """Load a stored model: a tf_keras model (`model.h5`), or the path of its SavedModel.
+
+    Args:
+        qat: Bring tfmot's custom objects into scope (a QAT model).
+
+    Raises:
+        FileNotFoundError: if the folder holds no stored model.
+        ModelUnavailable: if the model could not be made; the message says why.
+    """
+    model_dir = Path(model_dir)
+    info = read_info(model_dir)
+    if info["status"] != "ok":
+        raise ModelUnavailable(info["reason"])
+    if info["format"] == "saved_model":
+        return model_dir / SAVED_MODEL
+    _, keras = import_tf()
+    if qat:
+        import tensorflow_model_optimization as tfmot
+
+        with tfmot.quantization.keras.quantize_scope():
+            return keras.models.load_model(model_dir / H5)
+    return keras.models.load_model(model_dir / H5)
+
+
+# --- users' model files ---------------------------------------------------------------------
+
+def _keras_major(path: Path) -> int:
+    """The major Keras version that saved a `.keras` or `.h5` file (2 if it does not say)."""
+    version = None
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as z:
+                version = json.loads(z.read("metadata.json")).get("keras_version")
+        else:
+            import h5py
+
+            with h5py.File(path, "r") as f:
+                version = f.attrs.get("keras_version")
+    except Exception:  # not a zip with metadata, not HDF5: the loader will say what it is
+        return 2
+    if isinstance(version, bytes):
+        version = version.decode()
+    return int(str(version).split(".")[0]) if version else 2
+
+
+def _one_line(exc: BaseException, limit: int = 300) -> str:
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text[:limit]}{'...' if len(text) > limit else ''}"
+
+
+def load_user_model(path: str | Path, safe_mode: bool = True
+                    ) -> tuple[Any, str, str | None]:
+    """Load a user's `.keras`, `.h5` or SavedModel folder.
+
+    Returns:
+        `(model, kind, qat_blocker)`: a tf_keras model (`tf_keras`), a Keras 3 model
+        (`keras3`), or the SavedModel folder's path (`saved_model`) when it holds no
+        Sequential or Functional tf_keras model; and why QAT cannot use it (None if it can).
+
+    Raises:
+        FileNotFoundError: if `path` does not exist.
+        ValueError: if it is not a model Keras or TensorFlow can load, or safe mode refuses
+            it (a Lambda layer with Python code).
+    """
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise FileNotFoundError(f"model.path: {path} does not exist")
+    is_saved_model = path.is_dir()
+    if is_saved_model and not (path / "saved_model.pb").is_file():
+        raise ValueError(f"model.path: {path} is a folder but not a SavedModel (no "
+                         "saved_model.pb); give a .keras or .h5 file or a SavedModel folder")
+    suffix = path.suffix.lower()
+    if not is_saved_model and suffix not in (".keras", ".h5", ".hdf5"):
+        raise ValueError(f"model.path: {path} is not a .keras, .h5 or SavedModel model file")
+    if suffix == ".keras" and not zipfile.is_zipfile(path):
+        raise ValueError(f"model.path: {path} is not a model file (a .keras file is a zip "
+                         "archive; this one is not)")
+    if suffix in (".h5", ".hdf5"):
+        import h5py
+
+        if not h5py.is_hdf5(path):
+            raise ValueError(f"model.path: {path} is not a model file (an .h5 file is HDF5; "
+                             "this one is not)")
+    _, keras = import_tf()
+    from tf_keras.src.saving.serialization_lib import SafeModeScope
+
+    kind, blocker = "tf_keras", None
+    try:
+        if not is_saved_model and _keras_major(path) >= 3:
+            import keras as keras3  # Keras 3, installed with TensorFlow
+
+            kind = "keras3"
+            model = keras3.saving.load_model(path, compile=False, safe_mode=safe_mode)
+        else:
+            with SafeModeScope(safe_mode), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                model = keras.models.load_model(path, compile=False, safe_mode=safe_mode)
+            if is_saved_model and qat_blocker(model) is not None:
+                # Converted as the SavedModel it is, not as the object Keras revived.
+                blocker = (qat_blocker(model) if isinstance(model, keras.Model) else
+                           "the SavedModel was not saved from a tf_keras model")
+                model, kind = path, "saved_model"
+    except Exception as exc:
+        if "Lambda" in str(exc) and safe_mode:
+            raise ValueError(f"model.path: {path} has a Lambda layer with Python code, which "
+                             "Keras safe mode refuses to load; if you trust the file, set "
+                             "model.safe_mode=false") from None
+        raise ValueError(f"model.path: {path} is not a model Keras can load "
+                         f"({_one_line(exc)})") from None
+    if kind == "saved_model":
+        _signature(path)  # refuse a SavedModel TFLite could not convert, now
+        return model, kind, blocker
+    return model, kind, qat_blocker(model)
+
+
+def _signature(saved_model: Path) -> Any:
+    tf, _ = import_tf()
+    sig = tf.saved_model.load(str(saved_model)).signatures.get("serving_default")
+    if sig is None:
+        raise ValueError(f"model.path: SavedModel {saved_model} has no serving_default "
+                         "signature, so TFLite cannot convert it")
+    inputs = sig.structured_input_signature[1]
+    if len(inputs) != 1 or len(sig.structured_outputs) != 1:
+        raise ValueError(f"model.path: SavedModel {saved_model} must have one input and one "
+                         f"output, it has {len(inputs)} and {len(sig.structured_outputs)}")
+    return sig
+
+
+def io_shapes(model: Any) -> tuple[tuple[int | None, ...], tuple[int | None, ...]]:
+    """The model's input and output shapes, batch axis included."""
+    if isinstance(model, Path):
+        sig = _signature(model)
+        (spec,) = sig.structured_input_signature[1].values()
+        (out,) = sig.structured_outputs.values()
+        return tuple(spec.shape.as_list()), tuple(out.shape.as_list())
+    inputs, outputs = model.inputs, model.outputs
+    if len(inputs) != 1 or len(outputs) != 1:
+        raise ValueError(f"model.path: the model must have one input and one output, it has "
+                         f"{len(inputs)} and {len(outputs)}")
+    return tuple(inputs[0].shape), tuple(outputs[0].shape)
+
+
+def check_fits(model: Any, input_shape: tuple[int, ...], num_classes: int,
+               where: str = "model.path") -> None:
+    """Refuse a model whose input does not take the data's samples, or whose output has fewer
+    classes than the data's labels.
+
+    Raises:
+        ValueError: naming both shapes.
+    """
+    model_in, model_out = io_shapes(model)
+    sample = model_in[1:]
+    fits = len(sample) == len(input_shape) and all(
+        m is None or m == d for m, d in zip(sample, input_shape))
+    if not fits:
+        shown = tuple("any" if m is None else m for m in sample)
+        raise ValueError(f"{where}: the model takes inputs of shape {shown}, but the data's "
+                         f"samples are {tuple(input_shape)}; change data.image_size / "
+                         "data.channels or bring a model that fits")
+    width = model_out[-1] if model_out else None
+    if width is not None and width < num_classes:
+        raise ValueError(f"{where}: the model has {width} outputs, but the data's labels "
+                         f"go up to {num_classes - 1} ({num_classes} classes)")
+
+
+def predict(model: Any, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """Outputs of a Keras model (2 or 3) or a SavedModel folder on `x`."""
+    if not isinstance(model, Path):
+        return np.asarray(model.predict(x, batch_size=batch_size, verbose=0))
+    tf, _ = import_tf()
+    sig = _signature(model)
+    (name,) = sig.structured_input_signature[1]
+    out = [next(iter(sig(**{name: tf.constant(x[i:i + batch_size])}).values())).numpy()
+           for i in range(0, len(x), batch_size)]
+    return np.concatenate(out)
+
+
+def accuracy(model: Any, x: np.ndarray, y: np.ndarray) -> float:
+    """Top-1 accuracy of any loadable model (argmax of its outputs)."""
+    return float(np.mean(np.argmax(predict(model, x), axis=-1) == y))

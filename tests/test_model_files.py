@@ -1,0 +1,179 @@
+"""Bring your own model: `.keras`, `.h5` and SavedModel files made here with tf_keras and
+Keras 3, loaded by the train step, stored, quantized for real; QAT falls back with a reason
+when the model cannot take it."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from pipeline import config as config_mod
+from pipeline import data, model_store, steps
+from pipeline.io import read_json, write_json
+
+
+def functional(input_shape: tuple[int, ...] = (8, 8, 1), classes: int = 10,
+               lambda_layer: bool = False) -> Any:
+    from pipeline.tfcompat import import_tf
+
+    _, keras = import_tf(seed=0)
+    inputs = keras.Input(shape=input_shape)
+    x = keras.layers.Lambda(lambda t: t * 2.0)(inputs) if lambda_layer else inputs
+    x = keras.layers.Conv2D(4, 3, activation="relu")(x)
+    x = keras.layers.Flatten()(x)
+    return keras.Model(inputs, keras.layers.Dense(classes, activation="softmax")(x))
+
+
+def fitted(model: Any, ds: data.Dataset) -> Any:
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    model.fit(ds.x_train, ds.y_train, epochs=3, batch_size=32, verbose=0)
+    return model
+
+
+def subclassed_saved_model(path: Path) -> Path:
+    from pipeline.tfcompat import import_tf
+
+    _, keras = import_tf(seed=0)
+
+    class Tiny(keras.Model):
+        def __init__(self) -> None:
+            super().__init__()
+            self.flat = keras.layers.Flatten()
+            self.out = keras.layers.Dense(10, activation="softmax")
+
+        def call(self, x: Any) -> Any:
+            return self.out(self.flat(x))
+
+    model = Tiny()
+    model(np.zeros((1, 8, 8, 1), np.float32))
+    model.save(path, save_format="tf")
+    return path
+
+
+def keras3_file(path: Path) -> Path:
+    import keras  # Keras 3, which TensorFlow installs
+
+    inputs = keras.Input(shape=(8, 8, 1))
+    x = keras.layers.Flatten()(inputs)
+    keras.Model(inputs, keras.layers.Dense(10, activation="softmax")(x)).save(path)
+    return path
+
+
+@pytest.fixture()
+def workspace(tmp_path: Path, dataset: data.Dataset) -> steps.Layout:
+    lay = steps.Layout(tmp_path)
+    data.save(dataset, lay.dataset)
+    return lay
+
+
+def file_cfg(cfg: config_mod.Config, path: Path, **kw: Any) -> config_mod.Config:
+    return dataclasses.replace(cfg, model=config_mod.ModelConfig(name="file", path=str(path),
+                                                                 **kw))
+
+
+def train_step(cfg: config_mod.Config, lay: steps.Layout) -> float | None:
+    return steps.train(cfg, lay.dataset, lay.keras("float"), lay.keras("float", "history"),
+                       lay.keras("float", "metrics"))
+
+
+def qat_step(cfg: config_mod.Config, lay: steps.Layout) -> float | None:
+    return steps.qat(cfg, lay.dataset, lay.keras("float"), lay.keras("qat"),
+                     lay.keras("qat", "history"), lay.keras("qat", "metrics"))
+
+
+def quantize_step(cfg: config_mod.Config, lay: steps.Layout, variant: str) -> dict[str, Any]:
+    source = cfg.variants[variant].source
+    return steps.quantize(cfg, variant, lay.dataset, lay.keras(source), lay.tflite / variant)
+
+
+@pytest.mark.parametrize("suffix", [".keras", ".h5", "_savedmodel"])
+def test_a_tf_keras_file_gets_every_variant_qat_included(
+        suffix: str, tmp_path: Path, tiny_cfg: config_mod.Config, dataset: data.Dataset,
+        workspace: steps.Layout) -> None:
+    model = fitted(functional(), dataset)
+    path = tmp_path / f"mine{suffix}"
+    model.save(path, **({"save_format": "tf"} if suffix == "_savedmodel" else {}))
+    expected = float(np.mean(np.argmax(model.predict(dataset.x_test, verbose=0), -1)
+                             == dataset.y_test))
+    cfg = file_cfg(tiny_cfg, path)
+
+    accuracy = train_step(cfg, workspace)
+
+    assert accuracy == pytest.approx(expected)  # loaded, not retrained
+    assert accuracy > 0.5  # the model was trained on digits: it beats chance (0.1)
+    info = read_json(workspace.keras("float") / model_store.INFO)
+    assert info["format"] == "h5" and info["qat_blocker"] is None and info["kind"] == "tf_keras"
+    assert read_json(workspace.keras("float", "history")) == {}
+    assert qat_step(cfg, workspace) is not None
+    for variant in ("int8", "qat_int8"):
+        record = quantize_step(cfg, workspace, variant)
+        assert record["status"] == "ok", record["error"]
+
+
+@pytest.mark.parametrize("kind", ["subclassed", "keras3"])
+def test_a_model_qat_cannot_annotate_still_gets_the_post_training_variants(
+        kind: str, tmp_path: Path, tiny_cfg: config_mod.Config,
+        workspace: steps.Layout) -> None:
+    path = (subclassed_saved_model(tmp_path / "sub") if kind == "subclassed"
+            else keras3_file(tmp_path / "k3.keras"))
+    cfg = file_cfg(tiny_cfg, path)
+
+    accuracy = train_step(cfg, workspace)
+    qat_accuracy = qat_step(cfg, workspace)
+
+    assert 0.0 <= accuracy <= 1.0
+    info = read_json(workspace.keras("float") / model_store.INFO)
+    assert info["format"] == "saved_model"
+    expected = "subclassed model" if kind == "subclassed" else "Keras 3 model"
+    assert expected in info["qat_blocker"]
+    assert qat_accuracy is None
+    qat_metrics = read_json(workspace.keras("qat", "metrics"))
+    assert qat_metrics["test_accuracy"] is None
+    assert expected in qat_metrics["error"] and "Functional API" in qat_metrics["error"]
+    for variant in ("dynamic_range", "int8_full"):  # from the SavedModel, debugger included
+        record = quantize_step(cfg, workspace, variant)
+        assert record["status"] == "ok", record["error"]
+        assert (workspace.tflite / variant / f"{variant}.tflite").stat().st_size > 0
+    qat_record = quantize_step(cfg, workspace, "qat_int8")
+    assert qat_record["status"] == "failed" and expected in qat_record["error"]
+    assert not (workspace.tflite / "qat_int8" / "qat_int8.tflite").exists()
+
+
+def test_safe_mode_refuses_lambda_code_unless_allowed(
+        tmp_path: Path, tiny_cfg: config_mod.Config, workspace: steps.Layout) -> None:
+    path = tmp_path / "lambda.h5"
+    functional(lambda_layer=True).save(path)
+    with pytest.raises(ValueError, match="Lambda layer with Python code.*safe_mode=false"):
+        train_step(file_cfg(tiny_cfg, path), workspace)
+    assert not workspace.keras("float").exists()
+    train_step(file_cfg(tiny_cfg, path, safe_mode=False), workspace)  # trusted: loads
+    assert read_json(workspace.keras("float") / model_store.INFO)["status"] == "ok"
+
+
+def test_a_model_that_does_not_fit_the_data_is_refused_before_anything_runs(
+        tmp_path: Path, tiny_cfg: config_mod.Config, workspace: steps.Layout) -> None:
+    functional(input_shape=(28, 28, 1)).save(tmp_path / "mnist.keras")
+    with pytest.raises(ValueError, match=r"takes inputs of shape \(28, 28, 1\).*\(8, 8, 1\)"):
+        train_step(file_cfg(tiny_cfg, tmp_path / "mnist.keras"), workspace)
+    functional(classes=5).save(tmp_path / "five.keras")
+    with pytest.raises(ValueError, match="has 5 outputs.*10 classes"):
+        train_step(file_cfg(tiny_cfg, tmp_path / "five.keras"), workspace)
+    assert not workspace.keras("float").exists()
+    assert not workspace.keras("float", "metrics").exists()
+
+
+def test_stored_models_are_replaced_atomically(tmp_path: Path, dataset: data.Dataset) -> None:
+    model = functional()
+    out = model_store.save(model, tmp_path / "float", {"origin": "first"})
+    write_json(out / "extra.json", {})  # a leftover of the old output
+    model_store.save(model, out, {"origin": "second"})
+    assert sorted(p.name for p in out.iterdir()) == sorted([model_store.INFO, model_store.H5])
+    assert read_json(out / model_store.INFO)["origin"] == "second"
+    assert [p.name for p in tmp_path.iterdir()] == ["float"]  # no temporary folders left
+    loaded = model_store.load(out)
+    np.testing.assert_allclose(loaded.predict(dataset.x_test[:4], verbose=0),
+                               model.predict(dataset.x_test[:4], verbose=0), rtol=1e-6)
