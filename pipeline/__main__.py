@@ -85,4 +85,7 @@ if __name__ == "__main__":
     if problem:
         print(problem, file=sys.stderr)
         sys.exit(2)
-    main()
+    from pipeline import signals
+
+    with signals.as_interrupt():  # SIGTERM unwinds like Ctrl-C: runs end KILLED or FAILED
+        main()

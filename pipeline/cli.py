@@ -41,5 +41,6 @@ def run(main: Callable[[], None]) -> None:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt as exc:
-        print(f"interrupted ({exc or 'SIGINT'}): outputs left as they were", file=sys.stderr)
+        print(f"interrupted ({str(exc) or 'SIGINT'}): outputs left as they were",
+              file=sys.stderr)
         sys.exit(signals.exit_code(exc))

@@ -204,17 +204,19 @@ def load_user_model(path: str | Path, safe_mode: bool = True
 
             kind = "keras3"
             model = keras3.saving.load_model(path, compile=False, safe_mode=safe_mode)
+            blocker = qat_blocker(model)
         else:
             with SafeModeScope(safe_mode), warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 model = keras.models.load_model(path, compile=False, safe_mode=safe_mode)
-            if is_saved_model and qat_blocker(model) is not None:
+            blocker = qat_blocker(model)
+            if is_saved_model and blocker is not None:
                 # Converted as the SavedModel it is, not as the object Keras revived.
-                blocker = (qat_blocker(model) if isinstance(model, keras.Model) else
-                           "the SavedModel was not saved from a tf_keras model")
+                if not isinstance(model, keras.Model):
+                    blocker = "the SavedModel was not saved from a tf_keras model"
                 model, kind = path, "saved_model"
     except Exception as exc:
-        if "Lambda" in str(exc) and safe_mode:
+        if safe_mode and "deserialization of a" in str(exc) and "Lambda" in str(exc):
             raise ValueError(f"model.path: {path} has a Lambda layer with Python code, which "
                              "Keras safe mode refuses to load; if you trust the file, set "
                              "model.safe_mode=false") from None
@@ -222,8 +224,7 @@ def load_user_model(path: str | Path, safe_mode: bool = True
                          f"({_one_line(exc)})") from None
     if kind == "saved_model":
         _signature(path)  # refuse a SavedModel TFLite could not convert, now
-        return model, kind, blocker
-    return model, kind, qat_blocker(model)
+    return model, kind, blocker
 
 
 def _signature(saved_model: Path) -> Any:
@@ -239,29 +240,36 @@ def _signature(saved_model: Path) -> Any:
     return sig
 
 
-def io_shapes(model: Any) -> tuple[tuple[int | None, ...], tuple[int | None, ...]]:
-    """The model's input and output shapes, batch axis included."""
+def io_specs(model: Any) -> tuple[tuple[int | None, ...], tuple[int | None, ...], str]:
+    """The model's input and output shapes (batch axis included) and its input dtype."""
     if isinstance(model, Path):
         sig = _signature(model)
         (spec,) = sig.structured_input_signature[1].values()
         (out,) = sig.structured_outputs.values()
-        return tuple(spec.shape.as_list()), tuple(out.shape.as_list())
+        return tuple(spec.shape.as_list()), tuple(out.shape.as_list()), spec.dtype.name
     inputs, outputs = model.inputs, model.outputs
     if len(inputs) != 1 or len(outputs) != 1:
         raise ValueError(f"model.path: the model must have one input and one output, it has "
                          f"{len(inputs)} and {len(outputs)}")
-    return tuple(inputs[0].shape), tuple(outputs[0].shape)
+    dtype = getattr(inputs[0].dtype, "name", str(inputs[0].dtype))
+    return tuple(inputs[0].shape), tuple(outputs[0].shape), dtype
 
 
 def check_fits(model: Any, input_shape: tuple[int, ...], num_classes: int,
                where: str = "model.path") -> None:
-    """Refuse a model whose input does not take the data's samples, or whose output has fewer
-    classes than the data's labels.
+    """Refuse a model that cannot take the data's samples (shape, float32 input, a batch
+    axis of any size or 1) or whose output is not one score per class of the data.
 
     Raises:
-        ValueError: naming both shapes.
+        ValueError: naming what the model has and what the data needs.
     """
-    model_in, model_out = io_shapes(model)
+    model_in, model_out, dtype = io_specs(model)
+    if dtype != "float32":
+        raise ValueError(f"{where}: the model takes {dtype} inputs; the lab feeds float32 "
+                         "images scaled to [0, 1]")
+    if model_in and model_in[0] not in (None, 1):
+        raise ValueError(f"{where}: the model's batch size is fixed at {model_in[0]}; export "
+                         "it with a free batch size (None) or 1")
     sample = model_in[1:]
     fits = len(sample) == len(input_shape) and all(
         m is None or m == d for m, d in zip(sample, input_shape))
@@ -270,22 +278,33 @@ def check_fits(model: Any, input_shape: tuple[int, ...], num_classes: int,
         raise ValueError(f"{where}: the model takes inputs of shape {shown}, but the data's "
                          f"samples are {tuple(input_shape)}; change data.image_size / "
                          "data.channels or bring a model that fits")
-    width = model_out[-1] if model_out else None
-    if width is not None and width < num_classes:
-        raise ValueError(f"{where}: the model has {width} outputs, but the data's labels "
-                         f"go up to {num_classes - 1} ({num_classes} classes)")
+    width = model_out[-1] if len(model_out) == 2 else "?"
+    if width != num_classes:
+        raise ValueError(f"{where}: the model's output is {tuple(model_out)}, but the data "
+                         f"has {num_classes} classes: it needs one score per class, "
+                         f"(batch, {num_classes})")
 
 
 def predict(model: Any, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
-    """Outputs of a Keras model (2 or 3) or a SavedModel folder on `x`."""
-    if not isinstance(model, Path):
-        return np.asarray(model.predict(x, batch_size=batch_size, verbose=0))
-    tf, _ = import_tf()
-    sig = _signature(model)
-    (name,) = sig.structured_input_signature[1]
-    out = [next(iter(sig(**{name: tf.constant(x[i:i + batch_size])}).values())).numpy()
-           for i in range(0, len(x), batch_size)]
-    return np.concatenate(out)
+    """Outputs of a Keras model (2 or 3) or a SavedModel folder on `x` (one sample per call
+    when the model's batch size is fixed at 1).
+
+    Raises:
+        ValueError: if the model fails on the data, with TensorFlow's message.
+    """
+    if io_specs(model)[0][0] == 1:
+        batch_size = 1
+    try:
+        if not isinstance(model, Path):
+            return np.asarray(model.predict(x, batch_size=batch_size, verbose=0))
+        tf, _ = import_tf()
+        sig = _signature(model)
+        (name,) = sig.structured_input_signature[1]
+        out = [next(iter(sig(**{name: tf.constant(x[i:i + batch_size])}).values())).numpy()
+               for i in range(0, len(x), batch_size)]
+        return np.concatenate(out)
+    except Exception as exc:  # TensorFlow's own errors: shapes, dtypes, unsupported ops
+        raise ValueError(f"model.path: the model fails on the data ({_one_line(exc)})") from None
 
 
 def accuracy(model: Any, x: np.ndarray, y: np.ndarray) -> float:

@@ -30,6 +30,11 @@ def tflite_path(out_dir: str | Path, name: str) -> Path:
     return Path(out_dir) / f"{name}.tflite"
 
 
+def _new_record(spec: VariantSpec) -> dict[str, Any]:
+    return {"variant": spec.name, "status": "ok", "error": None, "inspection": None,
+            "denylisted_nodes": [], "worst_layers": []}
+
+
 def quantize_variant(model: Any, spec: VariantSpec, calibration: np.ndarray | None,
                      out_dir: str | Path) -> dict[str, Any]:
     """Convert `model` as `spec` says and write the variant's folder (replaced atomically).
@@ -44,8 +49,7 @@ def quantize_variant(model: Any, spec: VariantSpec, calibration: np.ndarray | No
         The record written to `conversion.json`: `variant`, `status` (`ok` or `failed`),
         `error`, `seconds`, `inspection`, `denylisted_nodes`, `worst_layers`.
     """
-    record: dict[str, Any] = {"variant": spec.name, "status": "ok", "error": None,
-                              "inspection": None, "denylisted_nodes": [], "worst_layers": []}
+    record = _new_record(spec)
     start = time.perf_counter()
     with atomic_dir(out_dir) as out:
         try:
@@ -79,8 +83,8 @@ def record_failure(spec: VariantSpec, out_dir: str | Path, error: str) -> dict[s
     """Write the folder of a variant that could not even be attempted (its source model is
     unavailable): only `conversion.json`, failed with `error`."""
     log.error("variant %s failed: %s", spec.name, error)
-    record = {"variant": spec.name, "status": "failed", "error": error[:MAX_ERROR_CHARS],
-              "inspection": None, "denylisted_nodes": [], "worst_layers": [], "seconds": 0.0}
+    record = {**_new_record(spec), "status": "failed", "error": error[:MAX_ERROR_CHARS],
+              "seconds": 0.0}
     with atomic_dir(out_dir) as out:
         write_json(out / RECORD, record)
     return record

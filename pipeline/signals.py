@@ -3,7 +3,8 @@ files are removed (outputs stay old or absent) and MLflow runs are ended KILLED.
 
 Some steps must not be cut in half, such as creating an MLflow run and keeping its id (the run
 would be left RUNNING with nobody to end it). `deferred()` holds an interrupt until its
-block is over, then raises it.
+block is over, then raises it. A second signal while one is held raises at once, so a
+block that hangs (a tracking server that stopped answering) can still be stopped.
 """
 
 from __future__ import annotations
@@ -19,9 +20,10 @@ _state: dict[str, Any] = {"depth": 0, "pending": None}
 
 def _interrupt(signum: int, frame: Any) -> None:
     name = signal.Signals(signum).name
-    if _state["depth"]:
+    if _state["depth"] and not _state["pending"]:
         _state["pending"] = name
         return
+    _state["pending"] = None
     raise KeyboardInterrupt(name)
 
 
@@ -45,11 +47,14 @@ def as_interrupt() -> Iterator[None]:
 @contextlib.contextmanager
 def deferred() -> Iterator[None]:
     """Hold SIGINT/SIGTERM (under `as_interrupt`) until the block ends, then raise it."""
-    _state["depth"] += 1
+    entered = False
     try:
+        _state["depth"] += 1
+        entered = True
         yield
     finally:
-        _state["depth"] -= 1
+        if entered:
+            _state["depth"] -= 1
         if not _state["depth"] and _state["pending"]:
             name, _state["pending"] = _state["pending"], None
             raise KeyboardInterrupt(name)

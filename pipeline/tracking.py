@@ -143,6 +143,7 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
     """
     if not uri.startswith(("http://", "https://")):
         return
+    import http.client
     import urllib.error
     import urllib.request
 
@@ -150,8 +151,8 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
         urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout).close()
     except urllib.error.HTTPError:
         return  # it answered
-    except (urllib.error.URLError, OSError) as exc:
-        reason = getattr(exc, "reason", exc)
+    except (urllib.error.URLError, OSError, http.client.HTTPException, ValueError) as exc:
+        reason = getattr(exc, "reason", None) or f"{type(exc).__name__}: {exc}"
         raise ValueError(f"tracking server {uri} is unreachable ({reason}); start it (make "
                          "mlflow-server) or set tracking.uri / MLFLOW_TRACKING_URI to a "
                          "reachable server or a sqlite:/// store. Nothing was logged") from None
@@ -258,7 +259,6 @@ def log_pipeline(*, uri: str, experiment: str, run_name: str, config: Mapping[st
         `tracking_uri`, `experiment_id`, `parent_run_id`, `child_run_ids` by variant, and
         `candidate` (`{variant, model, version}` or None).
     """
-    check_reachable(uri)
     with store_lock(uri):  # parallel sweep jobs take turns on one SQLite store
         from mlflow.tracking import MlflowClient
 

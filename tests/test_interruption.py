@@ -76,6 +76,27 @@ def test_a_killed_stage_leaves_its_old_output(sig: signal.Signals, tmp_path: Pat
     assert leftovers == []  # no temporary file or folder
 
 
+def test_an_interrupt_waits_for_a_deferred_block_unless_repeated() -> None:
+    from pipeline import signals
+
+    steps_done = []
+    with signals.as_interrupt():
+        with pytest.raises(KeyboardInterrupt, match="SIGTERM"):
+            with signals.deferred():
+                os.kill(os.getpid(), signal.SIGTERM)
+                steps_done.append("after the signal")  # the block is not cut
+        assert steps_done == ["after the signal"]
+        with pytest.raises(KeyboardInterrupt, match="SIGINT"):
+            with signals.deferred():
+                os.kill(os.getpid(), signal.SIGTERM)  # held ...
+                os.kill(os.getpid(), signal.SIGINT)  # ... a second one raises at once
+                steps_done.append("not reached")
+        assert steps_done == ["after the signal"]
+        with signals.deferred():  # nothing pending is left over
+            steps_done.append("clean")
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # handlers restored
+
+
 def fingerprint(project: Path, variants: list[str]) -> dict[str, Any]:
     """What must not change between two builds: every model's bytes and every accuracy."""
     tflite = project / "models" / "tflite"
@@ -131,13 +152,14 @@ def test_rebuild_is_bit_identical_and_an_interrupted_build_resumes(tmp_path: Pat
     while killed is None:
         assert proc.poll() is None, (tmp_path / "repro.log").read_text()
         assert time.monotonic() < deadline, "the track stage never opened its run"
-        open_runs = client.search_runs(
+        open_parents = [r for r in client.search_runs(
             [client.get_experiment_by_name("tflite-quantization-lab").experiment_id],
             filter_string="attributes.status = 'RUNNING'")
+            if "mlflow.parentRunId" not in r.data.tags]  # open until all children are logged
         pid = stage_pid(project, "track.py")
-        if open_runs and pid:
+        if open_parents and pid:
             os.kill(pid, signal.SIGTERM)
-            killed = open_runs[0].info.run_id
+            killed = open_parents[0].info.run_id
         time.sleep(0.05)
     assert proc.wait(timeout=300) != 0
     log.close()

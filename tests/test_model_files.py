@@ -160,8 +160,19 @@ def test_a_model_that_does_not_fit_the_data_is_refused_before_anything_runs(
     with pytest.raises(ValueError, match=r"takes inputs of shape \(28, 28, 1\).*\(8, 8, 1\)"):
         train_step(file_cfg(tiny_cfg, tmp_path / "mnist.keras"), workspace)
     functional(classes=5).save(tmp_path / "five.keras")
-    with pytest.raises(ValueError, match="has 5 outputs.*10 classes"):
+    with pytest.raises(ValueError, match=r"output is \(None, 5\), but the data has 10 "):
         train_step(file_cfg(tiny_cfg, tmp_path / "five.keras"), workspace)
+    functional(classes=12).save(tmp_path / "twelve.keras")  # scores past the last class
+    with pytest.raises(ValueError, match=r"output is \(None, 12\), but the data has 10 "):
+        train_step(file_cfg(tiny_cfg, tmp_path / "twelve.keras"), workspace)
+    from pipeline.tfcompat import import_tf
+
+    _, keras = import_tf()
+    inputs = keras.Input(shape=(8, 8, 1), dtype="uint8")
+    x = keras.layers.Flatten()(keras.layers.Rescaling(1 / 255)(inputs))
+    keras.Model(inputs, keras.layers.Dense(10)(x)).save(tmp_path / "uint8.keras")
+    with pytest.raises(ValueError, match="takes uint8 inputs; the lab feeds float32"):
+        train_step(file_cfg(tiny_cfg, tmp_path / "uint8.keras"), workspace)
     assert not workspace.keras("float").exists()
     assert not workspace.keras("float", "metrics").exists()
 
