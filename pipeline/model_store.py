@@ -198,6 +198,9 @@ def load_user_model(path: str | Path, safe_mode: bool = True
     from tf_keras.src.saving.serialization_lib import SafeModeScope
 
     kind, blocker = "tf_keras", None
+    if is_saved_model and not (path / "keras_metadata.pb").is_file():  # not from tf_keras
+        _signature(path)  # refuse a SavedModel TFLite could not convert, now
+        return path, "saved_model", "the SavedModel was not saved from a tf_keras model"
     try:
         if not is_saved_model and _keras_major(path) >= 3:
             import keras as keras3  # Keras 3, installed with TensorFlow

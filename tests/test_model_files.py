@@ -114,12 +114,26 @@ def test_a_tf_keras_file_gets_every_variant_qat_included(
         assert record["status"] == "ok", record["error"]
 
 
-@pytest.mark.parametrize("kind", ["subclassed", "keras3"])
+def keras3_export(path: Path) -> Path:
+    """A plain SavedModel (no tf_keras metadata), as Keras 3's `export` writes it."""
+    import keras
+
+    keras.saving.load_model(keras3_file(path.with_suffix(".keras"))).export(
+        str(path), format="tf_saved_model", verbose=False)
+    return path
+
+
+BLOCKED = {"subclassed": ("subclassed model", subclassed_saved_model),
+           "keras3": ("Keras 3 model", lambda p: keras3_file(p.with_suffix(".keras"))),
+           "plain_savedmodel": ("not saved from a tf_keras model", keras3_export)}
+
+
+@pytest.mark.parametrize("kind", list(BLOCKED))
 def test_a_model_qat_cannot_annotate_still_gets_the_post_training_variants(
         kind: str, tmp_path: Path, tiny_cfg: config_mod.Config,
         workspace: steps.Layout) -> None:
-    path = (subclassed_saved_model(tmp_path / "sub") if kind == "subclassed"
-            else keras3_file(tmp_path / "k3.keras"))
+    expected, make = BLOCKED[kind]
+    path = make(tmp_path / "mine")
     cfg = file_cfg(tiny_cfg, path)
 
     accuracy = train_step(cfg, workspace)
@@ -128,7 +142,6 @@ def test_a_model_qat_cannot_annotate_still_gets_the_post_training_variants(
     assert 0.0 <= accuracy <= 1.0
     info = read_json(workspace.keras("float") / model_store.INFO)
     assert info["format"] == "saved_model"
-    expected = "subclassed model" if kind == "subclassed" else "Keras 3 model"
     assert expected in info["qat_blocker"]
     assert qat_accuracy is None
     qat_metrics = read_json(workspace.keras("qat", "metrics"))
