@@ -16,6 +16,7 @@ folder. It is loaded in Keras safe mode (no Python `lambda` code from the file) 
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import shutil
@@ -197,27 +198,22 @@ def load_user_model(path: str | Path, safe_mode: bool = True
     _, keras = import_tf()
     from tf_keras.src.saving.serialization_lib import SafeModeScope
 
-    kind, blocker = "tf_keras", None
-    if is_saved_model and not (path / "keras_metadata.pb").is_file():  # not from tf_keras
-        _signature(path)  # refuse a SavedModel TFLite could not convert, now
-        return path, "saved_model", "the SavedModel was not saved from a tf_keras model"
     try:
-        if not is_saved_model and _keras_major(path) >= 3:
+        if is_saved_model and not (path / "keras_metadata.pb").is_file():  # not from tf_keras
+            model, kind = path, "saved_model"
+            blocker = "the SavedModel was not saved from a tf_keras model"
+        elif not is_saved_model and _keras_major(path) >= 3:
             import keras as keras3  # Keras 3, installed with TensorFlow
 
-            kind = "keras3"
             model = keras3.saving.load_model(path, compile=False, safe_mode=safe_mode)
-            blocker = qat_blocker(model)
+            kind, blocker = "keras3", qat_blocker(model)
         else:
             with SafeModeScope(safe_mode), warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 model = keras.models.load_model(path, compile=False, safe_mode=safe_mode)
-            blocker = qat_blocker(model)
+            kind, blocker = "tf_keras", qat_blocker(model)
             if is_saved_model and blocker is not None:
-                # Converted as the SavedModel it is, not as the object Keras revived.
-                if not isinstance(model, keras.Model):
-                    blocker = "the SavedModel was not saved from a tf_keras model"
-                model, kind = path, "saved_model"
+                model, kind = path, "saved_model"  # converted as saved, not as Keras revived it
     except Exception as exc:
         if safe_mode and "deserialization of a" in str(exc) and "Lambda" in str(exc):
             raise ValueError(f"model.path: {path} has a Lambda layer with Python code, which "
@@ -230,7 +226,9 @@ def load_user_model(path: str | Path, safe_mode: bool = True
     return model, kind, blocker
 
 
+@functools.lru_cache(maxsize=4)
 def _signature(saved_model: Path) -> Any:
+    """The SavedModel's serving signature, loaded once per process (checks, then predicts)."""
     tf, _ = import_tf()
     sig = tf.saved_model.load(str(saved_model)).signatures.get("serving_default")
     if sig is None:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from pipeline.config import QatConfig
@@ -16,6 +17,15 @@ log = logging.getLogger(__name__)
 
 class QatUnsupported(Exception):
     """tensorflow-model-optimization cannot annotate this model (the message says why)."""
+
+
+@contextlib.contextmanager
+def _refusals_as_unsupported() -> Iterator[None]:
+    """tfmot refuses a model it cannot annotate with ValueError, RuntimeError or TypeError."""
+    try:
+        yield
+    except (ValueError, RuntimeError, TypeError) as exc:
+        raise QatUnsupported(f"tfmot cannot annotate the model: {exc}") from exc
 
 
 def annotate(float_model: Any, layers: Sequence[str]) -> Any:
@@ -38,10 +48,8 @@ def annotate(float_model: Any, layers: Sequence[str]) -> Any:
 
     qk = tfmot.quantization.keras
     if not layers:
-        try:
+        with _refusals_as_unsupported():
             return qk.quantize_model(float_model)
-        except (ValueError, RuntimeError, TypeError) as exc:
-            raise QatUnsupported(f"tfmot cannot annotate the model: {exc}") from exc
     known = {l.name for l in float_model.layers} | {type(l).__name__ for l in float_model.layers}
     unknown = sorted(set(layers) - known)
     if unknown:
@@ -53,13 +61,11 @@ def annotate(float_model: Any, layers: Sequence[str]) -> Any:
             return qk.quantize_annotate_layer(layer)
         return layer
 
-    try:
+    with _refusals_as_unsupported():
         annotated = keras.models.clone_model(float_model, clone_function=wrap)
         annotated.set_weights(float_model.get_weights())
         with qk.quantize_scope():
             return qk.quantize_apply(annotated)
-    except (ValueError, RuntimeError, TypeError) as exc:
-        raise QatUnsupported(f"tfmot cannot annotate the model: {exc}") from exc
 
 
 def fine_tune(float_model: Any, ds: Dataset, cfg: QatConfig, seed: int

@@ -77,8 +77,7 @@ Y = np.array([0, 1, 2, 0, 1, 2])
 
 def user_model(make: Callable[[Path], Path] | None, name: str = "mine.keras") -> Setup:
     def setup(ws: Path, raw: dict[str, Any]) -> None:
-        data.save(data.prepare(config_mod.parse_config(raw).data, raw["seed"]),
-                  steps.Layout(ws).dataset)
+        prepared()(ws, raw)
         path = make(ws / name) if make else ws / name
         raw["model"] = {"name": "file", "path": str(path), "safe_mode": True}
     return setup

@@ -39,14 +39,20 @@ def project_copy(dest: Path) -> Path:
     return dest
 
 
-def run(cmd: list[str], cwd: Path, tracking_uri: str | None = None,
-        stdout_only: bool = False) -> str:
+def project_env(project: Path, tracking_uri: str | None = None) -> dict[str, str]:
+    """The environment `dvc` runs the copy's stages in."""
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-               PYTHONPATH=str(cwd))  # the copy's own pipeline/, not the installed checkout
+               PYTHONPATH=str(project))  # the copy's own pipeline/, not the installed checkout
     env.pop("MLFLOW_TRACKING_URI", None)  # the project's own default store ...
     if tracking_uri:
         env["MLFLOW_TRACKING_URI"] = tracking_uri  # ... unless a server is given
-    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    return env
+
+
+def run(cmd: list[str], cwd: Path, tracking_uri: str | None = None,
+        stdout_only: bool = False) -> str:
+    proc = subprocess.run(cmd, cwd=cwd, env=project_env(cwd, tracking_uri),
+                          capture_output=True, text=True)
     assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout}\n{proc.stderr}"
     return proc.stdout if stdout_only else proc.stdout + proc.stderr
 

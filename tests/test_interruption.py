@@ -26,7 +26,7 @@ from conftest import ROOT, TINY_OVERRIDES
 from pipeline import config as config_mod
 from pipeline import data, steps
 from pipeline.io import read_json
-from test_e2e import project_copy, run, runs
+from test_e2e import project_copy, project_env, run, runs
 
 
 def tree(path: Path) -> dict[str, str]:
@@ -140,13 +140,10 @@ def test_rebuild_is_bit_identical_and_an_interrupted_build_resumes(tmp_path: Pat
     first_runs = {r.info.run_id for r in runs(project)}
 
     # From scratch again; its last stage is killed while its MLflow run is open.
-    env = dict(os.environ, PYTHONPATH=str(project),
-               PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
-    env.pop("MLFLOW_TRACKING_URI", None)
     client = MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
     log = (tmp_path / "repro.log").open("w")
-    proc = subprocess.Popen(dvc + ["repro", "-f"], cwd=project, env=env, stdout=log,
-                            stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(dvc + ["repro", "-f"], cwd=project, env=project_env(project),
+                            stdout=log, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 900
     killed = None
     while killed is None:
