@@ -21,9 +21,10 @@ $(STAMP): requirements.lock pyproject.toml
 
 venv: $(STAMP)
 
-## Compose conf/ into params.yaml (what `dvc repro` reads).
+## Compose conf/ into params.yaml (what `dvc repro` reads) and regenerate dvc.yaml's code deps.
 params: venv
 	$(BIN)/python -m pipeline.config
+	$(BIN)/python -m pipeline.dvcfile
 
 ## Run the pipeline on the default config; only what changed reruns.
 repro: params

@@ -17,18 +17,19 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from pipeline import steps
 from pipeline.config import parse_config, render_params
-from pipeline.io import write_text
-from pipeline.sweep import job_label, sweep_run
+from pipeline.io import read_json, write_text
+from pipeline.layout import Layout
+from pipeline.report.sweep import job_label, sweep_run
+from pipeline.steps import all as all_steps
 
 log = logging.getLogger("pipeline")
 
 
 @hydra.main(config_path="../conf", config_name="config", version_base=None)
 def main(cfg: DictConfig) -> float:
-    """Run every step for one composed config; returns the recommended variant's accuracy
-    (or the reference's), for sweepers that optimize."""
+    """Run every step for one composed config; returns the candidate's test accuracy (the
+    report step's decision, `reports/recommendation.json`), for sweepers that optimize."""
     raw = OmegaConf.to_container(cfg, resolve=True)
     assert isinstance(raw, dict)
     try:
@@ -42,17 +43,20 @@ def main(cfg: DictConfig) -> float:
     overrides = list(hc.overrides.task)
     sweep = sweep_run(hc.sweep.dir) if hc.mode == RunMode.MULTIRUN else None
     name = f"job {hc.job.num}: {job_label(overrides, sweep['swept'])}" if sweep else None
-    result = steps.run_all(config, raw, out, params_file,
+    result = all_steps.run(config, raw, out, params_file,
                            parent_run_id=sweep["run_id"] if sweep else None,
                            extra_params={"overrides": " ".join(overrides) or "none",
                                          **{f"override.{o.split('=', 1)[0]}": o.split("=", 1)[1]
                                             for o in overrides if "=" in o}},
                            run_name=name)
     log.info("job done: parent run %s, outputs in %s", result["parent_run_id"], out)
-    rec = OmegaConf.load(out / "reports" / "recommendation.json")
-    summary = OmegaConf.load(out / "reports" / "summary.json")
-    best = rec.smallest or config.report.reference
-    return float(summary[best].accuracy)
+    return candidate_accuracy(Layout(out))
+
+
+def candidate_accuracy(layout: Layout) -> float:
+    """The test accuracy of the candidate that the report step chose."""
+    candidate = read_json(layout.report("recommendation.json"))["candidate"]
+    return float(read_json(layout.report("summary.json"))[candidate]["accuracy"])
 
 
 def unknown_override(argv: list[str]) -> str | None:

@@ -20,12 +20,16 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline import data, evaluate, quantize
+from pipeline import data
+from pipeline.artifacts import tflite_path
 from pipeline.config import load_params
 from pipeline.io import read_json
-from pipeline.litert import Runner, quantize_input
+from pipeline.layout import Layout
+from pipeline.measure import evaluate
+from pipeline.measure.litert import Runner, quantize_input
 
 ROOT = Path(__file__).resolve().parent.parent
+LAYOUT = Layout(ROOT)
 
 
 def raw_throughput(model: Path, x: np.ndarray, batch_size: int) -> float:
@@ -53,7 +57,7 @@ def eval_throughput(model: Path, ds: data.Dataset, reference: np.ndarray,
 
 def throughput_ratio(variants: list[str], ds: data.Dataset, batch_size: int,
                      repeats: int) -> None:
-    reference = np.load(ROOT / "evaluation" / "reference_outputs.npy")
+    reference = np.load(LAYOUT.reference_outputs)
     # The test split is small: tile it so each timing lasts long enough to be stable.
     tiles = max(1, 20000 // len(ds.y_test))
     big = data.Dataset(ds.x_train, ds.y_train, ds.x_val, ds.y_val,
@@ -63,7 +67,7 @@ def throughput_ratio(variants: list[str], ds: data.Dataset, batch_size: int,
     print(f"1. evaluation throughput vs raw interpreter ({len(big.y_test)} samples, batch "
           f"{batch_size}, median of {repeats} interleaved repeats)")
     for name in variants:
-        model = quantize.tflite_path(ROOT / "models" / "tflite" / name, name)
+        model = tflite_path(LAYOUT.variant(name), name)
         raw, ev = [], []
         for _ in range(repeats):
             raw.append(raw_throughput(model, big.x_test, batch_size))
@@ -74,19 +78,21 @@ def throughput_ratio(variants: list[str], ds: data.Dataset, batch_size: int,
 
 
 def repeat_stability(variants: list[str]) -> None:
+    """The benchmark step in two fresh processes, on outputs linked into a scratch root."""
     print("2. benchmark stage run twice per model (separate processes)")
     for name in variants:
         p50s, cvs = [], []
         for _ in range(2):
             with tempfile.TemporaryDirectory() as tmp:
-                out = Path(tmp) / "b.json"
+                scratch = Layout(Path(tmp))
+                for src, dst in ((LAYOUT.dataset, scratch.dataset),
+                                 (LAYOUT.variants, scratch.variants)):
+                    dst.parent.mkdir(parents=True, exist_ok=True)
+                    dst.symlink_to(src)
                 subprocess.run([sys.executable, str(ROOT / "stages" / "benchmark.py"), name,
-                                "--data", str(ROOT / "data" / "prepared" / "dataset.npz"),
-                                "--variant-dir", str(ROOT / "models" / "tflite" / name),
-                                "--reference-dir", str(ROOT / "models" / "tflite" / "float32"),
-                                "--out", str(out), "--params", str(ROOT / "params.yaml")],
+                                "--root", tmp, "--params", str(ROOT / "params.yaml")],
                                check=True, capture_output=True)
-                result = read_json(out)
+                result = read_json(scratch.benchmark(name))
             p50s.append(result["latency_ms_p50"])
             cvs.append(result["latency_cv"])
         change = abs(p50s[1] / p50s[0] - 1)
@@ -96,16 +102,17 @@ def repeat_stability(variants: list[str]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--variants", nargs="+", default=["float32", "int8", "int8_full"])
+    parser.add_argument("--variants", nargs="+", default=None,
+                        help="default: the reference, int8 and int8_full")
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     cfg, _ = load_params(ROOT / "params.yaml")
-    missing = [v for v in args.variants
-               if not quantize.tflite_path(ROOT / "models" / "tflite" / v, v).exists()]
-    if missing or not (ROOT / "evaluation" / "reference_outputs.npy").exists():
+    args.variants = args.variants or [cfg.report.reference, "int8", "int8_full"]
+    missing = [v for v in args.variants if not tflite_path(LAYOUT.variant(v), v).exists()]
+    if missing or not LAYOUT.reference_outputs.exists():
         sys.exit(f"error: pipeline outputs missing ({', '.join(missing) or 'reference'}); "
                  "run `make repro` first")
-    ds = data.load(ROOT / "data" / "prepared" / "dataset.npz")
+    ds = data.load(LAYOUT.dataset)
     throughput_ratio(args.variants, ds, cfg.evaluate.batch_size, args.repeats)
     repeat_stability(args.variants)
 

@@ -1,4 +1,5 @@
-"""Shared plumbing of the stage scripts: logging, and one clear line for bad input."""
+"""Shared plumbing of the stage scripts: arguments, config, logging, and one clear line for
+bad input."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import argparse
 import logging
 import sys
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 from pipeline import signals
 
@@ -44,3 +47,34 @@ def run(main: Callable[[], None]) -> None:
         print(f"interrupted ({str(exc) or 'SIGINT'}): outputs left as they were",
               file=sys.stderr)
         sys.exit(signals.exit_code(exc))
+
+
+def stage(doc: str | None, step: Callable[..., Any], per_variant: bool = False,
+          with_config: bool = False) -> None:
+    """The whole body of a stage script (`stages/<stage>.py`): parse `--params` and
+    `--root` (and the variant), load and validate the config, and call
+    `step(cfg, Layout(root), [variant], [raw=..., params_file=...])`.
+
+    Args:
+        doc: The script's docstring (its first line is the help text).
+        step: The stage's step function (`pipeline.steps.<stage>.run`).
+        per_variant: The stage runs once per variant: a positional `variant` argument.
+        with_config: Also pass the raw config mapping and the params file (the track stage).
+    """
+    def main() -> None:
+        from pipeline.config import load_params
+        from pipeline.layout import Layout
+
+        p = parser(doc)
+        p.add_argument("--root", default=".", type=Path,
+                       help="where the stages' outputs are (pipeline.layout)")
+        if per_variant:
+            p.add_argument("variant")
+        args = p.parse_args()
+        cfg, raw = load_params(args.params)
+        extra: dict[str, Any] = {"variant": args.variant} if per_variant else {}
+        if with_config:
+            extra.update(raw=raw, params_file=Path(args.params))
+        step(cfg, Layout(args.root), **extra)
+
+    run(main)

@@ -1,7 +1,9 @@
-"""The lab's configuration: a typed schema, loading of `params.yaml`, and composition of
-`conf/` (the source of truth) into `params.yaml`.
+"""The lab's configuration: a typed schema, one validation path, loading of `params.yaml`,
+and composition of `conf/` (the source of truth) into `params.yaml`.
 
-Regenerate `params.yaml` after editing `conf/`:
+Validation has one path: OmegaConf merges the plain mapping into these dataclasses (types
+and unknown keys), and each dataclass checks its own values in `__post_init__`. Every error
+is a `ValueError` that names the key. Regenerate `params.yaml` after editing `conf/`:
 
     python -m pipeline.config            # or: make params
 """
@@ -9,10 +11,7 @@ Regenerate `params.yaml` after editing `conf/`:
 from __future__ import annotations
 
 import argparse
-import copy
 import dataclasses
-import types
-import typing
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -20,35 +19,116 @@ from typing import Any
 import yaml
 
 from pipeline.io import write_text
+from pipeline.schema import one_of, positive, typed
 from pipeline.variants import VariantSpec, parse_variants
 
 ROOT = Path(__file__).resolve().parent.parent
 CONF_DIR = ROOT / "conf"
 PARAMS_FILE = ROOT / "params.yaml"
+MISSING = "???"  # OmegaConf's mark of a required value
+
+
+# data.name: where the splits come from (`pipeline.sources` loads each). The last ones come
+# with their own test split.
+SPLIT_SOURCES = ("npz", "mnist", "fashion_mnist", "cifar10")
+DATA_SOURCES = ("digits", "image_folder", *SPLIT_SOURCES)
 
 
 @dataclasses.dataclass
 class DataConfig:
-    name: str = "digits"  # dataset; `digits` is scikit-learn's bundled 8x8 digits
+    name: str = "digits"  # source: digits, image_folder, npz, mnist, fashion_mnist, cifar10
     test_fraction: float = 0.2  # share of samples held out for the test split
     val_fraction: float = 0.1  # share of samples used for validation during training
     path: str | None = None  # image folder or .npz file, for name: image_folder / npz
-    image_size: tuple[int, ...] = (32, 32)  # image_folder: (height, width) after resizing
+    image_size: list[int] = dataclasses.field(default_factory=lambda: [32, 32])  # (h, w)
     channels: int = 1  # image_folder: 1 (grey) or 3 (RGB)
 
+    def __post_init__(self) -> None:
+        one_of("data.name", self.name, DATA_SOURCES)
+        for key, value in (("data.test_fraction", self.test_fraction),
+                           ("data.val_fraction", self.val_fraction)):
+            if not 0 < value < 1:
+                raise ValueError(f"{key} must be between 0 and 1, got {value!r}")
+        if self.test_fraction + self.val_fraction >= 1:
+            raise ValueError("data.test_fraction + data.val_fraction must be below 1")
+        if len(self.image_size) != 2 or min(self.image_size) < 1:
+            raise ValueError(f"data.image_size must be [height, width], got {self.image_size}")
+        one_of("data.channels", self.channels, (1, 3))
+
+
+# --- models: each architecture has only the keys it uses ------------------------------------
 
 @dataclasses.dataclass
 class ModelConfig:
-    name: str = "small_cnn"  # architecture builder in pipeline.models
-    filters: tuple[int, ...] = (16, 32)  # channels of each conv layer
+    """Keys every model has. `name` labels runs and reports; `arch` picks the builder."""
+
+    name: str = MISSING  # label of this model config (run names: <model.name>-<data.name>)
+    arch: str = MISSING  # builder in pipeline.build.models, or `file`
+
+
+@dataclasses.dataclass
+class SmallCnnConfig(ModelConfig):
+    filters: list[int] = dataclasses.field(default_factory=lambda: [16, 32])  # per conv layer
     dense_units: int = 64  # width of the hidden dense layer
     dropout: float = 0.0  # dropout before the classifier
-    alpha: float = 1.0  # mobilenet_v2: width multiplier
-    input_size: int = 32  # mobilenet_v2: inputs are upsampled (integer factor) to at least this
-    weights: str | None = None  # mobilenet_v2: None (random init) or "imagenet" (downloads)
-    path: str | None = None  # file: your .keras, .h5 or SavedModel folder (not trained here)
-    safe_mode: bool = True  # file: refuse Lambda layers' Python code (Keras safe mode)
 
+    def __post_init__(self) -> None:
+        _check_filters(self.filters)
+        positive("model.dense_units", self.dense_units)
+        _check_dropout(self.dropout)
+
+
+@dataclasses.dataclass
+class ResnetSmallConfig(ModelConfig):
+    filters: list[int] = dataclasses.field(default_factory=lambda: [16, 32])  # per block
+    dropout: float = 0.0  # dropout before the classifier
+
+    def __post_init__(self) -> None:
+        _check_filters(self.filters)
+        _check_dropout(self.dropout)
+
+
+@dataclasses.dataclass
+class MobileNetV2Config(ModelConfig):
+    alpha: float = 0.35  # width multiplier
+    input_size: int = 32  # inputs are upsampled (integer factor) to at least this
+    weights: str | None = None  # None (random init) or "imagenet" (downloads)
+
+    def __post_init__(self) -> None:
+        positive("model.alpha", self.alpha)
+        positive("model.input_size", self.input_size)
+        one_of("model.weights", self.weights, (None, "imagenet"))
+
+
+@dataclasses.dataclass
+class FileModelConfig(ModelConfig):
+    path: str = MISSING  # your .keras, .h5 or SavedModel folder (not trained here)
+    safe_mode: bool = True  # refuse Lambda layers' Python code (Keras safe mode)
+
+
+def _check_filters(filters: list[int]) -> None:
+    if not filters:
+        raise ValueError("model.filters must list at least one layer width")
+    for f in filters:
+        positive("model.filters", f)
+
+
+def _check_dropout(dropout: float) -> None:
+    if not 0 <= dropout < 1:
+        raise ValueError(f"model.dropout must be in [0, 1), got {dropout!r}")
+
+
+FROM_FILE = "file"  # model.arch that loads model.path instead of building
+# model.arch -> its schema; pipeline.build.models has a builder for every other name.
+MODEL_SCHEMAS: dict[str, type[ModelConfig]] = {
+    "small_cnn": SmallCnnConfig,
+    "resnet_small": ResnetSmallConfig,
+    "mobilenet_v2": MobileNetV2Config,
+    FROM_FILE: FileModelConfig,
+}
+
+
+# --- the other sections -----------------------------------------------------------------------
 
 @dataclasses.dataclass
 class TrainConfig:
@@ -56,19 +136,33 @@ class TrainConfig:
     batch_size: int = 32
     learning_rate: float = 0.001
 
+    def __post_init__(self) -> None:
+        positive("train.epochs", self.epochs)
+        positive("train.batch_size", self.batch_size)
+        positive("train.learning_rate", self.learning_rate)
+
 
 @dataclasses.dataclass
 class QatConfig:
     epochs: int = 2
     batch_size: int = 32
     learning_rate: float = 0.0001
-    layers: tuple[str, ...] = ()  # layer names or classes to annotate; empty: the whole model
+    layers: list[str] = dataclasses.field(default_factory=list)  # names or classes; []: all
+
+    def __post_init__(self) -> None:
+        positive("qat.epochs", self.epochs, allow_zero=True)
+        positive("qat.batch_size", self.batch_size)
+        positive("qat.learning_rate", self.learning_rate)
 
 
 @dataclasses.dataclass
 class QuantizationConfig:
     calibration_samples: int = 200  # representative samples, drawn from the training split
-    variants: dict[str, VariantSpec] = dataclasses.field(default_factory=dict)
+    # variant name -> fields; each is validated as a `VariantSpec` (pipeline.variants)
+    variants: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        positive("quantization.calibration_samples", self.calibration_samples)
 
 
 @dataclasses.dataclass
@@ -76,17 +170,34 @@ class EvaluateConfig:
     batch_size: int = 256  # samples per invoke (models that cannot be resized use 1)
     top_k: int = 3  # k of top_k_accuracy
 
+    def __post_init__(self) -> None:
+        positive("evaluate.batch_size", self.batch_size)
+        positive("evaluate.top_k", self.top_k)
+
 
 @dataclasses.dataclass
 class BenchmarkConfig:
-    num_threads: tuple[int, ...] = (1, 2)  # one measurement per thread count, set explicitly
-    xnnpack: tuple[bool, ...] = (True,)  # XNNPACK delegate on; add false to measure without
+    num_threads: list[int] = dataclasses.field(default_factory=lambda: [1, 2])
+    xnnpack: list[bool] = dataclasses.field(default_factory=lambda: [True])
     warmup_runs: int = 1  # warm-up: at least this many invokes ...
     warmup_seconds: float = 0.5  # ... and at least this long
     min_runs: int = 50  # timed: at least this many invokes ...
     min_seconds: float = 1.0  # ... and at least this long
     max_seconds: float = 150.0  # stop timing after this long
     memory: bool = True  # peak RSS of each model, measured in a fresh subprocess
+
+    def __post_init__(self) -> None:
+        for key, values in (("benchmark.num_threads", self.num_threads),
+                            ("benchmark.xnnpack", self.xnnpack)):
+            if not values:
+                raise ValueError(f"{key} must list at least one value")
+        for threads in self.num_threads:
+            positive("benchmark.num_threads", threads)
+        positive("benchmark.warmup_runs", self.warmup_runs)
+        positive("benchmark.min_runs", self.min_runs)
+        positive("benchmark.warmup_seconds", self.warmup_seconds, allow_zero=True)
+        positive("benchmark.min_seconds", self.min_seconds, allow_zero=True)
+        positive("benchmark.max_seconds", self.max_seconds)
 
 
 @dataclasses.dataclass
@@ -96,18 +207,26 @@ class TrackingConfig:
     registered_model: str = "tflite-quant-lab"  # Model Registry name of the @candidate model
 
 
+PREFERENCES = ("smallest", "fastest")
+
+
 @dataclasses.dataclass
 class ReportConfig:
     reference: str = "float32"  # variant that accuracy_drop, agreement, compression compare to
     max_accuracy_drop: float = 0.01  # accuracy budget (absolute) for the recommendation
     prefer: str = "smallest"  # which recommendation becomes the registry's candidate
 
+    def __post_init__(self) -> None:
+        positive("report.max_accuracy_drop", self.max_accuracy_drop, allow_zero=True)
+        one_of("report.prefer", self.prefer, PREFERENCES)
+
 
 @dataclasses.dataclass
 class Config:
     seed: int = 42
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
-    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    # Validated against MODEL_SCHEMAS[model.arch]; a `ModelConfig` subclass after parsing.
+    model: Any = dataclasses.field(default_factory=dict)
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
     qat: QatConfig = dataclasses.field(default_factory=QatConfig)
     quantization: QuantizationConfig = dataclasses.field(default_factory=QuantizationConfig)
@@ -118,65 +237,21 @@ class Config:
 
     @property
     def variants(self) -> dict[str, VariantSpec]:
+        """The validated variants, in config order (set by `parse_config`)."""
         return self.quantization.variants
 
 
-def _coerce(key: str, tp: Any, value: Any) -> Any:
-    """Check `value` against the annotation `tp`; return it converted (lists to tuples)."""
-    origin = typing.get_origin(tp)
-    if dataclasses.is_dataclass(tp):
-        return _build(tp, value, key)
-    if origin is tuple:
-        (item_tp, _) = typing.get_args(tp)
-        if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
-            raise ValueError(f"{key} must be a list, got {value!r}")
-        return tuple(_coerce(f"{key}[{i}]", item_tp, v) for i, v in enumerate(value))
-    if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        return _coerce(key, next(a for a in args if a is not type(None)), value)
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ValueError(f"{key} must be true or false, got {value!r}")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ValueError(f"{key} must be an integer, got {value!r}")
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ValueError(f"{key} must be a number, got {value!r}")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise ValueError(f"{key} must be a string, got {value!r}")
-        return value
-    return value
+def parse_model(raw: Any) -> ModelConfig:
+    """Validate the `model` section against its architecture's schema.
 
-
-def _build(cls: Any, raw: Any, where: str) -> Any:
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, Mapping):
-        raise ValueError(f"{where or 'config'} must be a mapping, got {raw!r}")
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
-    unknown = sorted(set(raw) - set(names))
-    if unknown:
-        prefix = f"{where}." if where else ""
-        raise ValueError(f"unknown config key {prefix}{unknown[0]}; valid keys here: "
-                         f"{', '.join(names)}")
-    kw = {}
-    for name in names:
-        if name in raw and name != "variants":
-            kw[name] = _coerce(f"{where}.{name}" if where else name, hints[name], raw[name])
-    return cls(**kw)
-
-
-def _positive(key: str, value: float, allow_zero: bool = False) -> None:
-    if value < 0 or (value == 0 and not allow_zero):
-        raise ValueError(f"{key} must be {'>= 0' if allow_zero else '> 0'}, got {value!r}")
+    Raises:
+        ValueError: for an unknown `model.arch` (listing the valid ones) or a bad key/value.
+    """
+    if not isinstance(raw, Mapping) or "arch" not in raw:
+        raise ValueError(f"config key model.arch is required; valid: "
+                         f"{', '.join(MODEL_SCHEMAS)}")
+    one_of("model.arch", raw["arch"], tuple(MODEL_SCHEMAS))
+    return typed(MODEL_SCHEMAS[raw["arch"]], raw, "model")
 
 
 def parse_config(raw: Mapping[str, Any]) -> Config:
@@ -185,71 +260,11 @@ def parse_config(raw: Mapping[str, Any]) -> Config:
     Raises:
         ValueError: naming the offending key, and the valid keys or values.
     """
-    check_schema(raw)  # types and keys, by the ConfigStore schema
-    cfg: Config = _build(Config, raw, "")  # values, ranges, variant fields
-    quant_raw = raw.get("quantization") or {}
-    variants = parse_variants(quant_raw.get("variants") or {}, cfg.report.reference)
-    cfg = dataclasses.replace(
-        cfg, quantization=dataclasses.replace(cfg.quantization, variants=variants))
-    for key, value in (("train.epochs", cfg.train.epochs), ("train.batch_size",
-                       cfg.train.batch_size), ("qat.batch_size", cfg.qat.batch_size),
-                       ("quantization.calibration_samples", cfg.quantization.calibration_samples),
-                       ("evaluate.batch_size", cfg.evaluate.batch_size),
-                       ("evaluate.top_k", cfg.evaluate.top_k),
-                       ("benchmark.min_runs", cfg.benchmark.min_runs),
-                       ("benchmark.warmup_runs", cfg.benchmark.warmup_runs),
-                       ("train.learning_rate", cfg.train.learning_rate),
-                       ("qat.learning_rate", cfg.qat.learning_rate)):
-        _positive(key, value)
-    _positive("qat.epochs", cfg.qat.epochs, allow_zero=True)
-    for key, values in (("benchmark.num_threads", cfg.benchmark.num_threads),
-                        ("benchmark.xnnpack", cfg.benchmark.xnnpack)):
-        if not values:
-            raise ValueError(f"{key} must list at least one value")
-    for threads in cfg.benchmark.num_threads:
-        _positive("benchmark.num_threads", threads)
-    for key, value in (("data.test_fraction", cfg.data.test_fraction),
-                       ("data.val_fraction", cfg.data.val_fraction)):
-        if not 0 < value < 1:
-            raise ValueError(f"{key} must be between 0 and 1, got {value!r}")
-    if cfg.data.test_fraction + cfg.data.val_fraction >= 1:
-        raise ValueError("data.test_fraction + data.val_fraction must be below 1")
-    _positive("report.max_accuracy_drop", cfg.report.max_accuracy_drop, allow_zero=True)
-    if cfg.report.prefer not in ("smallest", "fastest"):
-        raise ValueError(f"report.prefer: unknown value {cfg.report.prefer!r}; valid: "
-                         "smallest, fastest")
-    return cfg
-
-
-SCHEMA_NAME = "lab_schema"
-
-
-def register_schema() -> None:
-    """Store the typed schema (`Config`) in Hydra's ConfigStore as `lab_schema`."""
-    from hydra.core.config_store import ConfigStore
-
-    ConfigStore.instance().store(name=SCHEMA_NAME, node=Config)
-
-
-def check_schema(raw: Mapping[str, Any]) -> None:
-    """Validate a composed config against the ConfigStore schema with OmegaConf: unknown
-    keys and wrong types are refused, naming the key.
-
-    Raises:
-        ValueError: `config key <key>: <what is wrong>`.
-    """
-    from hydra.core.config_store import ConfigStore
-    from omegaconf import OmegaConf
-    from omegaconf.errors import OmegaConfBaseException
-
-    register_schema()
-    schema = copy.deepcopy(ConfigStore.instance().load(f"{SCHEMA_NAME}.yaml").node)
-    try:
-        OmegaConf.merge(schema, OmegaConf.create(dict(raw)))
-    except OmegaConfBaseException as exc:
-        key = getattr(exc, "full_key", None) or "?"
-        message = str(exc).splitlines()[0]
-        raise ValueError(f"config key {key}: {message}") from None
+    cfg: Config = typed(Config, raw)
+    variants = parse_variants(cfg.quantization.variants, cfg.report.reference)
+    return dataclasses.replace(
+        cfg, model=parse_model(cfg.model),
+        quantization=dataclasses.replace(cfg.quantization, variants=variants))
 
 
 def load_params(path: str | Path = PARAMS_FILE) -> tuple[Config, dict[str, Any]]:
@@ -282,6 +297,7 @@ def compose(overrides: Sequence[str] = (), config_dir: Path = CONF_DIR,
         cfg = hydra_compose(config_name=config_name, overrides=list(overrides))
     raw = OmegaConf.to_container(cfg, resolve=True)
     assert isinstance(raw, dict)
+    raw.pop("hydra", None)
     return raw
 
 

@@ -1,6 +1,6 @@
 """Quantization variants as data: one typed `VariantSpec` per variant, declared in
 `conf/quantization/*.yaml` and validated here. TensorFlow is not imported here: the converter
-set-up lives in `pipeline.convert`.
+set-up lives in `pipeline.build.convert`.
 """
 
 from __future__ import annotations
@@ -9,6 +9,8 @@ import dataclasses
 import re
 from collections.abc import Mapping
 from typing import Any
+
+from pipeline.schema import all_of, one_of, positive, typed
 
 # Names of `tf.lite.OpsSet` members a variant may ask for.
 OPS_SETS = (
@@ -27,10 +29,11 @@ _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
 @dataclasses.dataclass
 class VariantSpec:
-    """How one TFLite variant is converted.
+    """How one TFLite variant is converted; checks its own fields when built.
 
     Attributes:
-        name: Variant name, used in file names, DVC stage names, MLflow runs and the report.
+        name: Variant name, used in file names, DVC stage names, MLflow runs and the report
+            (its key in `quantization.variants`).
         description: One line for the report.
         source: `float` converts the trained float model, `qat` the QAT fine-tuned one.
         optimizations: `["DEFAULT"]` to quantize, `[]` for a plain conversion.
@@ -44,23 +47,52 @@ class VariantSpec:
             Per-tensor applies to conv weights; TF 2.21's quantizer keeps dense weights
             per-channel even when asked not to.
         denylist_top_k: selective quantization: keep this many layers with the highest
-            rmse/scale (per-layer error, `pipeline.debug`) in float.
+            rmse/scale (per-layer error, `pipeline.build.debug`) in float.
         denylist_threshold: selective quantization: keep every layer whose rmse/scale is
             above this in float (a well-quantized layer is near 1/sqrt(12) ~ 0.289).
     """
 
-    name: str
+    name: str = "?"
     description: str = ""
-    source: str = "float"
-    optimizations: tuple[str, ...] = ()
-    supported_ops: tuple[str, ...] = ("TFLITE_BUILTINS",)
-    supported_types: tuple[str, ...] = ()
+    source: str = "???"  # required: dvc.yaml picks the Keras model to convert by it
+    optimizations: list[str] = dataclasses.field(default_factory=list)
+    supported_ops: list[str] = dataclasses.field(default_factory=lambda: ["TFLITE_BUILTINS"])
+    supported_types: list[str] = dataclasses.field(default_factory=list)
     inference_input_type: str = "float32"
     inference_output_type: str = "float32"
     representative_data: bool = False
     per_channel: bool = True
     denylist_top_k: int = 0
     denylist_threshold: float | None = None
+
+    def __post_init__(self) -> None:
+        key = f"quantization.variants.{self.name}"
+        if not _NAME.match(self.name):
+            raise ValueError(f"{key}: variant names must match {_NAME.pattern} (they become "
+                             "file, stage and run names)")
+        one_of(f"{key}.source", self.source, SOURCES)
+        all_of(f"{key}.optimizations", self.optimizations, OPTIMIZATIONS)
+        all_of(f"{key}.supported_ops", self.supported_ops, OPS_SETS)
+        if not self.supported_ops:
+            raise ValueError(f"{key}.supported_ops must name at least one of "
+                             f"{', '.join(OPS_SETS)}")
+        all_of(f"{key}.supported_types", self.supported_types, SUPPORTED_TYPES)
+        one_of(f"{key}.inference_input_type", self.inference_input_type, IO_TYPES)
+        one_of(f"{key}.inference_output_type", self.inference_output_type, IO_TYPES)
+        positive(f"{key}.denylist_top_k", self.denylist_top_k, allow_zero=True)
+        if self.denylist_threshold is not None:
+            positive(f"{key}.denylist_threshold", self.denylist_threshold)
+        integer_io = {self.inference_input_type, self.inference_output_type} - {"float32"}
+        if integer_io and not self.representative_data and self.source == "float":
+            raise ValueError(f"{key}: integer input/output ({', '.join(sorted(integer_io))}) "
+                             "needs representative_data: true")
+        if self.selective and not self.full_integer:
+            raise ValueError(f"{key}: denylist_top_k/denylist_threshold need a full-integer "
+                             "variant (source: float, optimizations: [DEFAULT], "
+                             "representative_data: true, int8 activations)")
+        if self.selective and (self.integer_only or integer_io):
+            raise ValueError(f"{key}: a selective variant keeps layers in float, so it needs "
+                             "float32 input/output and TFLITE_BUILTINS in supported_ops")
 
     @property
     def selective(self) -> bool:
@@ -82,25 +114,10 @@ class VariantSpec:
     def as_params(self) -> dict[str, str]:
         """Flat string params, the same keys for every variant (for MLflow)."""
         return {
-            f"variant.{f.name}": ",".join(v) if isinstance(v, tuple) else str(v)
+            f"variant.{f.name}": ",".join(v) if isinstance(v, list) else str(v)
             for f in dataclasses.fields(self)
             for v in [getattr(self, f.name)]
         }
-
-
-def _choices(key: str, values: Any, allowed: tuple[str, ...]) -> tuple[str, ...]:
-    if isinstance(values, str) or not isinstance(values, (list, tuple)):
-        raise ValueError(f"{key} must be a list, got {values!r}")
-    for v in values:
-        if v not in allowed:
-            raise ValueError(f"{key}: unknown value {v!r}; valid: {', '.join(allowed)}")
-    return tuple(values)
-
-
-def _choice(key: str, value: Any, allowed: tuple[str, ...]) -> str:
-    if value not in allowed:
-        raise ValueError(f"{key}: unknown value {value!r}; valid: {', '.join(allowed)}")
-    return str(value)
 
 
 def parse_variant(name: str, raw: Mapping[str, Any], where: str = "quantization.variants"
@@ -112,65 +129,17 @@ def parse_variant(name: str, raw: Mapping[str, Any], where: str = "quantization.
         raw: Its fields.
         where: Config path used in error messages.
 
-    Returns:
-        The validated spec.
-
     Raises:
         ValueError: naming the key and the valid values when a field is unknown or invalid.
     """
     key = f"{where}.{name}"
-    if not _NAME.match(name):
-        raise ValueError(f"{key}: variant names must match {_NAME.pattern} (they become "
-                         "file, stage and run names)")
     if not isinstance(raw, Mapping):
         raise ValueError(f"{key} must be a mapping of fields, got {raw!r}")
-    fields = {f.name for f in dataclasses.fields(VariantSpec)} - {"name"}
-    unknown = sorted(set(raw) - fields)
-    if unknown:
-        raise ValueError(f"{key}: unknown field(s) {', '.join(unknown)}; valid: "
-                         f"{', '.join(sorted(fields))}")
-    kw: dict[str, Any] = {"name": name, "description": str(raw.get("description", ""))}
-    if "source" not in raw:  # dvc.yaml reads it to choose the model file: no default
+    if "name" in raw:
+        raise ValueError(f"{key}: a variant's name is its key; remove the field `name`")
+    if "source" not in raw:
         raise ValueError(f"{key}.source is required; valid: {', '.join(SOURCES)}")
-    kw["source"] = _choice(f"{key}.source", raw["source"], SOURCES)
-    kw["optimizations"] = _choices(f"{key}.optimizations", raw.get("optimizations", []),
-                                   OPTIMIZATIONS)
-    kw["supported_ops"] = _choices(f"{key}.supported_ops",
-                                   raw.get("supported_ops", ["TFLITE_BUILTINS"]), OPS_SETS)
-    if not kw["supported_ops"]:
-        raise ValueError(f"{key}.supported_ops must name at least one of {', '.join(OPS_SETS)}")
-    kw["supported_types"] = _choices(f"{key}.supported_types", raw.get("supported_types", []),
-                                     SUPPORTED_TYPES)
-    for io in ("inference_input_type", "inference_output_type"):
-        kw[io] = _choice(f"{key}.{io}", raw.get(io, "float32"), IO_TYPES)
-    for flag, default in (("representative_data", False), ("per_channel", True)):
-        value = raw.get(flag, default)
-        if not isinstance(value, bool):
-            raise ValueError(f"{key}.{flag} must be true or false, got {value!r}")
-        kw[flag] = value
-    top_k = raw.get("denylist_top_k", 0)
-    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 0:
-        raise ValueError(f"{key}.denylist_top_k must be a whole number >= 0, got {top_k!r}")
-    kw["denylist_top_k"] = top_k
-    threshold = raw.get("denylist_threshold")
-    if threshold is not None and (isinstance(threshold, bool) or
-                                  not isinstance(threshold, (int, float)) or threshold <= 0):
-        raise ValueError(f"{key}.denylist_threshold must be a number > 0 or null, "
-                         f"got {threshold!r}")
-    kw["denylist_threshold"] = None if threshold is None else float(threshold)
-    spec = VariantSpec(**kw)
-    integer_io = {spec.inference_input_type, spec.inference_output_type} - {"float32"}
-    if integer_io and not spec.representative_data and spec.source == "float":
-        raise ValueError(f"{key}: integer input/output ({', '.join(sorted(integer_io))}) needs "
-                         "representative_data: true")
-    if spec.selective and not spec.full_integer:
-        raise ValueError(f"{key}: denylist_top_k/denylist_threshold need a full-integer "
-                         "variant (source: float, optimizations: [DEFAULT], "
-                         "representative_data: true, int8 activations)")
-    if spec.selective and (spec.integer_only or integer_io):
-        raise ValueError(f"{key}: a selective variant keeps layers in float, so it needs "
-                         "float32 input/output and TFLITE_BUILTINS in supported_ops")
-    return spec
+    return typed(VariantSpec, {**raw, "name": name}, key)
 
 
 def parse_variants(raw: Mapping[str, Any], reference: str,

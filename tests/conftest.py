@@ -13,23 +13,25 @@ from typing import Any
 import pytest
 
 from pipeline import config as config_mod
-from pipeline import data
+from pipeline import data, sources
 
 ROOT = Path(__file__).resolve().parent.parent
 
-# Overrides that make any pipeline run take seconds, not minutes.
-TINY_OVERRIDES = (
+# Overrides that make any pipeline run take seconds, not minutes: the default model (small_cnn)
+# made narrow, and everything else short. TINY_OVERRIDES holds both; a test that brings its
+# own model uses TINY_RUN_OVERRIDES (model keys depend on the architecture).
+TINY_MODEL_OVERRIDES = ("model.filters=[4,8]", "model.dense_units=8")
+TINY_RUN_OVERRIDES = (
     "train.epochs=3",
     "train.learning_rate=0.01",
     "qat.epochs=1",
     "quantization.calibration_samples=16",
-    "model.filters=[4,8]",
-    "model.dense_units=8",
     "benchmark.warmup_seconds=0.01",
     "benchmark.min_runs=5",
     "benchmark.min_seconds=0.02",
     "benchmark.memory=false",  # measured in its own test: a subprocess per model is slow
 )
+TINY_OVERRIDES = TINY_MODEL_OVERRIDES + TINY_RUN_OVERRIDES
 
 
 @pytest.fixture(scope="session")
@@ -45,7 +47,7 @@ def tiny_cfg(tiny_raw: dict[str, Any]) -> config_mod.Config:
 
 @pytest.fixture(scope="session")
 def dataset(tiny_cfg: config_mod.Config) -> data.Dataset:
-    return data.prepare(tiny_cfg.data, tiny_cfg.seed)
+    return sources.prepare(tiny_cfg.data, tiny_cfg.seed)
 
 
 @pytest.fixture(scope="session")
@@ -59,7 +61,7 @@ def small_dataset(dataset: data.Dataset) -> data.Dataset:
 @pytest.fixture(scope="session")
 def tiny_models(tiny_cfg: config_mod.Config, small_dataset: data.Dataset) -> dict[str, Any]:
     """A tiny float model and its QAT fine-tune, trained for real (one epoch each)."""
-    from pipeline import qat, train
+    from pipeline.build import qat, train
 
     float_model, history, acc = train.train(small_dataset, tiny_cfg.model, tiny_cfg.train,
                                             tiny_cfg.seed)
@@ -74,7 +76,7 @@ def variant_dirs(tmp_path_factory: pytest.TempPathFactory, tiny_cfg: config_mod.
                  small_dataset: data.Dataset, tiny_models: dict[str, Any]) -> Path:
     """Every configured variant of the tiny model, produced for real as the quantize stage
     does: `<root>/<variant>/` with the `.tflite`, `conversion.json` and per-layer errors."""
-    from pipeline import quantize
+    from pipeline.build import quantize
 
     root = tmp_path_factory.mktemp("variants")
     calibration = data.calibration_samples(small_dataset, 16, tiny_cfg.seed)
@@ -88,9 +90,9 @@ def variant_dirs(tmp_path_factory: pytest.TempPathFactory, tiny_cfg: config_mod.
 @pytest.fixture(scope="session")
 def models(variant_dirs: Path, tiny_cfg: config_mod.Config) -> dict[str, Path]:
     """The `.tflite` file of each variant, by name."""
-    from pipeline import quantize
+    from pipeline.artifacts import tflite_path
 
-    return {name: quantize.tflite_path(variant_dirs / name, name) for name in tiny_cfg.variants}
+    return {name: tflite_path(variant_dirs / name, name) for name in tiny_cfg.variants}
 
 
 @pytest.fixture(scope="session")
@@ -98,13 +100,14 @@ def stage_results(models: dict[str, Path], variant_dirs: Path, tiny_cfg: config_
                   small_dataset: data.Dataset) -> dict[str, dict[str, Any]]:
     """What the quantize, evaluate and benchmark stages produce for every variant, computed
     by the same functions: `{"records": ..., "evaluations": ..., "benchmarks": ...}`."""
-    from pipeline import benchmark, evaluate, litert, quantize
+    from pipeline.artifacts import read_record
+    from pipeline.measure import benchmark, evaluate, litert
 
     x, y = small_dataset.x_test, small_dataset.y_test
     reference = litert.Runner(models["float32"]).predict(x)
     ok = {"status": "ok"}
     return {
-        "records": {v: quantize.read_record(variant_dirs / v) for v in tiny_cfg.variants},
+        "records": {v: read_record(variant_dirs / v) for v in tiny_cfg.variants},
         "evaluations": {v: {**ok, **evaluate.evaluate(models[v], x, y, reference, 32)}
                         for v in tiny_cfg.variants},
         "benchmarks": {v: {**ok, **benchmark.benchmark(

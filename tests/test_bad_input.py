@@ -24,7 +24,8 @@ from PIL import Image
 
 from conftest import ROOT
 from pipeline import config as config_mod
-from pipeline import data, steps
+from pipeline import data, sources
+from pipeline.layout import Layout
 
 Setup = Callable[[Path, dict[str, Any]], None]  # (workspace, raw config to edit in place)
 
@@ -79,7 +80,7 @@ def user_model(make: Callable[[Path], Path] | None, name: str = "mine.keras") ->
     def setup(ws: Path, raw: dict[str, Any]) -> None:
         prepared()(ws, raw)
         path = make(ws / name) if make else ws / name
-        raw["model"] = {"name": "file", "path": str(path), "safe_mode": True}
+        raw["model"] = {"name": "file", "arch": "file", "path": str(path), "safe_mode": True}
     return setup
 
 
@@ -89,7 +90,7 @@ def text_file(path: Path) -> Path:
 
 
 def mnist_shaped_model(path: Path) -> Path:
-    from pipeline.tfcompat import import_tf
+    from pipeline.build.tfcompat import import_tf
 
     _, keras = import_tf()
     inputs = keras.Input(shape=(28, 28, 1))
@@ -100,8 +101,8 @@ def mnist_shaped_model(path: Path) -> Path:
 
 def prepared(edit: Callable[[dict[str, Any]], None] = lambda raw: None) -> Setup:
     def setup(ws: Path, raw: dict[str, Any]) -> None:
-        data.save(data.prepare(config_mod.parse_config(raw).data, raw["seed"]),
-                  steps.Layout(ws).dataset)
+        data.save(sources.prepare(config_mod.parse_config(raw).data, raw["seed"]),
+                  Layout(ws).dataset)
         edit(raw)
     return setup
 
@@ -169,21 +170,14 @@ CASES = [
 
 def command(case: Case, ws: Path) -> tuple[list[str], list[Path]]:
     """The stage's command line, as in dvc.yaml but under `ws`, and its outputs."""
-    lay = steps.Layout(ws)
+    lay = Layout(ws)
     script = [sys.executable, str(ROOT / "stages" / f"{case.stage}.py"),
-              "--params", str(ws / "params.yaml")]
-    if case.stage == "prepare":
-        return script + ["--out", str(lay.dataset)], [lay.dataset]
-    if case.stage == "train":
-        outs = [lay.keras("float"), lay.keras("float", "history"), lay.keras("float", "metrics")]
-        return script + ["--data", str(lay.dataset), "--out", str(outs[0]), "--history",
-                         str(outs[1]), "--metrics", str(outs[2])], outs
-    if case.stage == "quantize":
-        out = lay.tflite / str(case.variant)
-        return script + [str(case.variant), "--data", str(lay.dataset), "--model",
-                         str(lay.keras("float")), "--out", str(out)], [out]
-    out = lay.reports / "mlflow_run.json"
-    return script + ["--root", str(ws), "--out", str(out)], [out]
+              "--params", str(ws / "params.yaml"), "--root", str(ws)]
+    outputs = {"prepare": [lay.dataset],
+               "train": [lay.keras("float"), lay.history("float"), lay.keras_metrics("float")],
+               "quantize": [lay.variant(str(case.variant))],
+               "track": [lay.mlflow_run]}[case.stage]
+    return script + ([case.variant] if case.variant else []), outputs
 
 
 def running_runs(ws: Path) -> list[str]:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline import data
+from pipeline import data, sources
 from pipeline.config import DataConfig
 
 RNG = np.random.default_rng(0)
@@ -34,7 +34,7 @@ def folder_cfg(path: Path, **kw: object) -> DataConfig:
 
 
 def test_image_folder_loads_resizes_and_splits(tmp_path: Path) -> None:
-    ds = data.prepare(folder_cfg(image_folder(tmp_path / "imgs")), seed=1)
+    ds = sources.prepare(folder_cfg(image_folder(tmp_path / "imgs")), seed=1)
     assert ds.input_shape == (8, 6, 3) and ds.num_classes == 2
     assert len(ds.x_train) + len(ds.x_val) + len(ds.x_test) == 16
     assert ds.x_train.dtype == np.float32 and 0.0 <= ds.x_train.min() <= ds.x_train.max() <= 1
@@ -42,26 +42,26 @@ def test_image_folder_loads_resizes_and_splits(tmp_path: Path) -> None:
     # Label 1 ("dog") was drawn redder: the loader kept the classes apart.
     red = lambda x, y, c: x[y == c][..., 0].mean()  # noqa: E731
     assert red(ds.x_train, ds.y_train, 1) > red(ds.x_train, ds.y_train, 0) + 0.3
-    grey = data.prepare(dataclasses.replace(folder_cfg(tmp_path / "imgs"), channels=1), 1)
+    grey = sources.prepare(dataclasses.replace(folder_cfg(tmp_path / "imgs"), channels=1), 1)
     assert grey.input_shape == (8, 6, 1)
 
 
 def test_image_folder_bad_input(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="image folder .*missing does not exist"):
-        data.prepare(folder_cfg(tmp_path / "missing"), 0)
+        sources.prepare(folder_cfg(tmp_path / "missing"), 0)
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="has no class folders"):
-        data.prepare(folder_cfg(tmp_path / "empty"), 0)
+        sources.prepare(folder_cfg(tmp_path / "empty"), 0)
     root = image_folder(tmp_path / "imgs")
     (root / "bird").mkdir()
     (root / "bird" / "notes.txt").write_text("no images here")
     with pytest.raises(ValueError, match="class folder .*bird has no PNG or JPEG images"):
-        data.prepare(folder_cfg(root), 0)
+        sources.prepare(folder_cfg(root), 0)
     (root / "bird" / "broken.png").write_bytes(b"not a png")
     with pytest.raises(ValueError, match="cannot read image .*broken.png"):
-        data.prepare(folder_cfg(root), 0)
+        sources.prepare(folder_cfg(root), 0)
     with pytest.raises(ValueError, match="data.path is required"):
-        data.prepare(DataConfig(name="image_folder"), 0)
+        sources.prepare(DataConfig(name="image_folder"), 0)
 
 
 def npz_file(path: Path, **arrays: np.ndarray) -> Path:
@@ -79,7 +79,7 @@ def good_arrays() -> dict[str, np.ndarray]:
 def test_npz_keeps_its_test_split(tmp_path: Path) -> None:
     arrays = good_arrays()
     path = npz_file(tmp_path / "d.npz", **arrays)
-    ds = data.prepare(DataConfig(name="npz", path=str(path), val_fraction=0.25), seed=3)
+    ds = sources.prepare(DataConfig(name="npz", path=str(path), val_fraction=0.25), seed=3)
     np.testing.assert_array_equal(ds.y_test, arrays["y_test"])
     np.testing.assert_allclose(ds.x_test[..., 0], arrays["x_test"] / 255.0, rtol=1e-6)
     assert (len(ds.x_train), len(ds.x_val)) == (30, 10) and ds.num_classes == 4
@@ -99,20 +99,20 @@ def test_npz_bad_input(tmp_path: Path, change: dict, message: str) -> None:
     arrays = {k: v for k, v in arrays.items() if v is not None}
     path = npz_file(tmp_path / "bad.npz", **arrays)
     with pytest.raises(ValueError, match=message):
-        data.prepare(DataConfig(name="npz", path=str(path)), 0)
+        sources.prepare(DataConfig(name="npz", path=str(path)), 0)
 
 
 def test_npz_missing_file_and_unknown_source(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="missing.npz does not exist"):
-        data.prepare(DataConfig(name="npz", path=str(tmp_path / "missing.npz")), 0)
-    with pytest.raises(ValueError, match="unknown dataset 'imagenet'; valid: digits, "
+        sources.prepare(DataConfig(name="npz", path=str(tmp_path / "missing.npz")), 0)
+    with pytest.raises(ValueError, match="data.name: unknown value 'imagenet'; valid: digits, "
                                          "image_folder, npz, mnist"):
-        data.prepare(DataConfig(name="imagenet"), 0)
+        DataConfig(name="imagenet")
 
 
 def test_keras_dataset_needs_the_internet_and_says_so() -> None:
     try:  # this machine and CI have no internet beyond package registries
-        ds = data.load_keras("mnist", 0.1, 0)
+        ds = sources.load_keras("mnist", 0.1, 0)
     except ValueError as exc:
         assert "Keras could not download the dataset" in str(exc)
         assert "Offline, use data.name=digits, npz or image_folder" in str(exc)

@@ -19,7 +19,10 @@ import pytest
 
 from conftest import ROOT, TINY_OVERRIDES
 from pipeline import config as config_mod
-from pipeline.report import ALL_METRICS
+from pipeline import dvcfile
+from test_structure import finder_closure
+from pipeline.io import read_json
+from pipeline.report.summary import ALL_METRICS
 
 OUTPUT_DIRS = ("data", "models", "evaluation", "benchmark", "reports")
 
@@ -176,7 +179,8 @@ def test_dvc_repro_end_to_end(tmp_path: Path, mlflow_server: str) -> None:
 
     registry = MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
     version = registry.get_model_version_by_alias("tflite-quant-lab", "candidate")
-    assert version.run_id == children[parent.data.tags["recommended.smallest"]].info.run_id
+    candidate = read_json(project / "reports" / "recommendation.json")["candidate"]
+    assert version.run_id == children[candidate].info.run_id
     parent_files = {a.path for a in registry.list_artifacts(parent.info.run_id)}
     assert {"report", "config", "keras_model"} <= parent_files
     report_files = {a.path for a in registry.list_artifacts(parent.info.run_id, "report")}
@@ -192,6 +196,25 @@ def test_dvc_repro_end_to_end(tmp_path: Path, mlflow_server: str) -> None:
     out = run(dvc + ["repro"], project)
     assert "Data and pipelines are up to date" in out
     assert len(runs(project)) == len(logged)
+
+    # A harmless edit of one library module: `dvc status` names exactly the stages that
+    # import it (found by the standard library's module finder, not by pipeline.dvcfile).
+    all_variants = list(raw["quantization"]["variants"])
+    for module in ("pipeline/measure/benchmark.py", "pipeline/report/content.py",
+                   "pipeline/build/debug.py"):
+        importers = {stage.name for stage in dvcfile.stages()
+                     if module in finder_closure(ROOT / stage.script)}
+        expected = {f"{name}@{v}" if stage.per_variant else name
+                    for stage in dvcfile.stages() if stage.name in importers
+                    for name in [stage.name]
+                    for v in (all_variants if stage.per_variant else [None])}
+        path = project / module
+        original = path.read_text()
+        path.write_text(original + "\n# a harmless edit\n")
+        status = json.loads(run(dvc + ["status", "--json"], project, stdout_only=True))
+        path.write_text(original)
+        assert importers and set(status) == expected, (module, sorted(status))
+    assert "up to date" in run(dvc + ["status"], project)
 
     # Only the budget changed, now logging to a real tracking server: only report and track
     # rerun, and one complete new set of runs reaches the server.

@@ -24,7 +24,8 @@ import pytest
 
 from conftest import ROOT, TINY_OVERRIDES
 from pipeline import config as config_mod
-from pipeline import data, steps
+from pipeline import data
+from pipeline.layout import Layout
 from pipeline.io import read_json
 from test_e2e import project_copy, project_env, run, runs
 
@@ -39,15 +40,13 @@ def tree(path: Path) -> dict[str, str]:
 def test_a_killed_stage_leaves_its_old_output(sig: signal.Signals, tmp_path: Path,
                                               tiny_raw: dict[str, Any],
                                               dataset: data.Dataset) -> None:
-    lay = steps.Layout(tmp_path)
+    lay = Layout(tmp_path)
     data.save(dataset, lay.dataset)
     raw = copy.deepcopy(tiny_raw)
     raw["train"]["epochs"] = 1
     (tmp_path / "params.yaml").write_text(config_mod.render_params(raw))
     cmd = [sys.executable, str(ROOT / "stages" / "train.py"), "--params",
-           str(tmp_path / "params.yaml"), "--data", str(lay.dataset),
-           "--out", str(lay.keras("float")), "--history", str(lay.keras("float", "history")),
-           "--metrics", str(lay.keras("float", "metrics"))]
+           str(tmp_path / "params.yaml"), "--root", str(tmp_path)]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
     subprocess.run(cmd, env=env, check=True, capture_output=True)  # the old output
     old = tree(lay.root / "models")

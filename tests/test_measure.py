@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline import benchmark, data, evaluate, litert
+from pipeline import data
+from pipeline.measure import benchmark, evaluate, litert
 from pipeline.config import Config
 
 
@@ -148,10 +149,24 @@ def test_interleaved_speedup_sees_a_real_difference(models: dict[str, Path], tin
     assert 0.5 < same < 2.0
 
 
-def test_peak_memory_is_measured_in_a_fresh_process(models: dict[str, Path]) -> None:
-    result = benchmark.peak_rss(models["float32"])
-    assert result["baseline_rss_mb"] > 1
-    assert result["peak_rss_mb"] >= result["baseline_rss_mb"] + result["load_rss_delta_mb"] - 1
-    assert result["peak_rss_delta_mb"] >= 0
+def big_model(path: Path, units: int) -> Path:
+    """A float32 model whose one dense layer holds `64 * units` weights (4 bytes each)."""
+    from pipeline.build.tfcompat import import_tf
+
+    tf, keras = import_tf()
+    model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(),
+                              keras.layers.Dense(units), keras.layers.Dense(10)])
+    path.write_bytes(tf.lite.TFLiteConverter.from_keras_model(model).convert())
+    return path
+
+
+def test_peak_memory_grows_with_the_model_and_is_measured_in_another_process(
+        models: dict[str, Path], tmp_path: Path) -> None:
+    small = benchmark.peak_rss(models["float32"])
+    big = benchmark.peak_rss(big_model(tmp_path / "big.tflite", 80_000))  # 20 MB of weights
+    assert small["pid"] != os.getpid() and big["pid"] != os.getpid() != small["pid"]
+    # The model's share of the peak: about its 20 MB of weights more for the big one.
+    assert big["peak_rss_delta_mb"] - small["peak_rss_delta_mb"] > 15, (small, big)
+    assert big["peak_rss_mb"] > small["peak_rss_mb"] + 15
     with pytest.raises(RuntimeError, match="memory measurement of .* failed"):
         benchmark.peak_rss(Path("/nonexistent/model.tflite"))

@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 
 from pipeline import config as config_mod
-from pipeline import data, litert, qat, quantize, train
+from pipeline import artifacts, data
+from pipeline.build import qat, quantize, train
+from pipeline.measure import litert
 
 
 @pytest.mark.slow  # resnet_small about 1 minute, mobilenet_v2 about 5 (per-layer debugging)
@@ -29,7 +31,7 @@ def test_architecture_converts_and_runs_in_every_variant(model: str, dataset: da
         source = qat_model if spec.source == "qat" else float_model
         record = quantize.quantize_variant(source, spec, calibration, tmp_path / name)
         assert record["status"] == "ok", (name, record["error"])
-        scores = litert.Runner(quantize.tflite_path(tmp_path / name, name)).predict(tiny.x_test)
+        scores = litert.Runner(artifacts.tflite_path(tmp_path / name, name)).predict(tiny.x_test)
         assert scores.shape == (8, 10) and np.isfinite(scores).all(), name
         if spec.integer_only or name in ("int8", "qat_int8"):
             assert record["inspection"]["float_compute_ops"] == 0, name

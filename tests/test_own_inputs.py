@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import TINY_OVERRIDES
+from conftest import TINY_RUN_OVERRIDES
 from pipeline import config as config_mod
-from pipeline import data, model_store
+from pipeline import data, sources
+from pipeline.build import model_store
 from pipeline.io import read_json
 from test_e2e import project_copy, run, runs
 
@@ -34,7 +35,7 @@ def colour_folders(root: Path, per_class: int = 16) -> Path:
 
 def trained_model(path: Path, ds: data.Dataset) -> Path:
     """A Functional tf_keras model for the folder's 8x8 RGB images, trained elsewhere (here)."""
-    from pipeline.tfcompat import import_tf
+    from pipeline.build.tfcompat import import_tf
 
     _, keras = import_tf(seed=0)
     inputs = keras.Input(shape=ds.input_shape)
@@ -50,12 +51,12 @@ def trained_model(path: Path, ds: data.Dataset) -> Path:
 @pytest.mark.slow
 def test_own_image_folder_and_own_keras_model_through_dvc_repro(tmp_path: Path) -> None:
     images = colour_folders(tmp_path / "photos")
-    overrides = [*TINY_OVERRIDES, "data=image_folder", f"data.path={images}",
+    overrides = [*TINY_RUN_OVERRIDES, "data=image_folder", f"data.path={images}",
                  "data.image_size=[8,8]", "data.channels=3", "data.test_fraction=0.25",
                  "data.val_fraction=0.25", "model=file"]
     raw = config_mod.compose([*overrides, "model.path=unused"])
     cfg = config_mod.parse_config(raw)
-    model_path = trained_model(tmp_path / "mine.keras", data.prepare(cfg.data, cfg.seed))
+    model_path = trained_model(tmp_path / "mine.keras", sources.prepare(cfg.data, cfg.seed))
     raw = config_mod.compose([*overrides, f"model.path={model_path}"])
     raw["quantization"]["variants"] = {v: raw["quantization"]["variants"][v] for v in VARIANTS}
     project = project_copy(tmp_path / "lab")

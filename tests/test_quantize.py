@@ -10,13 +10,15 @@ from typing import Any
 import numpy as np
 import pytest
 
-from pipeline import data, debug, inspection, qat, quantize
+from pipeline import artifacts, data
+from pipeline.build import debug, qat, quantize
+from pipeline.measure import inspection
 from pipeline.config import Config
 from pipeline.variants import parse_variant
 
 
 def record(variant_dirs: Path, name: str) -> dict[str, Any]:
-    return quantize.read_record(variant_dirs / name)
+    return artifacts.read_record(variant_dirs / name)
 
 
 def test_each_variant_is_inspected(variant_dirs: Path, tiny_cfg: Config) -> None:
@@ -56,9 +58,9 @@ def test_integer_only_promise_is_checked(variant_dirs: Path) -> None:
 
 def test_per_layer_error_is_written_worst_first(variant_dirs: Path, tiny_cfg: Config) -> None:
     for name, spec in tiny_cfg.variants.items():
-        path = variant_dirs / name / quantize.LAYER_ERRORS
+        path = variant_dirs / name / artifacts.LAYER_ERRORS
         assert path.exists() == spec.full_integer, name
-    with (variant_dirs / "int8" / quantize.LAYER_ERRORS).open() as f:
+    with (variant_dirs / "int8" / artifacts.LAYER_ERRORS).open() as f:
         rows = list(csv.DictReader(f))
     assert tuple(rows[0]) == debug.COLUMNS
     assert {r["op_name"] for r in rows} >= {"CONV_2D", "FULLY_CONNECTED"}
@@ -100,8 +102,8 @@ def test_a_failing_conversion_is_recorded_not_raised(tiny_models: dict, tmp_path
     result = quantize.quantize_variant(tiny_models["float"], spec, calibration, tmp_path / "b")
     assert result["status"] == "failed"
     assert "inference_input_type" in result["error"]
-    assert quantize.read_record(tmp_path / "b") == result
-    assert not quantize.tflite_path(tmp_path / "b", "broken").exists()
+    assert artifacts.read_record(tmp_path / "b") == result
+    assert not artifacts.tflite_path(tmp_path / "b", "broken").exists()
 
 
 def test_qat_can_annotate_chosen_layers(tiny_models: dict, small_dataset: data.Dataset) -> None:

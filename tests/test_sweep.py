@@ -38,16 +38,19 @@ def test_config_typo_is_one_line_naming_the_key(tmp_path: Path) -> None:
     assert not (tmp_path / "run" / "models").exists()  # refused before any work
 
 
-def test_launcher_configs_compose() -> None:
+@pytest.mark.parametrize("launcher", ["parallel", "cluster"])
+def test_launcher_configs_name_installed_launchers_and_change_no_lab_key(launcher: str) -> None:
+    from hydra.plugins.launcher import Launcher
+    from hydra.utils import get_class
+    from omegaconf import OmegaConf
+
     with initialize_config_dir(config_dir=str(config_mod.CONF_DIR), version_base=None):
-        parallel = compose("config", ["hydra/launcher=parallel"], return_hydra_config=True)
-        cluster = compose("config", ["hydra/launcher=cluster"], return_hydra_config=True)
-    assert parallel.hydra.launcher.n_jobs == 2
-    assert parallel.hydra.launcher._target_.endswith("JoblibLauncher")
-    assert cluster.hydra.launcher._target_.endswith("SlurmLauncher")
-    assert cluster.hydra.launcher.timeout_min == 60
-    # The hydra section is the app's alone: DVC's composition (params.yaml) has none of it.
-    assert "hydra" not in config_mod.compose()
+        cfg = compose("config", [f"hydra/launcher={launcher}"], return_hydra_config=True)
+    assert issubclass(get_class(cfg.hydra.launcher._target_), Launcher)  # plugin installed
+    lab = OmegaConf.to_container(cfg)
+    lab.pop("hydra")
+    # The hydra section is the app's alone: the lab's config is DVC's, key for key.
+    assert lab == config_mod.compose() and "hydra" not in config_mod.compose()
 
 
 @pytest.mark.slow

@@ -8,13 +8,13 @@ from typing import Any
 
 import pytest
 
-from pipeline import report, tracking
+from pipeline.report import summary, tracking
 from pipeline.config import Config
 
 
 @pytest.fixture(scope="module")
 def rows(stage_results: dict, tiny_cfg: Config) -> dict[str, Any]:
-    rows = report.summarize(tiny_cfg.variants, stage_results["records"],
+    rows = summary.summarize(tiny_cfg.variants, stage_results["records"],
                             stage_results["evaluations"], stage_results["benchmarks"],
                             "float32")
     rows["uint8_full"] = {"status": "failed", "error": "ValueError: converter refused"}
@@ -56,8 +56,8 @@ def test_one_parent_and_a_child_per_variant(tmp_path: Path, tiny_cfg: Config, ti
     assert failed.info.status == "FAILED" and failed.data.metrics == {}
     assert failed.data.tags["error"] == "ValueError: converter refused"
     assert {frozenset(r.data.metrics) for r in children.values()} == {
-        frozenset(report.metrics_of(rows["int8"]))}
-    assert set(report.ALL_METRICS) <= set(children["int8"].data.metrics)
+        frozenset(summary.metrics_of(rows["int8"]))}
+    assert set(summary.ALL_METRICS) <= set(children["int8"].data.metrics)
     for name, child in children.items():
         assert child.info.status == "FINISHED"
         assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id

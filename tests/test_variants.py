@@ -7,7 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline import convert, data, litert
+from pipeline import data
+from pipeline.build import convert
+from pipeline.measure import litert
 from pipeline.config import Config
 from pipeline.variants import parse_variant
 

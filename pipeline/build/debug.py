@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.convert import configure, new_converter
-from pipeline.tfcompat import import_tf
+from pipeline.build.convert import configure, new_converter
+from pipeline.build.tfcompat import import_tf
 from pipeline.variants import VariantSpec
 
 log = logging.getLogger(__name__)

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.io import atomic_path
-from pipeline.litert import Runner, io_dtypes
+from pipeline.measure.litert import Runner, io_dtypes
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,9 @@
-"""Produce one variant: convert, inspect, check its promise, measure per-layer error.
+"""Produce one variant: convert, inspect, check its promise, measure per-layer error
+(imports TensorFlow).
 
 A variant that fails (the converter refuses, or an integer-only variant still computes in
-float) is recorded as failed with the message; the other variants go on.
+float) is recorded as failed with the message; the other variants go on. The folder format
+is `pipeline.artifacts`.
 """
 
 from __future__ import annotations
@@ -13,26 +15,15 @@ from typing import Any
 
 import numpy as np
 
-from pipeline import convert, debug, inspection
+from pipeline.artifacts import LAYER_ERRORS, MAX_ERROR_CHARS, RECORD, new_record, tflite_path
+from pipeline.build import convert, debug
 from pipeline.io import atomic_dir, write_bytes, write_json, write_text
+from pipeline.measure import inspection
 from pipeline.variants import VariantSpec
 
 log = logging.getLogger(__name__)
 
-RECORD = "conversion.json"  # per-variant record: status, error, inspection, worst layers
-LAYER_ERRORS = "layer_errors.csv"
-MAX_ERROR_CHARS = 4000  # converter messages can carry whole MLIR dumps
-WORST_LAYERS = 3
-
-
-def tflite_path(out_dir: str | Path, name: str) -> Path:
-    """Where variant `name`'s model lives in its output folder."""
-    return Path(out_dir) / f"{name}.tflite"
-
-
-def _new_record(spec: VariantSpec) -> dict[str, Any]:
-    return {"variant": spec.name, "status": "ok", "error": None, "inspection": None,
-            "denylisted_nodes": [], "worst_layers": []}
+WORST_LAYERS = 3  # how many of the worst layers the record (and the report) lists
 
 
 def quantize_variant(model: Any, spec: VariantSpec, calibration: np.ndarray | None,
@@ -43,13 +34,12 @@ def quantize_variant(model: Any, spec: VariantSpec, calibration: np.ndarray | No
     `conversion.json` (always) into `out_dir`.
 
     Args:
-        model: A `tf_keras` model, or a SavedModel folder's path (`pipeline.model_store`).
+        model: A `tf_keras` model, or a SavedModel folder's path (`pipeline.build.model_store`).
 
     Returns:
-        The record written to `conversion.json`: `variant`, `status` (`ok` or `failed`),
-        `error`, `seconds`, `inspection`, `denylisted_nodes`, `worst_layers`.
+        The record written to `conversion.json` (`pipeline.artifacts`).
     """
-    record = _new_record(spec)
+    record = new_record(spec.name)
     start = time.perf_counter()
     with atomic_dir(out_dir) as out:
         try:
@@ -77,33 +67,3 @@ def quantize_variant(model: Any, spec: VariantSpec, calibration: np.ndarray | No
         record["seconds"] = time.perf_counter() - start
         write_json(out / RECORD, record)
     return record
-
-
-def record_failure(spec: VariantSpec, out_dir: str | Path, error: str) -> dict[str, Any]:
-    """Write the folder of a variant that could not even be attempted (its source model is
-    unavailable): only `conversion.json`, failed with `error`."""
-    log.error("variant %s failed: %s", spec.name, error)
-    record = {**_new_record(spec), "status": "failed", "error": error[:MAX_ERROR_CHARS],
-              "seconds": 0.0}
-    with atomic_dir(out_dir) as out:
-        write_json(out / RECORD, record)
-    return record
-
-
-def read_record(out_dir: str | Path) -> dict[str, Any]:
-    """The `conversion.json` record of a variant folder written by `quantize_variant`.
-
-    Raises:
-        FileNotFoundError: if the folder has no record (the quantize stage has not run).
-    """
-    from pipeline.io import read_json
-
-    path = Path(out_dir) / RECORD
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist; run the quantize stage")
-    return read_json(path)
-
-
-def skipped(stage: str) -> dict[str, Any]:
-    """What evaluate or benchmark writes for a variant whose conversion failed."""
-    return {"status": "failed", "error": f"{stage} skipped: the conversion failed"}

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipeline.config import ModelConfig
-from pipeline.tfcompat import import_tf
+from pipeline.config import MobileNetV2Config, ModelConfig, ResnetSmallConfig, SmallCnnConfig
+from pipeline.build.tfcompat import import_tf
 
 
-def small_cnn(cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int) -> Any:
+def small_cnn(cfg: SmallCnnConfig, input_shape: tuple[int, ...], num_classes: int) -> Any:
     """Conv(3x3, relu) per entry of `cfg.filters`, max-pool after the first, then
     dense(relu) and a softmax classifier.
 
@@ -34,7 +34,7 @@ def small_cnn(cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int) 
     return keras.Sequential(layers, name=cfg.name)
 
 
-def resnet_small(cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int) -> Any:
+def resnet_small(cfg: ResnetSmallConfig, input_shape: tuple[int, ...], num_classes: int) -> Any:
     """A small residual network: conv-BN-ReLU stem, then per entry of `cfg.filters` a
     residual block (two conv-BN, identity or 1x1 projection shortcut, Add, ReLU), global
     average pooling and a softmax classifier. Functional, so QAT can annotate it."""
@@ -58,7 +58,7 @@ def resnet_small(cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: in
     return keras.Model(inputs, outputs, name=cfg.name)
 
 
-def mobilenet_v2(cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int) -> Any:
+def mobilenet_v2(cfg: MobileNetV2Config, input_shape: tuple[int, ...], num_classes: int) -> Any:
     """Keras' MobileNetV2 (`cfg.alpha`, `cfg.weights`), built flat on the input so that QAT
     can annotate it; inputs smaller than `cfg.input_size` are upsampled by an integer factor
     (MobileNetV2 needs at least 32x32).
@@ -83,8 +83,8 @@ def mobilenet_v2(cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: in
     return keras.Model(inputs, outputs, name=cfg.name)
 
 
-FROM_FILE = "file"  # model.name that loads model.path instead of building (pipeline.model_store)
-
+# model.arch -> builder; each has its schema in pipeline.config.MODEL_SCHEMAS (as does
+# `file`, which pipeline.build.model_store loads instead of building).
 BUILDERS = {"small_cnn": small_cnn, "resnet_small": resnet_small,
             "mobilenet_v2": mobilenet_v2}
 
@@ -93,9 +93,9 @@ def build(cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int) -> A
     """Build the configured architecture.
 
     Raises:
-        ValueError: if `cfg.name` is not a known architecture.
+        ValueError: if `cfg.arch` has no builder.
     """
-    if cfg.name not in BUILDERS:
-        raise ValueError(f"model.name: unknown model {cfg.name!r}; valid: "
-                         f"{', '.join([*BUILDERS, FROM_FILE])}")
-    return BUILDERS[cfg.name](cfg, input_shape, num_classes)
+    if cfg.arch not in BUILDERS:
+        raise ValueError(f"model.arch: no builder for {cfg.arch!r}; valid: "
+                         f"{', '.join(BUILDERS)}")
+    return BUILDERS[cfg.arch](cfg, input_shape, num_classes)

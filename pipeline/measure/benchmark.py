@@ -6,7 +6,7 @@ inference, a warm-up of at least `warmup_runs` and `warmup_seconds`, then at lea
 timed invokes lasting at least `min_seconds` (at most `max_seconds`). Only `invoke()` is
 timed; the input is set once, outside the timed region. The speed-up against the reference
 is measured interleaved (reference and variant alternately, same process), so the machine's
-drift cancels. Peak memory is measured in a fresh subprocess (`pipeline.memory`).
+drift cancels. Peak memory is measured in a fresh subprocess (`pipeline.measure.memory`).
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 
 from pipeline.config import BenchmarkConfig
-from pipeline.litert import Runner
-from pipeline.memory import peak_rss
+from pipeline.measure.litert import Runner
+from pipeline.measure.memory import peak_rss
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """MLflow for Hydra multirun sweeps: one sweep run; each job a child with its overrides as
-params; each job's variants children of the job. At the end, a summary of the best variant
-per job under the accuracy budget (table and plot) is logged on the sweep run.
+params; each job's variants children of the job. At the end, a summary of each job's
+candidate (`reports/recommendation.json`; table and plot) is logged on the sweep run.
 
 Hydra calls this callback in the launching process (`hydra.callbacks.mlflow_sweep` in
 conf/config.yaml); the jobs, possibly in parallel worker processes, find the sweep run's id
@@ -19,8 +19,9 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from pipeline import tracking
+from pipeline.report import tracking
 from pipeline.io import read_json, write_json, write_text
+from pipeline.layout import Layout
 
 log = logging.getLogger(__name__)
 
@@ -49,22 +50,21 @@ def job_label(overrides: list[str], swept: list[str]) -> str:
 
 
 def summarize(sweep_dir: Path, swept: list[str]) -> list[dict[str, Any]]:
-    """One row per finished job: its overrides and the best variant within its budget
-    (the smallest; the most accurate when nothing is within budget)."""
+    """One row per job: its overrides and its candidate, as its report step decided it
+    (`reports/recommendation.json`), with the candidate's figures."""
     rows = []
     for job in sorted(p for p in sweep_dir.iterdir() if p.is_dir() and p.name.isdigit()):
-        summary, rec = job / "reports" / "summary.json", job / "reports" / "recommendation.json"
-        if not summary.is_file():
+        lay = Layout(job)
+        summary, rec_file = lay.report("summary.json"), lay.report("recommendation.json")
+        if not summary.is_file() or not rec_file.is_file():
             rows.append({"job": int(job.name), "overrides": _overrides(job, swept),
                          "status": "failed"})
             continue
-        variants, recommendation = read_json(summary), read_json(rec)
-        best = recommendation["smallest"] or max(
-            (n for n, r in variants.items() if r["status"] == "ok"),
-            key=lambda n: variants[n]["accuracy"])
+        variants, rec = read_json(summary), read_json(rec_file)
+        best = rec["candidate"]
         row = variants[best]
         rows.append({"job": int(job.name), "overrides": _overrides(job, swept), "status": "ok",
-                     "best_variant": best, "within_budget": recommendation["smallest"] is not None,
+                     "candidate": best, "within_budget": best not in rec["misses"],
                      "accuracy": row["accuracy"], "accuracy_drop": row["accuracy_drop"],
                      "size_bytes": row["size_bytes"], "latency_ms_p50": row["latency_ms_p50"]})
     return rows
@@ -77,7 +77,7 @@ def _overrides(job_dir: Path, swept: list[str]) -> str:
 
 def _plot(rows: list[dict[str, Any]], path: Path) -> Path:
     from pipeline.io import atomic_path
-    from pipeline.plots import pyplot
+    from pipeline.report.plots import pyplot
 
     plt = pyplot()
     ok = [r for r in rows if r["status"] == "ok"]
@@ -86,10 +86,10 @@ def _plot(rows: list[dict[str, Any]], path: Path) -> Path:
     ax.barh(labels, [r["size_bytes"] / 1024 for r in ok],
             color=["tab:green" if r["within_budget"] else "tab:gray" for r in ok])
     for i, r in enumerate(ok):
-        ax.text(r["size_bytes"] / 1024, i, f" {r['best_variant']}, acc {r['accuracy']:.3f}",
+        ax.text(r["size_bytes"] / 1024, i, f" {r['candidate']}, acc {r['accuracy']:.3f}",
                 va="center", fontsize=8)
-    ax.set(xlabel="size of the best variant (KiB); green: within the accuracy budget",
-           title="best variant per sweep job")
+    ax.set(xlabel="size of the candidate (KiB); green: within the accuracy budget",
+           title="candidate per sweep job")
     fig.tight_layout()
     with atomic_path(path, suffix=".png") as tmp:
         fig.savefig(tmp, dpi=100)

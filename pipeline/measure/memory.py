@@ -1,13 +1,14 @@
 """Peak memory (RSS) of loading and running one `.tflite` model, measured in a fresh process
 so that no other model's memory leaks into the figure (no TensorFlow).
 
-    python -m pipeline.memory models/tflite/int8/int8.tflite --threads 1
+    python -m pipeline.measure.memory models/tflite/int8/int8.tflite --threads 1
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -26,7 +27,7 @@ def _measure(path: str, threads: int, invokes: int) -> dict[str, float]:
     import ai_edge_litert.interpreter  # noqa: F401  (the library's own memory: baseline)
     import numpy as np
 
-    from pipeline.litert import Runner
+    from pipeline.measure.litert import Runner
 
     baseline = _status_kib("VmRSS")  # interpreter library and numpy loaded, no model yet
     Path("/proc/self/clear_refs").write_text("5")  # reset the peak (VmHWM) to the current RSS
@@ -37,7 +38,8 @@ def _measure(path: str, threads: int, invokes: int) -> dict[str, float]:
         runner.invoke()
     peak = _status_kib("VmHWM")
     return {"baseline_rss_mb": baseline / 1024, "load_rss_delta_mb": (loaded - baseline) / 1024,
-            "peak_rss_delta_mb": (peak - baseline) / 1024, "peak_rss_mb": peak / 1024}
+            "peak_rss_delta_mb": (peak - baseline) / 1024, "peak_rss_mb": peak / 1024,
+            "pid": os.getpid()}
 
 
 def peak_rss(path: str | Path, threads: int = 1, invokes: int = 10,
@@ -46,12 +48,13 @@ def peak_rss(path: str | Path, threads: int = 1, invokes: int = 10,
 
     Returns:
         `baseline_rss_mb` (process before the model), `load_rss_delta_mb`,
-        `peak_rss_delta_mb` (the model's share of the peak) and `peak_rss_mb`, in MiB.
+        `peak_rss_delta_mb` (the model's share of the peak) and `peak_rss_mb`, in MiB, and
+        the measuring process's `pid`.
 
     Raises:
         RuntimeError: with the subprocess's error output if it fails.
     """
-    proc = subprocess.run([sys.executable, "-m", "pipeline.memory", str(path), "--threads",
+    proc = subprocess.run([sys.executable, "-m", "pipeline.measure.memory", str(path), "--threads",
                            str(threads), "--invokes", str(invokes)],
                           capture_output=True, text=True, timeout=timeout)
     if proc.returncode != 0:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from pipeline import models
+from pipeline.build import models
 from pipeline.config import ModelConfig, TrainConfig
 from pipeline.data import Dataset
-from pipeline.tfcompat import import_tf
+from pipeline.build.tfcompat import import_tf
 
 log = logging.getLogger(__name__)
 

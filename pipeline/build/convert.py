@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.tfcompat import import_tf
+from pipeline.build.tfcompat import import_tf
 from pipeline.variants import VariantSpec
 
 log = logging.getLogger(__name__)

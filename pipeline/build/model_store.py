@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.io import atomic_dir, read_json, write_json
-from pipeline.tfcompat import import_tf
+from pipeline.build.tfcompat import import_tf
 
 log = logging.getLogger(__name__)
 

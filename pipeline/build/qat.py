@@ -9,8 +9,8 @@ from typing import Any
 
 from pipeline.config import QatConfig
 from pipeline.data import Dataset
-from pipeline.tfcompat import import_tf
-from pipeline.train import compile_model, fit, test_accuracy
+from pipeline.build.tfcompat import import_tf
+from pipeline.build.train import compile_model, fit, test_accuracy
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from pipeline import report, signals
+from pipeline import signals
+from pipeline.report.summary import metrics_of
 from pipeline.variants import VariantSpec
 
 log = logging.getLogger(__name__)
@@ -288,7 +289,7 @@ def log_pipeline(*, uri: str, experiment: str, run_name: str, config: Mapping[st
                 with _run(client, experiment_id, name, tags,
                           "FINISHED" if ok else "FAILED") as child_id:
                     _log(client, child_id, params={**spec.as_params(), **child_params},
-                         metrics=report.metrics_of(row) if ok else {})
+                         metrics=metrics_of(row) if ok else {})
                     _log_artifacts(client, child_id, variant_artifacts.get(name, {}))
                 children[name] = child_id
             _log_artifacts(client, parent_id, parent_artifacts)

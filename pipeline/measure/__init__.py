@@ -1,0 +1,3 @@
+"""Running `.tflite` models (LiteRT and numpy only, never TensorFlow): the interpreter,
+inspection, evaluation, benchmark and memory.
+"""

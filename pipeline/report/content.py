@@ -1,0 +1,248 @@
+"""What the report says, built once as a `Document` (`pipeline.report.document`): the
+recommendation first, then the tables, plots and evidence. Rendering is elsewhere.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from pipeline.measure.evaluate import SQNR_CAP_DB
+from pipeline.report.document import (Block, Bullets, Code, Document, Figure, Paragraph,
+                                      Section, Table, Text, code, strong, text)
+from pipeline.report.summary import first_line
+from pipeline.variants import VariantSpec
+
+TITLE = "Quantization report"
+MAX_CLASS_COLUMNS = 20  # above this, per-class accuracy stays in the JSON files
+
+
+def fmt(metric: str, value: Any) -> str:
+    """A metric's value as the report shows it (units included)."""
+    if isinstance(value, str):
+        return value
+    if metric == "output_sqnr_db":
+        return f"{value:.1f} dB"
+    if metric in ("speedup_vs_float32", "compression_ratio"):
+        return f"{value:.2f}x"
+    if metric.startswith(("size_bytes", "weight_bytes")):
+        return f"{value / 1024:.1f} KiB"
+    if metric.startswith("latency_ms"):
+        return f"{value * 1000:.1f} us" if value < 1 else f"{value:.3f} ms"
+    if isinstance(value, int):
+        return str(value)
+    if math.isfinite(value):
+        return f"{value:+.4f}" if metric == "accuracy_drop" else f"{value:.4f}"
+    return str(value)
+
+
+def short_layer(tensor_name: str) -> str:
+    """The readable head of a fused tensor name (`a/conv/Relu;a/conv/BiasAdd;...` -> first)."""
+    return tensor_name.split(";")[0]
+
+
+def _recommendation(rows: Mapping[str, Mapping[str, Any]], rec: Mapping[str, Any],
+                    keras_accuracy: float | None) -> Section:
+    budget = rec["max_accuracy_drop"]
+    items: list[Text] = []
+    blocks: list[Block] = []
+    if rec["smallest"] is None:
+        blocks.append(Paragraph(strong(f"No variant is within the accuracy budget "
+                                       f"(drop <= {budget:.4f}).")))
+    else:
+        s, f = rec["smallest"], rec["fastest"]
+        blocks.append(Paragraph(text(f"Accuracy budget: a drop of at most {budget:.4f} "
+                                     "against the reference.")))
+        items += [
+            text(strong("Smallest within budget: ", code(s)),
+                 f", {fmt('size_bytes', rows[s]['size_bytes'])} "
+                 f"({fmt('compression_ratio', rows[s]['compression_ratio'])} smaller), "
+                 f"accuracy {rows[s]['accuracy']:.4f}"),
+            text(strong("Fastest within budget: ", code(f)),
+                 f", p50 {fmt('latency_ms_p50', rows[f]['latency_ms_p50'])}, "
+                 f"accuracy {rows[f]['accuracy']:.4f}"),
+        ]
+    items += [text(code(n), f" misses the budget by {over:.4f}")
+              for n, over in rec["misses"].items()]
+    items += [text(code(n), " ", strong("failed"), f": {first_line(rows[n]['error'])}")
+              for n in rec["failed"]]
+    items.append(text(strong("Candidate: ", code(rec["candidate"])),
+                      f" ({rec['candidate_reason']}); registered as ", code("@candidate"),
+                      " by the track stage."))
+    blocks.append(Bullets(tuple(items)))
+    if keras_accuracy is not None:
+        blocks.append(Paragraph(text(f"Float Keras model test accuracy: {keras_accuracy:.4f}")))
+    return Section(text("Recommendation"), tuple(blocks))
+
+
+SUMMARY_COLUMNS = ("accuracy", "accuracy_drop", "agreement", "top_k_accuracy",
+                   "output_sqnr_db", "size_bytes", "compression_ratio", "latency_ms_p50",
+                   "speedup_vs_float32", "float_compute_ops")
+
+
+def _all_variants(rows: Mapping[str, Mapping[str, Any]],
+                  specs: Mapping[str, VariantSpec]) -> Section:
+    table_rows = []
+    for name, row in rows.items():
+        if row["status"] != "ok":
+            cells = [text("failed")] + [text()] * (len(SUMMARY_COLUMNS) - 1) + [text()]
+        else:
+            cells = [text(fmt(c, row[c])) for c in SUMMARY_COLUMNS]
+            cells.append(text(f"{row['input_dtype']}/{row['output_dtype']}"))
+        table_rows.append((text(code(name)), *cells, text(specs[name].description)))
+    first = next((r for r in rows.values() if r["status"] == "ok"), None)
+    top_k = first["top_k"] if first else "k"
+    note = (f"accuracy and top_k_accuracy (k = {top_k}) on the whole test split. "
+            "agreement: share of test samples whose top-1 equals the reference's. "
+            "output_sqnr_db: signal-to-quantization-noise ratio of the dequantized outputs "
+            f"against the reference's on the same inputs ({SQNR_CAP_DB:.0f} = identical). "
+            "latency_ms_p50 and speedup_vs_float32: the first benchmark setting. "
+            "float_compute_ops: compute ops with a float activation input or output "
+            "(QUANTIZE/DEQUANTIZE not counted).")
+    return Section(text("All variants"), (
+        Table(("variant", *SUMMARY_COLUMNS, "I/O", "what"), tuple(table_rows)),
+        Paragraph(text(note))))
+
+
+def _latency(ok: Mapping[str, Mapping[str, Any]]) -> Section:
+    settings = list(next(iter(ok.values()))["settings"])
+    header = ["variant"]
+    for k in settings:
+        header += [f"{k} p50", f"{k} p90", f"{k} p99", f"{k} cv", f"{k} speed-up"]
+    table_rows = []
+    for name, row in ok.items():
+        cells: list[Text] = [text(code(name))]
+        for k in settings:
+            fig = row["settings"][k]
+            cells += [text(fmt("latency_ms", fig["latency_ms_p50"])),
+                      text(fmt("latency_ms", fig["latency_ms_p90"])),
+                      text(fmt("latency_ms", fig["latency_ms_p99"])),
+                      text(f"{fig['latency_cv']:.2f}"),
+                      text(fmt("speedup_vs_float32", fig["speedup_vs_float32"]))]
+        table_rows.append(tuple(cells))
+    return Section(text("Latency per setting"), (
+        Paragraph(text("Single-sample ", code("invoke()"), " after a warm-up, over at least "
+                       "the configured runs and seconds; speed-up against the reference "
+                       "measured interleaved in one process. ", code("t2"), " = 2 threads; ",
+                       code("_noxnnpack"), " = without the XNNPACK delegate.")),
+        Table(tuple(header), tuple(table_rows))))
+
+
+def _memory(ok: Mapping[str, Mapping[str, Any]]) -> Section:
+    table_rows = []
+    for name, row in ok.items():
+        measured = "peak_rss_mb" in row
+        table_rows.append((
+            text(code(name)), text(f"{row['init_ms']:.2f} ms"),
+            text(fmt("latency_ms", row["first_inference_ms"])),
+            text(fmt("latency_ms", row["warmup_ms_mean"])),
+            text(f"{row['peak_rss_delta_mb']:.1f} MiB" if measured else "not measured"),
+            text(f"{row['peak_rss_mb']:.1f} MiB" if measured else "not measured")))
+    return Section(text("Start-up and memory"), (
+        Paragraph(text("Peak RSS of loading and running the model, in a fresh process, above "
+                       "the interpreter library's own baseline.")),
+        Table(("variant", "init", "first inference", "warm-up mean", "peak RSS (model)",
+               "peak RSS (process)"), tuple(table_rows))))
+
+
+def _per_class(ok: Mapping[str, Mapping[str, Any]]) -> Section:
+    classes = len(next(iter(ok.values()))["per_class_accuracy"])
+    if classes > MAX_CLASS_COLUMNS:
+        return Section(text("Per-class accuracy"), (Paragraph(text(
+            "Per-class accuracy: ", code("evaluation/<variant>/metrics.json"), ".")),))
+    table_rows = tuple((text(code(name)), *(text(f"{a:.3f}") for a in row["per_class_accuracy"]))
+                       for name, row in ok.items())
+    return Section(text("Per-class accuracy"), (
+        Paragraph(text("Confusion matrices: ", code("evaluation/<variant>/confusion_matrix.png"),
+                       " (and ", code(".json"), ").")),
+        Table(("variant", *map(str, range(classes))), table_rows)))
+
+
+def _models(rows: Mapping[str, Mapping[str, Any]]) -> Section:
+    table_rows = []
+    for name, row in rows.items():
+        if row["status"] == "ok":
+            insp = row["inspection"]
+            weights = ", ".join(f"{d} {fmt('weight_bytes', b)}"
+                                for d, b in insp["weight_bytes_by_dtype"].items())
+            ops = ", ".join(f"{op} {n}" for op, n in insp["ops_by_type"].items())
+            table_rows.append((text(code(name)), text(weights), text(ops)))
+    return Section(text("What each model is"),
+                   (Table(("variant", "weights by dtype", "ops by type"), tuple(table_rows)),))
+
+
+def _worst_layers(rows: Mapping[str, Mapping[str, Any]]) -> Section | None:
+    # Variants calibrated alike share their per-layer error: list each distinct table once.
+    groups: dict[str, list[str]] = {}
+    layers_of: dict[str, list[dict[str, Any]]] = {}
+    for name, row in rows.items():
+        if row["status"] == "ok" and row["worst_layers"]:
+            key = repr([(l["tensor_name"], round(l["rmse_over_scale"], 6))
+                        for l in row["worst_layers"]])
+            groups.setdefault(key, []).append(name)
+            layers_of[key] = row["worst_layers"]
+    blocks: list[Block] = []
+    if groups:
+        table_rows = []
+        for key, names in groups.items():
+            label = text(*[p for i, n in enumerate(names) for p in
+                           ((", ",) if i else ()) + (code(n),)])
+            for layer in layers_of[key]:
+                table_rows.append((label, text(code(short_layer(layer["tensor_name"]))),
+                                   text(layer["op_name"]),
+                                   text(f"{layer['rmse_over_scale']:.3f}"),
+                                   text(f"{layer['max_abs_error']:.4g}")))
+        blocks += [
+            Paragraph(text("Per-layer error against the float model (TFLite's "
+                           "QuantizationDebugger on the calibration samples). rmse/scale is the "
+                           "error in quantization steps; rounding alone gives about 0.289. "
+                           "Full per-layer tables: ",
+                           code("models/tflite/<variant>/layer_errors.csv"), ".")),
+            Table(("variants", "layer", "op", "rmse/scale", "max abs error"), tuple(table_rows))]
+    for name, row in rows.items():
+        if row["status"] == "ok" and row["denylisted_nodes"]:
+            nodes = row["denylisted_nodes"]
+            layers = [p for i, n in enumerate(nodes)
+                      for p in ((", ",) if i else ()) + (code(short_layer(n)),)]
+            blocks.append(Paragraph(text(code(name), f" keeps {len(nodes)} layer(s) in float: ",
+                                         *layers)))
+    return Section(text("Worst-quantized layers"), tuple(blocks)) if blocks else None
+
+
+def build(rows: Mapping[str, Mapping[str, Any]], specs: Mapping[str, VariantSpec],
+          rec: Mapping[str, Any], keras_accuracy: float | None = None,
+          plots: Mapping[str, str] | None = None) -> Document:
+    """The whole report.
+
+    Args:
+        rows: The summary rows (`pipeline.report.summary.summarize`).
+        specs: The configured variants (for their descriptions).
+        rec: The recommendation (`pipeline.report.recommend.recommend`).
+        keras_accuracy: The float Keras model's test accuracy, if known.
+        plots: `{caption: path relative to the report folder}` of the PNGs to show.
+    """
+    ok = {n: r for n, r in rows.items() if r["status"] == "ok"}
+    sections = [_recommendation(rows, rec, keras_accuracy), _all_variants(rows, specs)]
+    if plots:
+        sections.append(Section(text("Trade-offs"), (
+            Paragraph(text("Red: the Pareto front, the variants no other variant beats on both "
+                           "accuracy and cost.")),
+            *(Figure(caption, path) for caption, path in plots.items()))))
+    if ok:
+        m = next(iter(ok.values()))["machine"]
+        machine = Paragraph(text(f"Measured on {m['cpu']} ({m['cores']} cores), Python "
+                                 f"{m['python']}, ai-edge-litert {m['ai_edge_litert']}."))
+        latency = _latency(ok)
+        sections += [Section(latency.title, (*latency.blocks, machine)), _memory(ok),
+                     _per_class(ok)]
+    sections.append(_models(rows))
+    worst = _worst_layers(rows)
+    if worst:
+        sections.append(worst)
+    failures = [(n, r["error"]) for n, r in rows.items() if r["status"] != "ok"]
+    if failures:
+        sections.append(Section(text("Failed variants"), ()))
+        sections += [Section(text(code(n)), (Code(error.strip()),), level=3)
+                     for n, error in failures]
+    return Document(TITLE, tuple(sections))

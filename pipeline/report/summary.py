@@ -1,0 +1,138 @@
+"""The summary of all variants: one row per variant with its metrics (relative ones against
+the reference), what the model really is, or why it failed (no TensorFlow).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Mapping
+from typing import Any
+
+from pipeline.variants import VariantSpec
+
+# Metrics every variant carries, in report order (also MLflow metric names and DVC metrics).
+METRICS = ("accuracy", "accuracy_drop", "agreement", "size_bytes", "compression_ratio",
+           "latency_ms_mean", "latency_ms_p50", "latency_ms_p90", "latency_ms_std")
+# Weight storage types reported for every variant (0 where absent), so columns line up.
+WEIGHT_DTYPES = ("float32", "float16", "int8", "int16", "int32", "int64")
+INSPECTION_METRICS = ("float_compute_ops", "weight_bytes",
+                      *(f"weight_bytes_{d}" for d in WEIGHT_DTYPES))
+# Evaluation and benchmark figures beyond the base set (the headline setting's latency).
+EVALUATION_METRICS = ("top_k_accuracy", "output_sqnr_db", "output_mae")
+BENCHMARK_METRICS = ("speedup_vs_float32", "latency_ms_min", "latency_ms_max",
+                     "latency_ms_p99", "latency_cv", "init_ms", "first_inference_ms",
+                     "warmup_ms_mean")
+MEMORY_METRICS = ("peak_rss_mb", "peak_rss_delta_mb")
+# Per benchmark setting, as `<setting>.<figure>` (e.g. `t2.latency_ms_p50`).
+SETTING_METRICS = ("latency_ms_mean", "latency_ms_p50", "latency_ms_p90", "latency_ms_p99",
+                   "latency_ms_std", "latency_cv", "speedup_vs_float32")
+ALL_METRICS = METRICS + INSPECTION_METRICS + EVALUATION_METRICS + BENCHMARK_METRICS
+# Row keys that are not metrics; every other numeric key of a row is one.
+NOT_METRICS = frozenset({"status", "error", "input_dtype", "output_dtype", "inspection",
+                         "worst_layers", "denylisted_nodes", "settings", "headline", "machine",
+                         "per_class_accuracy", "top_k"})
+
+
+def metrics_of(row: Mapping[str, Any]) -> dict[str, float]:
+    """Every metric of a summary row, flat: the fixed set, per-class accuracies
+    (`class_accuracy_<c>`) and per-setting figures (`<setting>.<figure>`)."""
+    return {k: v for k, v in row.items() if k not in NOT_METRICS
+            and isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+def summarize(specs: Mapping[str, VariantSpec], records: Mapping[str, Mapping[str, Any]],
+              evaluations: Mapping[str, Mapping[str, Any]],
+              benchmarks: Mapping[str, Mapping[str, Any]], reference: str
+              ) -> dict[str, dict[str, Any]]:
+    """One row per variant: its metrics (relative ones against `reference`), or its failure.
+
+    Args:
+        specs: The configured variants, in report order.
+        records: Per variant, the quantize stage's record (`pipeline.quantize`).
+        evaluations: Per variant, the evaluate stage's output.
+        benchmarks: Per variant, the benchmark stage's output.
+        reference: The variant that the others are compared to (normally `float32`).
+
+    Returns:
+        `{variant: row}`. A row has `status` (`ok` or `failed`) and `error`; an `ok` row also
+        has `ALL_METRICS`, `input_dtype`, `output_dtype`, `inspection` and `worst_layers`.
+
+    Raises:
+        ValueError: if a variant has no results, or the reference variant failed.
+    """
+    missing = [n for n in specs if n not in records or n not in evaluations
+               or n not in benchmarks]
+    if missing:
+        raise ValueError(f"no conversion, evaluation or benchmark for variant(s) "
+                         f"{', '.join(missing)}")
+    rows: dict[str, dict[str, Any]] = {}
+    for name in specs:
+        parts = (records[name], evaluations[name], benchmarks[name])
+        failure = next((p for p in parts if p.get("status") != "ok"), None)
+        if failure is not None:
+            rows[name] = {"status": "failed", "error": failure.get("error") or "failed"}
+    if reference in rows:
+        raise ValueError(f"the reference variant {reference!r} failed, so nothing can be "
+                         f"compared: {rows[reference]['error']}")
+    ref = evaluations[reference]
+    for name in specs:
+        if name in rows:
+            continue
+        ev, bench, rec = evaluations[name], benchmarks[name], records[name]
+        if ev["num_samples"] != ref["num_samples"]:
+            raise ValueError(f"{name} was evaluated on {ev['num_samples']} samples, "
+                             f"{reference} on {ref['num_samples']}")
+        insp = rec["inspection"]
+        memory = bench.get("memory") or {}
+        rows[name] = {
+            "status": "ok",
+            "error": None,
+            "accuracy": ev["accuracy"],
+            "accuracy_drop": ref["accuracy"] - ev["accuracy"],
+            "agreement": ev["agreement"],
+            "size_bytes": ev["size_bytes"],
+            "compression_ratio": ref["size_bytes"] / ev["size_bytes"],
+            **{k: bench[k] for k in METRICS if k.startswith("latency_ms_")},
+            "float_compute_ops": insp["float_compute_ops"],
+            "weight_bytes": insp["weight_bytes"],
+            **{f"weight_bytes_{d}": insp["weight_bytes_by_dtype"].get(d, 0)
+               for d in WEIGHT_DTYPES},
+            **{k: ev[k] for k in EVALUATION_METRICS},
+            **{k: bench[k] for k in BENCHMARK_METRICS},
+            **{k: memory[k] for k in MEMORY_METRICS if k in memory},
+            **{f"class_accuracy_{c}": a for c, a in enumerate(ev["per_class_accuracy"])},
+            **{f"{key}.{k}": fig[k] for key, fig in bench["settings"].items()
+               for k in SETTING_METRICS},
+            "top_k": ev["top_k"],
+            "per_class_accuracy": ev["per_class_accuracy"],
+            "settings": bench["settings"],
+            "headline": bench["headline"],
+            "machine": bench["machine"],
+            "input_dtype": ev["input_dtype"],
+            "output_dtype": ev["output_dtype"],
+            "inspection": insp,
+            "worst_layers": rec.get("worst_layers", []),
+            "denylisted_nodes": rec.get("denylisted_nodes", []),
+        }
+    return {name: rows[name] for name in specs}
+
+
+def first_line(text: str | None, limit: int = 300) -> str:
+    """The first line of an error message, for tables."""
+    text = (text or "").strip()
+    return text.splitlines()[0][:limit] if text else ""
+
+
+def to_csv(rows: Mapping[str, Mapping[str, Any]]) -> str:
+    """One line per variant: status, every metric (`metrics_of`), and the error if any."""
+    columns: list[str] = []
+    for row in rows.values():
+        columns += [m for m in metrics_of(row) if m not in columns]
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["variant", "status", *columns, "error"])
+    for name, row in rows.items():
+        writer.writerow([name, row["status"], *(row.get(m, "") for m in columns),
+                         first_line(row["error"])])
+    return buf.getvalue()

@@ -1,0 +1,98 @@
+"""Write the report folder: the plots and their data, the Markdown and HTML renderings of the
+one report document, the CSV/JSON summaries, DVC's metrics and the recommendation (with the
+candidate). Every file is written atomically.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pipeline.io import write_json, write_text
+from pipeline.layout import METRICS_FILE
+from pipeline.report import content, plots, render
+from pipeline.report.summary import metrics_of, to_csv
+from pipeline.variants import VariantSpec
+
+PLOTS_DIR = "plots"
+
+
+def _csv(header: list[str], rows: list[list[Any]]) -> str:
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
+def write_plots(out_dir: Path, rows: Mapping[str, Mapping[str, Any]],
+                histories: Mapping[str, Mapping[str, list[float]]]) -> dict[str, str]:
+    """PNG plots and the CSV data behind DVC's plots, in `out_dir/plots/`.
+
+    Returns:
+        `{caption: path relative to out_dir}` of the PNGs.
+    """
+    ok = {n: r for n, r in rows.items() if r["status"] == "ok"}
+    d = out_dir / PLOTS_DIR
+    pngs = {
+        "Accuracy against size": plots.tradeoff(
+            {n: (r["size_bytes"] / 1024, r["accuracy"]) for n, r in ok.items()},
+            "size (KiB)", "accuracy against size", d / "accuracy_vs_size.png"),
+        "Accuracy against latency": plots.tradeoff(
+            {n: (r["latency_ms_p50"] * 1e3, r["accuracy"]) for n, r in ok.items()},
+            f"p50 latency (us, {next(iter(ok.values()))['headline']})",
+            "accuracy against latency", d / "accuracy_vs_latency.png", log_x=True),
+        "Size per variant": plots.bars({n: r["size_bytes"] / 1024 for n, r in ok.items()},
+                                       "size (KiB)", "size per variant", d / "size.png"),
+    }
+    if any(histories.values()):
+        pngs["Training curves"] = plots.training_curves(dict(histories), d / "training.png")
+    # Data files for `dvc plots show` (dvc.yaml's plots section).
+    front_size = plots.pareto_front({n: (r["size_bytes"], r["accuracy"]) for n, r in ok.items()})
+    front_lat = plots.pareto_front({n: (r["latency_ms_p50"], r["accuracy"])
+                                    for n, r in ok.items()})
+    write_text(d / "variants.csv", _csv(
+        ["variant", "accuracy", "size_bytes", "latency_ms_p50", "pareto_size",
+         "pareto_latency"],
+        [[n, r["accuracy"], r["size_bytes"], r["latency_ms_p50"], int(n in front_size),
+          int(n in front_lat)] for n, r in ok.items()]))
+    curves = ("loss", "accuracy", "val_loss", "val_accuracy")
+    write_text(d / "training.csv", _csv(
+        ["model", "epoch", *curves],
+        [[model, epoch + 1, *(h[k][epoch] for k in curves)]
+         for model, h in histories.items() for epoch in range(len(h.get("loss", [])))]))
+    return {caption: str(path.relative_to(out_dir)) for caption, path in pngs.items()}
+
+
+def write_report(out_dir: str | Path, rows: Mapping[str, Mapping[str, Any]],
+                 specs: Mapping[str, VariantSpec], rec: Mapping[str, Any],
+                 keras_accuracy: float | None = None,
+                 histories: Mapping[str, Mapping[str, list[float]]] | None = None
+                 ) -> dict[str, Path]:
+    """Write the report into `out_dir`: `summary.md`, `report.html` (self-contained),
+    `summary.csv`, `summary.json`, `metrics.json` (DVC metrics of the variants that
+    succeeded), `recommendation.json`, and `plots/` (PNGs and the CSVs of DVC's plots).
+
+    Args:
+        rec: The recommendation, candidate included (`pipeline.report.recommend`).
+        histories: `{model: Keras history}` for the training curves (e.g. float, qat).
+
+    Returns:
+        The written paths by kind.
+    """
+    out = Path(out_dir)
+    figures = write_plots(out, rows, histories or {})
+    doc = content.build(rows, specs, rec, keras_accuracy, figures)
+    return {
+        "markdown": write_text(out / "summary.md", render.markdown(doc)),
+        "html": write_text(out / "report.html", render.page(doc, out)),
+        "csv": write_text(out / "summary.csv", to_csv(rows)),
+        "summary": write_json(out / "summary.json", rows),
+        "metrics": write_json(out / METRICS_FILE, {name: metrics_of(row) for name, row
+                                                   in rows.items() if row["status"] == "ok"}),
+        "recommendation": write_json(out / "recommendation.json", rec),
+        "plots": out / PLOTS_DIR,
+    }

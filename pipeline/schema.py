@@ -1,0 +1,73 @@
+"""Typed config sections with OmegaConf: one validation path for every part of the config.
+
+OmegaConf merges a plain mapping into a dataclass (types, unknown and missing keys); the
+dataclass then checks its own values in `__post_init__` with `positive` and `one_of`. Every
+problem becomes one `ValueError` that names the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+
+def positive(key: str, value: float, allow_zero: bool = False) -> None:
+    """Refuse a value below 0 (or equal to 0 unless `allow_zero`), naming the key."""
+    if value < 0 or (value == 0 and not allow_zero):
+        raise ValueError(f"{key} must be {'>= 0' if allow_zero else '> 0'}, got {value!r}")
+
+
+def one_of(key: str, value: Any, allowed: Sequence[Any]) -> None:
+    """Refuse a value that is not in `allowed`, listing the valid ones."""
+    if value not in allowed:
+        raise ValueError(f"{key}: unknown value {value!r}; valid: "
+                         f"{', '.join(map(str, allowed))}")
+
+
+def all_of(key: str, values: Sequence[Any], allowed: Sequence[Any]) -> None:
+    """Refuse a list with a value that is not in `allowed`."""
+    for value in values:
+        one_of(key, value, allowed)
+
+
+def _schema_at(schema: Any, parts: Sequence[str]) -> Any:
+    """The dataclass at a dotted path below `schema`, or None past a non-dataclass field."""
+    node = schema
+    for part in parts:
+        hints = typing.get_type_hints(node) if dataclasses.is_dataclass(node) else {}
+        node = hints.get(part)
+    return node if dataclasses.is_dataclass(node) else None
+
+
+def typed(schema: type, raw: Any, where: str = "") -> Any:
+    """Merge a plain mapping into a dataclass schema with OmegaConf and build the object,
+    which runs its `__post_init__` value checks.
+
+    Args:
+        schema: The dataclass.
+        raw: The mapping (None for all defaults).
+        where: Dotted key of the mapping in the whole config, for error messages.
+
+    Raises:
+        ValueError: `config key <key>: <what is wrong>` for wrong types and missing values,
+            `unknown config key ...` listing the valid keys, or the dataclass's own message.
+    """
+    from omegaconf import OmegaConf
+    from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
+
+    if raw is not None and not isinstance(raw, Mapping):
+        raise ValueError(f"config key {where or 'config'} must be a mapping, got {raw!r}")
+    try:
+        return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema),
+                                                   dict(raw or {})))
+    except OmegaConfBaseException as exc:
+        inner = str(getattr(exc, "full_key", "") or "")
+        key = ".".join(p for p in (where, inner) if p) or "config"
+        if isinstance(exc, ConfigKeyError):
+            parent = _schema_at(schema, inner.split(".")[:-1])
+            valid = ", ".join(f.name for f in dataclasses.fields(parent)) if parent else "?"
+            raise ValueError(f"unknown config key {key!r}; valid keys in "
+                             f"{key.rpartition('.')[0] or 'the top level'}: {valid}") from None
+        raise ValueError(f"config key {key}: {str(exc).splitlines()[0]}") from None

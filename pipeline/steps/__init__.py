@@ -1,0 +1,7 @@
+"""One module per DVC stage, each with one function `run(cfg, layout, ...)`: what the stage
+script (`stages/<stage>.py`) calls under `dvc repro` and what the Hydra app
+(`python -m pipeline`) calls in one process. Paths come from `pipeline.layout.Layout`.
+
+Each stage's code dependencies in `dvc.yaml` are this module's import closure
+(`pipeline.dvcfile`), so a step imports only what its stage runs.
+"""

@@ -1,0 +1,41 @@
+"""Step evaluate@VARIANT: accuracy, top-k, per-class accuracy, confusion matrix and output
+error against the reference, on the whole test split (no TensorFlow)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from pipeline import artifacts, data
+from pipeline.config import Config
+from pipeline.io import atomic_dir, write_json
+from pipeline.layout import Layout
+from pipeline.measure import evaluate
+from pipeline.report import plots
+from pipeline.variants import select
+
+
+def run(cfg: Config, layout: Layout, variant: str) -> dict[str, Any]:
+    """Write the variant's evaluation folder: `metrics.json` and the confusion matrix (JSON,
+    PNG); returns the metrics."""
+    select(cfg.variants, variant)
+    variant_dir = layout.variant(variant)
+    if artifacts.read_record(variant_dir)["status"] != "ok":
+        result = artifacts.skipped("evaluate")
+        with atomic_dir(layout.evaluation(variant)) as out:
+            write_json(out / "metrics.json", result)
+        return result
+    ds = data.load(layout.dataset)
+    ref = np.load(layout.reference_outputs, mmap_mode="r")  # read batch by batch
+    result = evaluate.evaluate(artifacts.tflite_path(variant_dir, variant), ds.x_test,
+                               ds.y_test, ref, cfg.evaluate.batch_size, cfg.evaluate.top_k,
+                               ds.num_classes)
+    matrix = result.pop("confusion_matrix")
+    result = {"status": "ok", **result}
+    with atomic_dir(layout.evaluation(variant)) as out:
+        write_json(out / "confusion_matrix.json", matrix)
+        plots.confusion_matrix(matrix, f"{variant}: accuracy {result['accuracy']:.4f}",
+                               out / "confusion_matrix.png")
+        write_json(out / "metrics.json", result)
+    return result

@@ -1,0 +1,28 @@
+"""Step report: the summary of every variant, the recommendation and the candidate under the
+budget, plots, and the report in Markdown and HTML (no TensorFlow)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pipeline import artifacts
+from pipeline.config import Config
+from pipeline.io import read_json
+from pipeline.layout import Layout
+from pipeline.report import recommend, summary, writer
+
+
+def run(cfg: Config, layout: Layout) -> dict[str, Path]:
+    """Write the report folder (`pipeline.report.writer`); returns the written paths."""
+    names = list(cfg.variants)
+    rows = summary.summarize(
+        cfg.variants,
+        {v: artifacts.read_record(layout.variant(v)) for v in names},
+        {v: read_json(layout.evaluation(v) / "metrics.json") for v in names},
+        {v: read_json(layout.benchmark(v)) for v in names},
+        cfg.report.reference)
+    rec = recommend.recommend(rows, cfg.report.max_accuracy_drop, cfg.report.prefer,
+                              cfg.report.reference)
+    return writer.write_report(layout.reports, rows, cfg.variants, rec,
+                               read_json(layout.keras_metrics("float"))["test_accuracy"],
+                               {m: read_json(layout.history(m)) for m in ("float", "qat")})

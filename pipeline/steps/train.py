@@ -1,0 +1,43 @@
+"""Step train: train the float Keras model, or with `model.arch: file` load the user's model,
+check that it fits the data, and measure it."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from pipeline import data
+from pipeline.build import model_store
+from pipeline.build import train as train_mod
+from pipeline.config import FROM_FILE, Config
+from pipeline.io import write_json
+from pipeline.layout import Layout
+
+log = logging.getLogger(__name__)
+
+
+def run(cfg: Config, layout: Layout) -> float:
+    """Write the float model's folder, its history and its test accuracy; returns the latter.
+
+    Raises:
+        FileNotFoundError, ValueError: a missing or unloadable model file, or one whose input
+            does not fit the data (nothing is written).
+    """
+    ds = data.load(layout.dataset)
+    if cfg.model.arch == FROM_FILE:
+        model, kind, blocker = model_store.load_user_model(cfg.model.path, cfg.model.safe_mode)
+        model_store.check_fits(model, ds.input_shape, ds.num_classes)
+        accuracy = model_store.accuracy(model, ds.x_test, ds.y_test)
+        hist: dict[str, list[float]] = {}  # not trained here
+        info = {"origin": str(Path(cfg.model.path).expanduser().resolve()), "kind": kind}
+        log.info("model %s (%s): test accuracy %.4f", cfg.model.path, kind, accuracy)
+    else:
+        model, hist, accuracy = train_mod.train(ds, cfg.model, cfg.train, cfg.seed)
+        info, blocker = {"origin": "trained", "kind": "tf_keras"}, None
+    if blocker:
+        log.warning("QAT will not be possible: %s; the post-training variants still run "
+                    "(%s)", blocker, model_store.QAT_HOW_TO)
+    model_store.save(model, layout.keras("float"), info, blocker)
+    write_json(layout.history("float"), hist)
+    write_json(layout.keras_metrics("float"), {"test_accuracy": accuracy})
+    return accuracy

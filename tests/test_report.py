@@ -1,0 +1,225 @@
+"""The report: the summary rows, the recommendation and its one candidate, the report
+document rendered to Markdown and to a self-contained HTML page that renders in a real
+headless Chromium (Debian's chromium; `make test` installs it when missing)."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pipeline.config import Config
+from pipeline.io import read_json, write_json
+from pipeline.layout import Layout
+from pipeline.report import content, plots, recommend, render, summary, writer
+from pipeline.report.document import Document
+
+CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                  "--no-first-run", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync")
+
+
+@pytest.fixture(scope="module")
+def rows(stage_results: dict, tiny_cfg: Config) -> dict[str, dict[str, Any]]:
+    return summary.summarize(tiny_cfg.variants, stage_results["records"],
+                             stage_results["evaluations"], stage_results["benchmarks"],
+                             "float32")
+
+
+def test_pareto_front() -> None:
+    points = {"a": (1.0, 0.90), "b": (2.0, 0.95), "c": (3.0, 0.94), "d": (1.0, 0.80),
+              "e": (4.0, 0.99)}
+    assert plots.pareto_front(points) == ["a", "b", "e"]  # c is beaten by b, d by a
+    assert plots.pareto_front({"x": (1.0, 0.5)}) == ["x"]
+
+
+def test_summary_on_real_results(rows: dict, stage_results: dict, tiny_cfg: Config) -> None:
+    evaluations = stage_results["evaluations"]
+    assert list(rows) == list(tiny_cfg.variants)
+    ref = rows["float32"]
+    assert ref["accuracy_drop"] == 0 and ref["agreement"] == 1 and ref["compression_ratio"] == 1
+    for name, row in rows.items():
+        assert row["status"] == "ok" and set(summary.ALL_METRICS) <= set(row), name
+        assert row["accuracy_drop"] == pytest.approx(ref["accuracy"] - row["accuracy"])
+        assert row["compression_ratio"] == pytest.approx(ref["size_bytes"] / row["size_bytes"])
+        assert row["agreement"] == evaluations[name]["agreement"]
+        # Every benchmark setting's figures are metrics too, under the setting's name.
+        assert row["t2.latency_ms_p50"] == row["settings"]["t2"]["latency_ms_p50"]
+        assert row["class_accuracy_3"] == evaluations[name]["per_class_accuracy"][3]
+        assert set(summary.metrics_of(row)) == set(summary.metrics_of(ref))
+
+
+def test_summary_refuses_missing_variant_or_failed_reference(tiny_cfg: Config) -> None:
+    with pytest.raises(ValueError, match="no conversion, evaluation or benchmark for variant"):
+        summary.summarize(tiny_cfg.variants, {}, {}, {}, "float32")
+    failed = {v: {"status": "failed", "error": "boom"} for v in tiny_cfg.variants}
+    with pytest.raises(ValueError, match="reference variant 'float32' failed.*boom"):
+        summary.summarize(tiny_cfg.variants, failed, failed, failed, "float32")
+
+
+def fake_rows() -> dict[str, dict[str, Any]]:
+    """Four variants where the smallest (i), the fastest (f) and the most accurate integer
+    variant (j) all differ."""
+    return {
+        "ref": {"status": "ok", "accuracy": 0.99, "accuracy_drop": 0.0, "size_bytes": 400,
+                "latency_ms_p50": 3.0, "float_compute_ops": 5},
+        "f": {"status": "ok", "accuracy": 0.985, "accuracy_drop": 0.005, "size_bytes": 200,
+              "latency_ms_p50": 1.0, "float_compute_ops": 5},
+        "i": {"status": "ok", "accuracy": 0.983, "accuracy_drop": 0.007, "size_bytes": 30,
+              "latency_ms_p50": 2.0, "float_compute_ops": 0},
+        "j": {"status": "ok", "accuracy": 0.95, "accuracy_drop": 0.04, "size_bytes": 20,
+              "latency_ms_p50": 2.5, "float_compute_ops": 0},
+        "x": {"status": "failed", "error": "boom"},
+    }
+
+
+def test_recommendation_and_its_one_candidate() -> None:
+    rows = fake_rows()
+    rec = recommend.recommend(rows, 0.01, "smallest", "ref")
+    assert (rec["smallest"], rec["fastest"], rec["candidate"]) == ("i", "f", "i")
+    assert rec["misses"] == {"j": pytest.approx(0.03)} and rec["failed"] == ["x"]
+    assert recommend.recommend(rows, 0.01, "fastest", "ref")["candidate"] == "f"
+    # Nothing within budget (a negative budget, for the test): the most accurate integer
+    # variant; with no integer variant either, the reference.
+    none = recommend.recommend(rows, -1, "smallest", "ref")
+    assert none["smallest"] is None and none["candidate"] == "i"
+    assert "no variant is within" in none["candidate_reason"]
+    floats = {n: r for n, r in rows.items() if n in ("ref", "f")}
+    assert recommend.recommend(floats, -1, "smallest", "ref")["candidate"] == "ref"
+
+
+def test_registry_sweep_and_hydra_app_read_the_same_candidate(tmp_path: Path,
+                                                              tiny_cfg: Config) -> None:
+    """prefer=fastest, where the old rules differed: the registry took the fastest, the sweep
+    summary and the Hydra app the smallest. All three now read recommendation.json."""
+    from mlflow.tracking import MlflowClient
+
+    from pipeline.__main__ import candidate_accuracy
+    from pipeline.report import sweep
+    from pipeline.steps import track
+
+    rows = fake_rows()
+    rec = recommend.recommend(rows, 0.01, "fastest", "ref")
+    assert rec["candidate"] == "f" and rec["smallest"] == "i"
+    job = Layout(tmp_path / "sweep" / "0")
+    write_json(job.report("summary.json"), rows)
+    write_json(job.report("recommendation.json"), rec)
+    for model in ("float", "qat"):
+        write_json(job.history(model), {})
+        write_json(job.keras_metrics(model), {"test_accuracy": 0.99})
+    assert candidate_accuracy(job) == rows["f"]["accuracy"]
+    (sweep_row,) = sweep.summarize(tmp_path / "sweep", [])
+    assert sweep_row["candidate"] == "f" and sweep_row["accuracy"] == rows["f"]["accuracy"]
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    specs = {n: dataclasses.replace(tiny_cfg.variants["float32"], name=n) for n in rows}
+    cfg = dataclasses.replace(
+        tiny_cfg, tracking=dataclasses.replace(tiny_cfg.tracking, uri=uri, experiment="t",
+                                               registered_model="m"),
+        quantization=dataclasses.replace(tiny_cfg.quantization, variants=specs))
+    params = write_json(tmp_path / "params.yaml", {})
+    result = track.run(cfg, job, {}, params)
+    version = MlflowClient(uri).get_model_version_by_alias("m", "candidate")
+    assert version.tags["variant"] == "f" == result["candidate"]["variant"]
+
+
+@pytest.fixture(scope="module")
+def written(rows: dict, tiny_cfg: Config, tiny_models: dict,
+            tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    rows = {**rows, "int16x8": {"status": "failed", "error": "ValueError: no kernel\ndetails"}}
+    rec = recommend.recommend(rows, 1.0, "smallest", "float32")
+    histories = {"float": tiny_models["history"], "qat": tiny_models["qat_history"]}
+    return writer.write_report(tmp_path_factory.mktemp("reports"), rows, tiny_cfg.variants,
+                               rec, 0.9, histories)
+
+
+def test_report_files_hold_every_variant(written: dict[str, Path], rows: dict,
+                                         tiny_cfg: Config) -> None:
+    rec = read_json(written["recommendation"])
+    assert rec["smallest"] == min((n for n in rows if n != "int16x8"),
+                                  key=lambda n: rows[n]["size_bytes"])
+    assert rec["failed"] == ["int16x8"] and "int16x8" not in (rec["smallest"], rec["fastest"])
+    metrics = read_json(written["metrics"])  # DVC metrics: the failed variant is left out
+    assert set(metrics) == set(tiny_cfg.variants) - {"int16x8"}
+    assert metrics["int8"] == summary.metrics_of(rows["int8"])
+    md = written["markdown"].read_text()
+    assert f"**Smallest within budget: `{rec['smallest']}`**" in md
+    assert f"**Candidate: `{rec['candidate']}`**" in md
+    assert all(f"| `{v}` |" in md for v in tiny_cfg.variants)
+    assert "`int16x8` **failed**: ValueError: no kernel" in md
+    assert "## Worst-quantized layers" in md and "keeps 1 layer(s) in float" in md
+    assert "## Latency per setting" in md and "| t2 p50 |" in md
+    assert "## Per-class accuracy" in md
+    assert "### `int16x8`\n\n```\nValueError: no kernel\ndetails\n```" in md
+    lines = written["csv"].read_text().splitlines()
+    header = lines[0].split(",")
+    assert header[:2] == ["variant", "status"] and header[-1] == "error"
+    assert set(summary.ALL_METRICS) <= set(header) and "t2.latency_ms_p99" in header
+    by_variant = {line.split(",")[0]: line for line in lines[1:]}
+    assert by_variant["int16x8"].startswith("int16x8,failed,")
+    assert by_variant["int16x8"].endswith(",ValueError: no kernel")
+
+
+def test_markdown_and_html_render_the_same_document(rows: dict, tiny_cfg: Config,
+                                                    written: dict[str, Path]) -> None:
+    """One document, two renderings: every cell of every table, in both."""
+    rec = read_json(written["recommendation"])
+    doc: Document = content.build(rows, tiny_cfg.variants, rec, 0.9,
+                                  {"Size per variant": "plots/size.png"})
+    md, page = render.markdown(doc), render.page(doc, written["plots"].parent)
+    from pipeline.report.document import Table
+
+    tables = [b for s in doc.sections for b in s.blocks if isinstance(b, Table)]
+    assert len(tables) >= 5
+    assert md.count("\n|---") == len(tables) and page.count("<table>") == len(tables)
+    for table in tables:
+        for row in table.rows:
+            for cell in row:
+                flat = "".join(span.text for span in cell)
+                if flat and "<" not in flat:
+                    assert flat.replace("|", "\\|") in md.replace("`", "")
+                    assert flat in re.sub(r"<[^>]+>", "", page)
+    assert md.count("## ") == page.count("<h2>") + page.count("<h3>")
+
+
+def test_report_writes_plots_and_their_data(written: dict[str, Path], tiny_cfg: Config) -> None:
+    pngs = sorted(p.name for p in written["plots"].glob("*.png"))
+    assert pngs == ["accuracy_vs_latency.png", "accuracy_vs_size.png", "size.png",
+                    "training.png"]
+    for png in written["plots"].glob("*.png"):
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
+    variants = (written["plots"] / "variants.csv").read_text().splitlines()
+    assert variants[0] == "variant,accuracy,size_bytes,latency_ms_p50,pareto_size,pareto_latency"
+    assert len(variants) == len(tiny_cfg.variants)  # header + every variant but the failed one
+    assert any(line.split(",")[4] == "1" for line in variants[1:])  # someone is on the front
+    training = (written["plots"] / "training.csv").read_text().splitlines()
+    assert len(training) == 1 + 3 + 1  # header, three float epochs, one QAT epoch
+    md = written["markdown"].read_text()
+    assert "![Accuracy against size](plots/accuracy_vs_size.png)" in md
+
+
+def test_report_page_renders_in_headless_chromium(written: dict[str, Path],
+                                                  tmp_path: Path, tiny_cfg: Config) -> None:
+    chromium = shutil.which("chromium")
+    assert chromium, "Debian's chromium is needed: `apt-get install chromium` (make test does)"
+    page = written["html"]
+    assert "src=\"plots/" not in page.read_text()  # images are inlined: one file to share
+    dom = subprocess.run(
+        [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}",
+         "--virtual-time-budget=10000", "--dump-dom", page.as_uri()],
+        capture_output=True, text=True, timeout=120, check=True).stdout
+    assert 'data-ready="true"' in dom, "the page's load event never ran"
+    images = re.findall(r"<img[^>]*>", dom)
+    assert len(images) == 4
+    assert all('data-rendered="true"' in img for img in images), images
+    assert dom.count("<table") >= 4
+    assert all(f"<code>{v}</code>" in dom for v in tiny_cfg.variants)
+    screenshot = tmp_path / "page.png"
+    subprocess.run([chromium, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}",
+                    "--window-size=1280,1600", f"--screenshot={screenshot}", page.as_uri()],
+                   capture_output=True, timeout=120, check=True)
+    assert screenshot.stat().st_size > 20_000  # a real render, not a blank page
