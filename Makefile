@@ -1,15 +1,29 @@
 # Two commands on a fresh machine with Python 3.11 and pip:
 #   make repro   create .venv, install the pinned dependencies, run the pipeline
 #   make test    create .venv if missing, run every test
+# `make help` lists every target. Other commands (dvc, mlflow, python -m pipeline...) run in
+# the lab's environment: `source .venv/bin/activate` first (README: "In the lab's environment").
 # python3.11 if it is on PATH, else python3 (the recipe checks that it is 3.11).
 PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
 VENV := .venv
 BIN := $(CURDIR)/$(VENV)/bin
 STAMP := $(VENV)/.installed
+PORT ?= 5000
 # Stage commands in dvc.yaml call `python`: make it the venv's.
 export PATH := $(BIN):$(PATH)
+# Offline by default: no usage reports from MLflow or DVC.
+export MLFLOW_DISABLE_TELEMETRY := true
+export DO_NOT_TRACK := 1
 
-.PHONY: venv params repro test test-fast browser bench lock mlflow-ui mlflow-server clean
+.DEFAULT_GOAL := help
+.PHONY: help venv params repro test test-fast browser bench compat lock mlflow-ui \
+	mlflow-server mlflow-server-start mlflow-server-stop clean
+
+## List the targets.
+help:
+	@awk -v port=$(PORT) '/^## /{doc=substr($$0,4); gsub(/\$$\(PORT\)/, port, doc); next} \
+	  /^[a-z][a-z.-]*:/{if(doc){split($$0,t,":"); printf "  make %-20s %s\n", t[1], doc}; doc=""}' \
+	  $(MAKEFILE_LIST)
 
 $(STAMP): requirements.lock pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Python 3.11 is required, found " + sys.version.split()[0]' || { echo "set PYTHON=/path/to/python3.11"; exit 1; }
@@ -17,8 +31,11 @@ $(STAMP): requirements.lock pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip==26.3
 	$(BIN)/python -m pip install --quiet --requirement requirements.lock
 	$(BIN)/python -m pip install --quiet --no-deps --editable .
+	grep -q MLFLOW_DISABLE_TELEMETRY $(VENV)/bin/activate || \
+	  printf '\n# The lab: offline by default, no usage reports.\nexport MLFLOW_DISABLE_TELEMETRY=true DO_NOT_TRACK=1\n' >> $(VENV)/bin/activate
 	touch $(STAMP)
 
+## Create .venv and install the pinned dependencies (the other targets do it when needed).
 venv: $(STAMP)
 
 ## Compose conf/ into params.yaml (what `dvc repro` reads) and regenerate dvc.yaml's code deps.
@@ -32,15 +49,15 @@ repro: params
 	@echo
 	@echo "Results:"
 	@echo "  report:   reports/report.html  (also reports/summary.md, summary.csv, plots/)"
-	@echo "  DVC:      $(BIN)/dvc metrics show   and   $(BIN)/dvc plots show"
-	@echo "  MLflow:   $(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db   (or: make mlflow-ui)"
+	@echo "  then:     source .venv/bin/activate   and   dvc metrics show   or   dvc plots show"
+	@echo "  MLflow:   make mlflow-ui   (http://127.0.0.1:$(PORT))"
 	@echo "            registry: models:/$$($(BIN)/python -c 'import yaml; print(yaml.safe_load(open("params.yaml"))["tracking"]["registered_model"])')@candidate"
 
 ## Every test, the slow end-to-end ones included (as CI runs them).
 test: venv browser
 	$(BIN)/python -m pytest
 
-## Debian's Chromium, for the test that renders the report page (root, as on CI).
+## Debian's Chromium, for the tests that render pages (root, as on CI).
 browser:
 	@command -v chromium >/dev/null || { apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
@@ -58,15 +75,25 @@ lock: venv
 	{ echo "# Exact versions of every package in .venv (pip freeze). Regenerate: make lock"; \
 	  $(BIN)/python -m pip freeze --exclude-editable; } > requirements.lock
 
-## Browse the default store.
+## The MLflow UI on the default store, http://127.0.0.1:$(PORT) (runs until Ctrl-C).
 mlflow-ui: venv
-	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000
+	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(BIN)/mlflow ui \
+	  --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port $(PORT) --workers 1
 
-## A tracking server on 127.0.0.1:5000 (SQLite backend, artifacts in mlartifacts/). Then:
-##   MLFLOW_TRACKING_URI=http://127.0.0.1:5000 make repro
+## A tracking server on 127.0.0.1:$(PORT) (SQLite backend, artifacts in mlartifacts/; runs until Ctrl-C).
 mlflow-server: venv
-	$(BIN)/mlflow server --host 127.0.0.1 --port 5000 \
-	  --backend-store-uri sqlite:///mlflow-server.db --artifacts-destination mlartifacts
+	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(BIN)/mlflow server --host 127.0.0.1 \
+	  --port $(PORT) --workers 1 --backend-store-uri sqlite:///mlflow-server.db \
+	  --artifacts-destination mlartifacts
+
+## The same tracking server in the background; returns once it answers (log: mlflow-server.log).
+mlflow-server-start: venv
+	@$(BIN)/python -m pipeline.report.server start --port $(PORT) --log mlflow-server.log -- \
+	  $(MAKE) --no-print-directory mlflow-server PORT=$(PORT)
+
+## Stop the background tracking server.
+mlflow-server-stop:
+	@$(BIN)/python -m pipeline.report.server stop --port $(PORT)
 
 clean:
 	rm -rf $(VENV)

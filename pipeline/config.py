@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -169,10 +170,18 @@ class QuantizationConfig:
 class EvaluateConfig:
     batch_size: int = 256  # samples per invoke (models that cannot be resized use 1)
     top_k: int = 3  # k of top_k_accuracy
+    num_threads: int | None = None  # interpreters on separate batches; None: every core
 
     def __post_init__(self) -> None:
         positive("evaluate.batch_size", self.batch_size)
         positive("evaluate.top_k", self.top_k)
+        if self.num_threads is not None:
+            positive("evaluate.num_threads", self.num_threads)
+
+    @property
+    def workers(self) -> int:
+        """How many interpreters evaluate at once."""
+        return self.num_threads or os.cpu_count() or 1
 
 
 @dataclasses.dataclass

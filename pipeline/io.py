@@ -31,19 +31,23 @@ def atomic_path(path: str | os.PathLike[str], suffix: str = "") -> Iterator[Path
         The temporary path to write to.
     """
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
+    created = _make_parents(target)
     _remove_stale(target)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp" + suffix,
                                     dir=target.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files: the usual permissions
+    done = False
     try:
         yield tmp
         os.replace(tmp, target)
+        done = True
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+        if not done:
+            _remove_empty(created)
 
 
 def _umask() -> int:
@@ -61,10 +65,11 @@ def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
         The temporary folder to write into.
     """
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
+    created = _make_parents(target)
     _remove_stale(target)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
     os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700 folders
+    done = False
     try:
         yield tmp
         with signals.deferred():  # the two renames go together
@@ -76,8 +81,26 @@ def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
             os.replace(tmp, target)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
+        done = True
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+        if not done:
+            _remove_empty(created)
+
+
+def _make_parents(target: Path) -> list[Path]:
+    """Create the missing parent folders of `target`; returns them, deepest first."""
+    missing = [p for p in target.parents if not p.exists()]
+    target.parent.mkdir(parents=True, exist_ok=True)
+    return missing
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    """Remove folders an unfinished write created, deepest first, while they are empty: a
+    refused or interrupted stage leaves nothing behind, not even a folder."""
+    for folder in folders:
+        with contextlib.suppress(OSError):
+            folder.rmdir()
 
 
 def _remove_stale(target: Path) -> None:

@@ -24,8 +24,8 @@ class Layout:
 
     @property
     def dataset(self) -> Path:
-        """The prepared splits (`pipeline.data`)."""
-        return self._at("data", "prepared", "dataset.npz")
+        """The prepared splits: a folder of `.npy` files (`pipeline.data`)."""
+        return self._at("data", "prepared")
 
     def keras(self, model: str) -> Path:
         """The stored Keras model's folder (`pipeline.build.model_store`); `model` is

@@ -46,14 +46,16 @@ def tiny_cfg(tiny_raw: dict[str, Any]) -> config_mod.Config:
 
 
 @pytest.fixture(scope="session")
-def dataset(tiny_cfg: config_mod.Config) -> data.Dataset:
-    return sources.prepare(tiny_cfg.data, tiny_cfg.seed)
+def dataset(tiny_cfg: config_mod.Config, tmp_path_factory: pytest.TempPathFactory
+            ) -> data.Dataset:
+    """The default data (digits), prepared into a store as the prepare stage does."""
+    return sources.prepare(tiny_cfg.data, tiny_cfg.seed, tmp_path_factory.mktemp("prepared"))
 
 
 @pytest.fixture(scope="session")
 def small_dataset(dataset: data.Dataset) -> data.Dataset:
-    """A few hundred digits: enough to train a tiny model that beats chance."""
-    return dataclasses.replace(dataset, x_train=dataset.x_train[:300],
+    """A few hundred digits, in memory: enough to train a tiny model that beats chance."""
+    return dataclasses.replace(dataset, x_train=dataset.x_train[:300], x_val=dataset.x_val[:],
                                y_train=dataset.y_train[:300], x_test=dataset.x_test[:60],
                                y_test=dataset.y_test[:60])
 

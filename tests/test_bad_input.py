@@ -24,7 +24,7 @@ from PIL import Image
 
 from conftest import ROOT
 from pipeline import config as config_mod
-from pipeline import data, sources
+from pipeline import sources
 from pipeline.layout import Layout
 
 Setup = Callable[[Path, dict[str, Any]], None]  # (workspace, raw config to edit in place)
@@ -101,8 +101,7 @@ def mnist_shaped_model(path: Path) -> Path:
 
 def prepared(edit: Callable[[dict[str, Any]], None] = lambda raw: None) -> Setup:
     def setup(ws: Path, raw: dict[str, Any]) -> None:
-        data.save(sources.prepare(config_mod.parse_config(raw).data, raw["seed"]),
-                  Layout(ws).dataset)
+        sources.prepare(config_mod.parse_config(raw).data, raw["seed"], Layout(ws).dataset)
         edit(raw)
     return setup
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline import data, sources
+from pipeline import sources
 from pipeline.config import DataConfig
 
 RNG = np.random.default_rng(0)
@@ -34,34 +34,38 @@ def folder_cfg(path: Path, **kw: object) -> DataConfig:
 
 
 def test_image_folder_loads_resizes_and_splits(tmp_path: Path) -> None:
-    ds = sources.prepare(folder_cfg(image_folder(tmp_path / "imgs")), seed=1)
+    ds = sources.prepare(folder_cfg(image_folder(tmp_path / "imgs")), 1, tmp_path / "out")
     assert ds.input_shape == (8, 6, 3) and ds.num_classes == 2
     assert len(ds.x_train) + len(ds.x_val) + len(ds.x_test) == 16
-    assert ds.x_train.dtype == np.float32 and 0.0 <= ds.x_train.min() <= ds.x_train.max() <= 1
+    x_train = np.asarray(ds.x_train)
+    assert x_train.dtype == np.float32 and 0.0 <= x_train.min() <= x_train.max() <= 1
+    assert np.load(tmp_path / "out" / "x_train.npy").dtype == np.uint8  # 8-bit on disk
     assert set(np.unique(ds.y_test)) == {0, 1}  # stratified: both classes tested
     # Label 1 ("dog") was drawn redder: the loader kept the classes apart.
     red = lambda x, y, c: x[y == c][..., 0].mean()  # noqa: E731
-    assert red(ds.x_train, ds.y_train, 1) > red(ds.x_train, ds.y_train, 0) + 0.3
-    grey = sources.prepare(dataclasses.replace(folder_cfg(tmp_path / "imgs"), channels=1), 1)
+    assert red(x_train, ds.y_train, 1) > red(x_train, ds.y_train, 0) + 0.3
+    grey = sources.prepare(dataclasses.replace(folder_cfg(tmp_path / "imgs"), channels=1), 1,
+                           tmp_path / "grey")
     assert grey.input_shape == (8, 6, 1)
 
 
 def test_image_folder_bad_input(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="image folder .*missing does not exist"):
-        sources.prepare(folder_cfg(tmp_path / "missing"), 0)
+        sources.prepare(folder_cfg(tmp_path / "missing"), 0, tmp_path / "out")
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="has no class folders"):
-        sources.prepare(folder_cfg(tmp_path / "empty"), 0)
+        sources.prepare(folder_cfg(tmp_path / "empty"), 0, tmp_path / "out")
     root = image_folder(tmp_path / "imgs")
     (root / "bird").mkdir()
     (root / "bird" / "notes.txt").write_text("no images here")
     with pytest.raises(ValueError, match="class folder .*bird has no PNG or JPEG images"):
-        sources.prepare(folder_cfg(root), 0)
+        sources.prepare(folder_cfg(root), 0, tmp_path / "out")
     (root / "bird" / "broken.png").write_bytes(b"not a png")
     with pytest.raises(ValueError, match="cannot read image .*broken.png"):
-        sources.prepare(folder_cfg(root), 0)
+        sources.prepare(folder_cfg(root), 0, tmp_path / "out")
+    assert not (tmp_path / "out").exists()  # found while streaming: nothing is left
     with pytest.raises(ValueError, match="data.path is required"):
-        sources.prepare(DataConfig(name="image_folder"), 0)
+        sources.prepare(DataConfig(name="image_folder"), 0, tmp_path / "out")
 
 
 def npz_file(path: Path, **arrays: np.ndarray) -> Path:
@@ -79,9 +83,10 @@ def good_arrays() -> dict[str, np.ndarray]:
 def test_npz_keeps_its_test_split(tmp_path: Path) -> None:
     arrays = good_arrays()
     path = npz_file(tmp_path / "d.npz", **arrays)
-    ds = sources.prepare(DataConfig(name="npz", path=str(path), val_fraction=0.25), seed=3)
+    ds = sources.prepare(DataConfig(name="npz", path=str(path), val_fraction=0.25), 3,
+                         tmp_path / "out")
     np.testing.assert_array_equal(ds.y_test, arrays["y_test"])
-    np.testing.assert_allclose(ds.x_test[..., 0], arrays["x_test"] / 255.0, rtol=1e-6)
+    np.testing.assert_allclose(ds.x_test[:][..., 0], arrays["x_test"] / 255.0, rtol=1e-6)
     assert (len(ds.x_train), len(ds.x_val)) == (30, 10) and ds.num_classes == 4
     assert ds.input_shape == (5, 5, 1)
 
@@ -99,12 +104,13 @@ def test_npz_bad_input(tmp_path: Path, change: dict, message: str) -> None:
     arrays = {k: v for k, v in arrays.items() if v is not None}
     path = npz_file(tmp_path / "bad.npz", **arrays)
     with pytest.raises(ValueError, match=message):
-        sources.prepare(DataConfig(name="npz", path=str(path)), 0)
+        sources.prepare(DataConfig(name="npz", path=str(path)), 0, tmp_path / "out")
 
 
 def test_npz_missing_file_and_unknown_source(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="missing.npz does not exist"):
-        sources.prepare(DataConfig(name="npz", path=str(tmp_path / "missing.npz")), 0)
+        sources.prepare(DataConfig(name="npz", path=str(tmp_path / "missing.npz")), 0,
+                        tmp_path / "out")
     with pytest.raises(ValueError, match="data.name: unknown value 'imagenet'; valid: digits, "
                                          "image_folder, npz, mnist"):
         DataConfig(name="imagenet")
@@ -112,9 +118,9 @@ def test_npz_missing_file_and_unknown_source(tmp_path: Path) -> None:
 
 def test_keras_dataset_needs_the_internet_and_says_so() -> None:
     try:  # this machine and CI have no internet beyond package registries
-        ds = sources.load_keras("mnist", 0.1, 0)
+        (x_train, _), y_train, _, _ = sources.load_keras("mnist")
     except ValueError as exc:
         assert "Keras could not download the dataset" in str(exc)
         assert "Offline, use data.name=digits, npz or image_folder" in str(exc)
     else:  # online: the real dataset
-        assert ds.input_shape == (28, 28, 1) and ds.num_classes == 10
+        assert x_train.shape[1:] == (28, 28, 1) and int(y_train.max()) == 9

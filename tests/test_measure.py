@@ -33,6 +33,34 @@ def test_batched_and_single_sample_give_the_same_predictions(
         assert one[key] == many[key], key
 
 
+@pytest.mark.parametrize("name", ["float32", "int8_full"])
+def test_evaluation_on_every_core_gives_the_single_threaded_results(
+        name: str, models: dict[str, Path], dataset: data.Dataset) -> None:
+    """Several interpreters scoring separate batches (the default: one per core) give
+    exactly what one interpreter gives, on the whole stored test split."""
+    x, y = dataset.x_test, dataset.y_test
+    reference = litert.Runner(models["float32"], batch_size=32).predict(x)
+    one = evaluate.evaluate(models[name], x, y, reference, batch_size=32, workers=1)
+    many = evaluate.evaluate(models[name], x, y, reference, batch_size=32, workers=3)
+    assert (one["workers"], many["workers"]) == (1, 3)
+    for key in one:
+        if key not in ("workers", "samples_per_second"):
+            assert one[key] == many[key], key
+    runner = litert.Runner(models[name], batch_size=32)
+    np.testing.assert_array_equal(runner.predict(x, workers=3), runner.predict(x))
+
+
+def test_every_kernel_path_runs_and_unknown_ones_are_refused(models: dict[str, Path],
+                                                           small_dataset: data.Dataset) -> None:
+    x = small_dataset.x_test
+    scores = {k: litert.Runner(models["float32"], kernels=k).predict(x)
+              for k in litert.KERNEL_PATHS}
+    for k, s in scores.items():  # float32 computes the same on every path
+        np.testing.assert_allclose(s, scores["xnnpack"], atol=1e-4, err_msg=k)
+    with pytest.raises(ValueError, match="unknown kernel path 'gpu'; valid: xnnpack"):
+        litert.Runner(models["float32"], kernels="gpu")
+
+
 def test_metrics_agree_with_a_direct_computation(models: dict[str, Path],
                                                  small_dataset: data.Dataset) -> None:
     x, y = small_dataset.x_test, small_dataset.y_test
@@ -123,6 +151,7 @@ def test_benchmark_meets_both_minimums_in_every_setting(models: dict[str, Path],
         assert fig["latency_cv"] == pytest.approx(fig["latency_ms_std"] / fig["latency_ms_mean"])
         assert fig["init_ms"] > 0 and fig["first_inference_ms"] > 0 and fig["warmup_ms_mean"] > 0
         assert fig["speedup_vs_float32"] > 0
+        assert fig["latency_ms_p50_ci_low"] <= fig["latency_ms_p50"] <= fig["latency_ms_p50_ci_high"]
     assert result["settings"]["t2"]["num_threads"] == 2
     assert result["settings"]["t1_noxnnpack"]["xnnpack"] is False
     assert result["machine"]["cores"] == str(os.cpu_count()) and result["machine"]["cpu"]
@@ -145,8 +174,10 @@ def test_interleaved_speedup_sees_a_real_difference(models: dict[str, Path], tin
                                            1, True)
     same = benchmark.interleaved_speedup(models["float32"], models["float32"], sample, cfg,
                                          1, True)
-    assert slower < 0.8
-    assert 0.5 < same < 2.0
+    assert slower["speedup_ci_high"] < 0.8  # measurably slower: the interval excludes 1
+    assert slower["speedup_ci_low"] <= slower["speedup_vs_float32"] <= slower["speedup_ci_high"]
+    assert 0.5 < same["speedup_vs_float32"] < 2.0
+    assert same["speedup_ci_low"] < same["speedup_ci_high"]
 
 
 def big_model(path: Path, units: int) -> Path:

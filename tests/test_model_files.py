@@ -35,7 +35,7 @@ def functional(input_shape: tuple[int, ...] = (8, 8, 1), classes: int = 10,
 
 def fitted(model: Any, ds: data.Dataset) -> Any:
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
-    model.fit(ds.x_train, ds.y_train, epochs=3, batch_size=32, verbose=0)
+    model.fit(np.asarray(ds.x_train), ds.y_train, epochs=3, batch_size=32, verbose=0)
     return model
 
 
@@ -74,13 +74,13 @@ def independent_accuracy(path: Path, ds: data.Dataset) -> float:
     if path.suffix == ".keras":
         import keras
 
-        scores = keras.saving.load_model(path).predict(ds.x_test, verbose=0)
+        scores = keras.saving.load_model(path).predict(np.asarray(ds.x_test), verbose=0)
     else:
         from pipeline.build.tfcompat import import_tf
 
         tf, _ = import_tf()
         signature = tf.saved_model.load(str(path)).signatures["serving_default"]
-        scores = next(iter(signature(tf.constant(ds.x_test)).values())).numpy()
+        scores = next(iter(signature(tf.constant(np.asarray(ds.x_test))).values())).numpy()
     return float(np.mean(np.argmax(scores, -1) == ds.y_test))
 
 
@@ -115,7 +115,7 @@ def test_a_tf_keras_file_gets_every_variant_qat_included(
     model = fitted(functional(), dataset)
     path = tmp_path / f"mine{suffix}"
     model.save(path, **({"save_format": "tf"} if suffix == "_savedmodel" else {}))
-    expected = float(np.mean(np.argmax(model.predict(dataset.x_test, verbose=0), -1)
+    expected = float(np.mean(np.argmax(model.predict(np.asarray(dataset.x_test), verbose=0), -1)
                              == dataset.y_test))
     cfg = file_cfg(tiny_cfg, path)
 

@@ -43,7 +43,7 @@ def trained_model(path: Path, ds: data.Dataset) -> Path:
     x = keras.layers.GlobalAveragePooling2D()(x)
     model = keras.Model(inputs, keras.layers.Dense(ds.num_classes, activation="softmax")(x))
     model.compile(optimizer=keras.optimizers.Adam(0.05), loss="sparse_categorical_crossentropy")
-    model.fit(ds.x_train, ds.y_train, epochs=30, verbose=0)
+    model.fit(np.asarray(ds.x_train), ds.y_train, epochs=30, verbose=0)
     model.save(path)
     return path
 
@@ -56,7 +56,8 @@ def test_own_image_folder_and_own_keras_model_through_dvc_repro(tmp_path: Path) 
                  "data.val_fraction=0.25", "model=file"]
     raw = config_mod.compose([*overrides, "model.path=unused"])
     cfg = config_mod.parse_config(raw)
-    model_path = trained_model(tmp_path / "mine.keras", sources.prepare(cfg.data, cfg.seed))
+    model_path = trained_model(tmp_path / "mine.keras",
+                               sources.prepare(cfg.data, cfg.seed, tmp_path / "prepared"))
     raw = config_mod.compose([*overrides, f"model.path={model_path}"])
     raw["quantization"]["variants"] = {v: raw["quantization"]["variants"][v] for v in VARIANTS}
     project = project_copy(tmp_path / "lab")
@@ -66,7 +67,7 @@ def test_own_image_folder_and_own_keras_model_through_dvc_repro(tmp_path: Path) 
 
     ran = {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")}
     assert "train" in ran and "quantize@qat_int8" in ran
-    ds = data.load(project / "data" / "prepared" / "dataset.npz")
+    ds = data.load(project / "data" / "prepared")
     assert ds.input_shape == (8, 8, 3) and ds.num_classes == 3 and len(ds.x_test) == 12
     info = read_json(project / "models" / "keras" / "float" / model_store.INFO)
     assert info["origin"] == str(model_path.resolve()) and info["qat_blocker"] is None

@@ -28,7 +28,7 @@ CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic
 def rows(stage_results: dict, tiny_cfg: Config) -> dict[str, dict[str, Any]]:
     return summary.summarize(tiny_cfg.variants, stage_results["records"],
                              stage_results["evaluations"], stage_results["benchmarks"],
-                             "float32")
+                             "float32", 0.01)
 
 
 def test_pareto_front() -> None:
@@ -56,10 +56,10 @@ def test_summary_on_real_results(rows: dict, stage_results: dict, tiny_cfg: Conf
 
 def test_summary_refuses_missing_variant_or_failed_reference(tiny_cfg: Config) -> None:
     with pytest.raises(ValueError, match="no conversion, evaluation or benchmark for variant"):
-        summary.summarize(tiny_cfg.variants, {}, {}, {}, "float32")
+        summary.summarize(tiny_cfg.variants, {}, {}, {}, "float32", 0.01)
     failed = {v: {"status": "failed", "error": "boom"} for v in tiny_cfg.variants}
     with pytest.raises(ValueError, match="reference variant 'float32' failed.*boom"):
-        summary.summarize(tiny_cfg.variants, failed, failed, failed, "float32")
+        summary.summarize(tiny_cfg.variants, failed, failed, failed, "float32", 0.01)
 
 
 def fake_rows() -> dict[str, dict[str, Any]]:
@@ -84,13 +84,35 @@ def test_recommendation_and_its_one_candidate() -> None:
     assert (rec["smallest"], rec["fastest"], rec["candidate"]) == ("i", "f", "i")
     assert rec["misses"] == {"j": pytest.approx(0.03)} and rec["failed"] == ["x"]
     assert recommend.recommend(rows, 0.01, "fastest", "ref")["candidate"] == "f"
-    # Nothing within budget (a negative budget, for the test): the most accurate integer
-    # variant; with no integer variant either, the reference.
-    none = recommend.recommend(rows, -1, "smallest", "ref")
-    assert none["smallest"] is None and none["candidate"] == "i"
-    assert "no variant is within" in none["candidate_reason"]
-    floats = {n: r for n, r in rows.items() if n in ("ref", "f")}
-    assert recommend.recommend(floats, -1, "smallest", "ref")["candidate"] == "ref"
+    # Every quantized variant misses (a tiny budget, for the test): the reference.
+    none = recommend.recommend(rows, 0.001, "smallest", "ref")
+    assert none["evidence"] == "reference" and none["candidate"] == "ref"
+    assert "every quantized variant misses" in none["candidate_reason"]
+
+
+def test_the_recommendation_prefers_within_and_says_when_it_could_not() -> None:
+    rows = fake_rows()
+    rows["i"]["accuracy_drop_ci_high"] = 0.012  # its interval crosses the budget
+    rows["f"]["accuracy_drop_ci_high"] = 0.009
+    rec = recommend.recommend(rows, 0.01, "smallest", "ref")
+    assert rec["evidence"] == "within" and rec["candidate"] == "f"  # i is smaller, unproven
+    assert rec["verdicts"]["i"] == "unresolved"
+    rows["f"]["accuracy_drop_ci_high"] = 0.011
+    rec = recommend.recommend(rows, 0.01, "smallest", "ref")
+    assert rec["evidence"] == "unresolved" and rec["candidate"] == "i"
+    assert "unresolved" in rec["candidate_reason"]
+
+
+def test_a_latency_tie_is_called_a_tie_and_broken_by_size() -> None:
+    rows = fake_rows()
+    # f is faster by its p50, but the intervals overlap: no measurable difference.
+    rows["f"].update(latency_ms_p50_ci_low=0.8, latency_ms_p50_ci_high=2.2)
+    rows["i"].update(latency_ms_p50_ci_low=1.9, latency_ms_p50_ci_high=2.1)
+    rec = recommend.recommend(rows, 0.01, "fastest", "ref")
+    assert rec["fastest"] == "i" and rec["fastest_tied_with"] == ["f"]  # i is smaller
+    rows["i"].update(latency_ms_p50_ci_low=2.3, latency_ms_p50_ci_high=2.5)
+    rec = recommend.recommend(rows, 0.01, "fastest", "ref")
+    assert rec["fastest"] == "f" and rec["fastest_tied_with"] == []
 
 
 def test_registry_sweep_and_hydra_app_read_the_same_candidate(tmp_path: Path,
@@ -134,7 +156,7 @@ def written(rows: dict, tiny_cfg: Config, tiny_models: dict,
     rec = recommend.recommend(rows, 1.0, "smallest", "float32")
     histories = {"float": tiny_models["history"], "qat": tiny_models["qat_history"]}
     return writer.write_report(tmp_path_factory.mktemp("reports"), rows, tiny_cfg.variants,
-                               rec, 0.9, histories)
+                               rec, "float32", 0.9, histories)
 
 
 def test_report_files_hold_every_variant(written: dict[str, Path], rows: dict,
@@ -147,7 +169,7 @@ def test_report_files_hold_every_variant(written: dict[str, Path], rows: dict,
     assert set(metrics) == set(tiny_cfg.variants) - {"int16x8"}
     assert metrics["int8"] == summary.metrics_of(rows["int8"])
     md = written["markdown"].read_text()
-    assert f"**Smallest within budget: `{rec['smallest']}`**" in md
+    assert f"**Smallest: `{rec['smallest']}`**" in md and "**Evidence:**" in md
     assert f"**Candidate: `{rec['candidate']}`**" in md
     assert all(f"| `{v}` |" in md for v in tiny_cfg.variants)
     assert "`int16x8` **failed**: ValueError: no kernel" in md
@@ -167,8 +189,8 @@ def test_report_files_hold_every_variant(written: dict[str, Path], rows: dict,
 def test_markdown_and_html_render_the_same_document(rows: dict, tiny_cfg: Config,
                                                     written: dict[str, Path]) -> None:
     """One document, two renderings: every cell of every table, in both."""
-    rec = read_json(written["recommendation"])
-    doc: Document = content.build(rows, tiny_cfg.variants, rec, 0.9,
+    rec = recommend.recommend(rows, 0.01, "smallest", "float32")
+    doc: Document = content.build(rows, tiny_cfg.variants, rec, "float32", 0.9,
                                   {"Size per variant": "plots/size.png"})
     md, page = render.markdown(doc), render.page(doc, written["plots"].parent)
     from pipeline.report.document import Table
@@ -199,7 +221,7 @@ def test_report_writes_plots_and_their_data(written: dict[str, Path], tiny_cfg: 
     training = (written["plots"] / "training.csv").read_text().splitlines()
     assert len(training) == 1 + 3 + 1  # header, three float epochs, one QAT epoch
     md = written["markdown"].read_text()
-    assert "![Accuracy against size](plots/accuracy_vs_size.png)" in md
+    assert "![Accuracy against size (bars: 95% intervals)](plots/accuracy_vs_size.png)" in md
 
 
 def test_report_page_renders_in_headless_chromium(written: dict[str, Path],

@@ -1,22 +1,19 @@
-"""Sweeps: the Hydra app over the same conf/ and steps as DVC, parallel jobs with the joblib
-launcher under one MLflow sweep run, launcher configs, `dvc exp run -S`, and typo errors."""
+"""Sweeps: launcher configs and one-line typo errors. The sweeps themselves (a parallel
+4-job sweep, `dvc exp run -S`, queued experiments) run as the README shows them, in
+tests/test_readme.py."""
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
-import yaml
 from hydra import compose, initialize_config_dir
 
-from conftest import ROOT, TINY_OVERRIDES
+from conftest import ROOT
 from pipeline import config as config_mod
-from test_e2e import project_copy, run
 
 
 def app(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
@@ -53,54 +50,30 @@ def test_launcher_configs_name_installed_launchers_and_change_no_lab_key(launche
     assert lab == config_mod.compose() and "hydra" not in config_mod.compose()
 
 
-@pytest.mark.slow
-def test_parallel_sweep_logs_one_sweep_with_every_job_and_variant(tmp_path: Path) -> None:
-    from mlflow.tracking import MlflowClient
+def test_a_sweep_over_seeds_summarizes_each_variant_across_them(tmp_path: Path) -> None:
+    import yaml
 
-    db = tmp_path / "mlflow.db"
-    started = time.perf_counter()
-    proc = app(["-m", "hydra/launcher=parallel", "model=small_cnn,tiny_cnn", "seed=1,2",
-                *TINY_OVERRIDES, f"tracking.uri=sqlite:///{db}",
-                f"hydra.sweep.dir={tmp_path / 'sweep'}"], tmp_path)
-    seconds = time.perf_counter() - started
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    print(f"4-job sweep, 2 in parallel: {seconds:.0f} s")
-    client = MlflowClient(f"sqlite:///{db}")
-    exp = client.get_experiment_by_name("tflite-quantization-lab")
-    runs = client.search_runs([exp.experiment_id], max_results=1000)
-    variants = list(config_mod.parse_config(config_mod.compose()).variants)
-    assert len(runs) == 1 + 4 * (1 + len(variants))  # nothing lost, nothing duplicated
-    sweep = [r for r in runs if r.data.tags.get("pipeline") == "hydra-sweep"]
-    assert len(sweep) == 1 and sweep[0].info.status == "FINISHED"
-    jobs = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == sweep[0].info.run_id]
-    assert sorted(r.info.run_name for r in jobs) == [
-        "job 0: model=small_cnn seed=1", "job 1: model=small_cnn seed=2",
-        "job 2: model=tiny_cnn seed=1", "job 3: model=tiny_cnn seed=2"]
-    for job in jobs:
-        assert job.info.status == "FINISHED"
-        assert job.data.params["override.model"] in ("small_cnn", "tiny_cnn")
-        children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == job.info.run_id]
-        assert sorted(r.info.run_name for r in children) == sorted(variants)
-        assert {r.info.status for r in children} == {"FINISHED"}
-    # Job outputs stay in the Hydra job directories, never over DVC's.
-    assert (tmp_path / "sweep" / "3" / "reports" / "report.html").is_file()
-    assert not (tmp_path / "models").exists()
-    summary = [a.path for a in client.list_artifacts(sweep[0].info.run_id, "summary")]
-    assert summary == ["summary/sweep_summary.csv", "summary/sweep_summary.png"]
-    table = (tmp_path / "sweep" / "sweep_summary.csv").read_text().splitlines()
-    assert len(table) == 5 and "model=tiny_cnn seed=2" in table[-1]
+    from pipeline.io import write_json
+    from pipeline.layout import Layout
+    from pipeline.report import sweep
 
-
-@pytest.mark.slow
-def test_dvc_exp_run_set_composes_conf_into_params(tmp_path: Path) -> None:
-    project = project_copy(tmp_path / "lab")
-    dvc = [str(Path(sys.executable).parent / "dvc")]
-    sets = [a for o in (*TINY_OVERRIDES, "train.epochs=4") for a in ("-S", o)]
-    run(dvc + ["exp", "run", *sets], project)
-    params = yaml.safe_load((project / "params.yaml").read_text())
-    assert params["train"]["epochs"] == 4 and params["model"]["filters"] == [4, 8]
-    assert params == config_mod.compose([*TINY_OVERRIDES, "train.epochs=4"])
-    shown = json.loads(run(dvc + ["exp", "show", "--json"], project, stdout_only=True))
-    assert "reports/metrics.json" in json.dumps(shown)
-    metrics = json.loads((project / "reports" / "metrics.json").read_text())
-    assert metrics["int8"]["accuracy"] > 0.5
+    figures = {("a", 1): 0.90, ("a", 2): 0.94, ("b", 1): 0.80, ("b", 2): 0.82}
+    for job, ((model, seed), accuracy) in enumerate(figures.items()):
+        lay = Layout(tmp_path / str(job))
+        (lay.root / ".hydra").mkdir(parents=True)
+        (lay.root / ".hydra" / "overrides.yaml").write_text(
+            yaml.safe_dump([f"model={model}", f"seed={seed}"]))
+        write_json(lay.report("summary.json"), {
+            "int8": {"status": "ok", "accuracy": accuracy, "accuracy_drop": 1 - accuracy,
+                     "latency_ms_p50": seed / 100},
+            "broken": {"status": "failed", "error": "boom"}})
+    rows = sweep.across_seeds(tmp_path, ["model", "seed"])
+    by_group = {r["group"]: r for r in rows}
+    assert sorted(by_group) == ["model=a", "model=b"]
+    assert by_group["model=a"]["seeds"] == 2 and by_group["model=a"]["variant"] == "int8"
+    assert by_group["model=a"]["accuracy_mean"] == pytest.approx(0.92)
+    assert by_group["model=a"]["accuracy_std"] == pytest.approx(0.0282843, rel=1e-4)
+    assert by_group["model=b"]["latency_ms_p50_mean"] == pytest.approx(0.015)
+    assert sweep.across_seeds(tmp_path, ["model"]) == []  # not a sweep over seeds
+    png = sweep._plot_seeds(rows, tmp_path / "seeds.png")
+    assert png.read_bytes()[:4] == b"\x89PNG"

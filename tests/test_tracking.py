@@ -16,7 +16,7 @@ from pipeline.config import Config
 def rows(stage_results: dict, tiny_cfg: Config) -> dict[str, Any]:
     rows = summary.summarize(tiny_cfg.variants, stage_results["records"],
                             stage_results["evaluations"], stage_results["benchmarks"],
-                            "float32")
+                            "float32", 0.01)
     rows["uint8_full"] = {"status": "failed", "error": "ValueError: converter refused"}
     return rows
 

@@ -31,14 +31,16 @@ COLUMNS = ("op_name", "tensor_name", "num_elements", "mean_squared_error", "max_
 
 
 def _debugger(model: Any, spec: VariantSpec, calibration: np.ndarray,
-              denylisted_nodes: Sequence[str] = ()) -> Any:
+              denylisted_nodes: Sequence[str] = (), samples: np.ndarray | None = None) -> Any:
     tf, _ = import_tf()
     # The debugger needs float I/O and fallback-capable ops to run both graphs side by side.
     converter = configure(new_converter(model), spec, calibration)
     converter.inference_input_type = tf.float32
     converter.inference_output_type = tf.float32
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-    samples = calibration.astype(np.float32)
+    # The layers are compared on `samples` (the validation split: a per-layer choice is a
+    # decision, and decisions are made on validation data), calibrated on `calibration`.
+    samples = (calibration if samples is None else samples).astype(np.float32)
 
     def dataset() -> Iterator[list[np.ndarray]]:
         for sample in samples:
@@ -52,14 +54,16 @@ def _debugger(model: Any, spec: VariantSpec, calibration: np.ndarray,
             converter=converter, debug_dataset=dataset, debug_options=options)
 
 
-def layer_errors(model: Any, spec: VariantSpec, calibration: np.ndarray
-                 ) -> list[dict[str, Any]]:
+def layer_errors(model: Any, spec: VariantSpec, calibration: np.ndarray,
+                 samples: np.ndarray | None = None) -> list[dict[str, Any]]:
     """Per-layer error of the variant's quantization against the float model.
 
     Args:
         model: The float `tf_keras` model, or a SavedModel folder's path.
         spec: A full-integer variant (`spec.full_integer`).
-        calibration: Samples `(n, *input_shape)` used to calibrate and to measure.
+        calibration: Samples `(n, *input_shape)` used to calibrate.
+        samples: Samples the float and quantized layers are compared on (default: the
+            calibration samples).
 
     Returns:
         One row per quantized layer with the keys of `COLUMNS`, worst `rmse_over_scale` first.
@@ -69,7 +73,7 @@ def layer_errors(model: Any, spec: VariantSpec, calibration: np.ndarray
     """
     if not spec.full_integer:
         raise ValueError(f"per-layer error needs a full-integer variant, not {spec.name!r}")
-    debugger = _debugger(model, spec, calibration)
+    debugger = _debugger(model, spec, calibration, samples=samples)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         debugger.run()

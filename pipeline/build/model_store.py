@@ -286,9 +286,10 @@ def check_fits(model: Any, input_shape: tuple[int, ...], num_classes: int,
                          f"(batch, {num_classes})")
 
 
-def predict(model: Any, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
-    """Outputs of a Keras model (2 or 3) or a SavedModel folder on `x` (one sample per call
-    when the model's batch size is fixed at 1).
+def predict(model: Any, x: Any, batch_size: int = 256) -> np.ndarray:
+    """Outputs of a Keras model (2 or 3) or a SavedModel folder on `x`, read and run batch by
+    batch (`x` may be a stored split; one sample per call when the model's batch size is
+    fixed at 1).
 
     Raises:
         ValueError: if the model fails on the data, with TensorFlow's message.
@@ -296,18 +297,19 @@ def predict(model: Any, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
     if io_specs(model)[0][0] == 1:
         batch_size = 1
     try:
-        if not isinstance(model, Path):
-            return np.asarray(model.predict(x, batch_size=batch_size, verbose=0))
-        tf, _ = import_tf()
-        sig = _signature(model)
-        (name,) = sig.structured_input_signature[1]
-        out = [next(iter(sig(**{name: tf.constant(x[i:i + batch_size])}).values())).numpy()
-               for i in range(0, len(x), batch_size)]
-        return np.concatenate(out)
+        if isinstance(model, Path):
+            tf, _ = import_tf()
+            sig = _signature(model)
+            (name,) = sig.structured_input_signature[1]
+            run = lambda b: next(iter(sig(**{name: tf.constant(b)}).values())).numpy()  # noqa: E731
+        else:
+            run = lambda b: np.asarray(model(b, training=False))  # noqa: E731
+        return np.concatenate([run(np.asarray(x[i:i + batch_size], np.float32))
+                               for i in range(0, len(x), batch_size)])
     except Exception as exc:  # TensorFlow's own errors: shapes, dtypes, unsupported ops
         raise ValueError(f"model.path: the model fails on the data ({_one_line(exc)})") from None
 
 
-def accuracy(model: Any, x: np.ndarray, y: np.ndarray) -> float:
+def accuracy(model: Any, x: Any, y: np.ndarray) -> float:
     """Top-1 accuracy of any loadable model (argmax of its outputs)."""
     return float(np.mean(np.argmax(predict(model, x), axis=-1) == y))

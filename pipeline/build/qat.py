@@ -81,7 +81,7 @@ def fine_tune(float_model: Any, ds: Dataset, cfg: QatConfig, seed: int
     history: dict[str, list[float]] = {}
     if cfg.epochs > 0:
         log.info("QAT fine-tuning for %d epochs", cfg.epochs)
-        history = fit(qat_model, ds, cfg.epochs, cfg.batch_size)
+        history = fit(qat_model, ds, cfg.epochs, cfg.batch_size, seed)
     acc = test_accuracy(qat_model, ds)
     log.info("QAT Keras model: test accuracy %.4f", acc)
     return qat_model, history, acc

@@ -27,7 +27,8 @@ WORST_LAYERS = 3  # how many of the worst layers the record (and the report) lis
 
 
 def quantize_variant(model: Any, spec: VariantSpec, calibration: np.ndarray | None,
-                     out_dir: str | Path) -> dict[str, Any]:
+                     out_dir: str | Path, selection: np.ndarray | None = None
+                     ) -> dict[str, Any]:
     """Convert `model` as `spec` says and write the variant's folder (replaced atomically).
 
     Writes `<name>.tflite` (on success), `layer_errors.csv` (full-integer variants) and
@@ -35,6 +36,9 @@ def quantize_variant(model: Any, spec: VariantSpec, calibration: np.ndarray | No
 
     Args:
         model: A `tf_keras` model, or a SavedModel folder's path (`pipeline.build.model_store`).
+        calibration: Representative samples from the training split (calibrated variants).
+        selection: Samples from the validation split that per-layer error (and so the
+            choice of layers kept in float) is measured on; default: the calibration samples.
 
     Returns:
         The record written to `conversion.json` (`pipeline.artifacts`).
@@ -45,7 +49,7 @@ def quantize_variant(model: Any, spec: VariantSpec, calibration: np.ndarray | No
         try:
             layers: list[dict[str, Any]] = []
             if spec.full_integer and calibration is not None:
-                layers = debug.layer_errors(model, spec, calibration)
+                layers = debug.layer_errors(model, spec, calibration, selection)
                 write_text(out / LAYER_ERRORS, debug.to_csv(layers))
                 record["worst_layers"] = layers[:WORST_LAYERS]
             if spec.selective:

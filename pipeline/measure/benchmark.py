@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from pipeline import stats
 from pipeline.config import BenchmarkConfig
 from pipeline.measure.litert import Runner
 from pipeline.measure.memory import peak_rss
@@ -28,6 +29,11 @@ from pipeline.measure.memory import peak_rss
 log = logging.getLogger(__name__)
 
 BLOCK_SECONDS = 0.002  # interleaved timing: each turn runs invokes for about this long
+
+
+def kernel_path(xnnpack: bool) -> str:
+    """The benchmark's XNNPACK switch as a kernel path: with it, or the built-in kernels."""
+    return "xnnpack" if xnnpack else "builtin"
 
 
 def setting_key(threads: int, xnnpack: bool) -> str:
@@ -72,9 +78,13 @@ def _invokes(runner: Runner, min_runs: int, min_seconds: float,
 
 
 def summarize_ms(times_ms: np.ndarray) -> dict[str, float]:
-    """mean, std, min, max, p50, p90, p99 and the coefficient of variation of latencies."""
+    """mean, std, min, max, p50 (with its bootstrap 95% interval), p90, p99 and the
+    coefficient of variation of latencies."""
     mean = float(times_ms.mean())
+    low, high = stats.median_interval(times_ms)
     return {
+        "latency_ms_p50_ci_low": low,
+        "latency_ms_p50_ci_high": high,
         "latency_ms_mean": mean,
         "latency_ms_std": float(times_ms.std()),
         "latency_ms_min": float(times_ms.min()),
@@ -91,7 +101,7 @@ def measure(tflite_path: str | Path, sample: np.ndarray, cfg: BenchmarkConfig, t
             xnnpack: bool) -> dict[str, Any]:
     """One setting, in a fresh interpreter: init, first inference, warm-up, timed runs."""
     t0 = time.perf_counter()
-    runner = Runner(tflite_path, num_threads=threads, xnnpack=xnnpack)
+    runner = Runner(tflite_path, num_threads=threads, kernels=kernel_path(xnnpack))
     init_ms = (time.perf_counter() - t0) * 1e3
     runner.set_input(sample)
     t0 = time.perf_counter()
@@ -106,14 +116,19 @@ def measure(tflite_path: str | Path, sample: np.ndarray, cfg: BenchmarkConfig, t
 
 def interleaved_speedup(reference_path: str | Path, tflite_path: str | Path,
                         sample: np.ndarray, cfg: BenchmarkConfig, threads: int,
-                        xnnpack: bool) -> float:
-    """Reference p50 / variant p50, timed in alternating blocks in one process.
+                        xnnpack: bool) -> dict[str, float]:
+    """Reference p50 / variant p50, timed in alternating blocks in one process, with the
+    bootstrap 95% interval of that ratio over the rounds of blocks.
 
     Each turn times a block of invokes (about `BLOCK_SECONDS` long) of one model, then of the
     other, swapping who goes first every round; rounds continue until both minimums of
     `cfg` are met. Drift of the machine hits both models alike and cancels in the ratio.
+
+    Returns:
+        `speedup_vs_float32` (the ratio; above 1: this model is faster), `speedup_ci_low`,
+        `speedup_ci_high`.
     """
-    runners = [Runner(p, num_threads=threads, xnnpack=xnnpack)
+    runners = [Runner(p, num_threads=threads, kernels=kernel_path(xnnpack))
                for p in (reference_path, tflite_path)]
     blocks = []
     for r in runners:
@@ -134,7 +149,9 @@ def interleaved_speedup(reference_path: str | Path, tflite_path: str | Path,
         elapsed = time.perf_counter() - start
         if (rounds >= cfg.min_runs and elapsed >= cfg.min_seconds) or elapsed >= cfg.max_seconds:
             break
-    return float(np.median(per_invoke[0]) / np.median(per_invoke[1]))
+    low, high = stats.ratio_interval(per_invoke[0], per_invoke[1])
+    return {"speedup_vs_float32": float(np.median(per_invoke[0]) / np.median(per_invoke[1])),
+            "speedup_ci_low": low, "speedup_ci_high": high}
 
 
 def benchmark(tflite_path: str | Path, sample: np.ndarray, cfg: BenchmarkConfig,
@@ -167,8 +184,10 @@ def benchmark(tflite_path: str | Path, sample: np.ndarray, cfg: BenchmarkConfig,
             bar.set_postfix_str(key)
             figures = measure(tflite_path, sample, cfg, threads, xnnpack)
             bar.update()
-            figures["speedup_vs_float32"] = 1.0 if reference_path is None else \
-                interleaved_speedup(reference_path, tflite_path, sample, cfg, threads, xnnpack)
+            figures.update({"speedup_vs_float32": 1.0, "speedup_ci_low": 1.0,
+                            "speedup_ci_high": 1.0} if reference_path is None else
+                           interleaved_speedup(reference_path, tflite_path, sample, cfg,
+                                               threads, xnnpack))
             bar.update()
             settings[key] = figures
             log.info("%s %s: p50 %.4f ms (cv %.2f) over %d runs, %.2fx vs reference", name,

@@ -26,10 +26,11 @@ SQNR_CAP_DB = 300.0  # identical outputs have infinite SQNR; JSON and MLflow nee
 METRIC_CHUNK = 4096
 
 
-def reference_outputs(tflite_path: str | Path, x: np.ndarray, out: str | Path,
-                      batch_size: int = 64) -> Path:
+def reference_outputs(tflite_path: str | Path, x: Any, out: str | Path,
+                      batch_size: int = 64, workers: int = 1) -> Path:
     """Run the reference model over `x` and write its outputs `(n, num_classes)` to `.npy`,
-    batch by batch (a memory-mapped file, written atomically)."""
+    batch by batch (a memory-mapped file, written atomically); `workers` interpreters score
+    separate batches at once."""
     runner = Runner(tflite_path, batch_size=batch_size)
     runner.check_shape(x)  # before the output file is created
     num_classes = int(np.prod(runner.output["shape"][1:]))
@@ -37,7 +38,7 @@ def reference_outputs(tflite_path: str | Path, x: np.ndarray, out: str | Path,
         mm = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32,
                                        shape=(len(x), num_classes))
         start = 0
-        for scores in runner.predict_batches(x):
+        for scores in runner.predict_batches(x, workers):
             mm[start:start + len(scores)] = scores.reshape(len(scores), -1)
             start += len(scores)
         mm.flush()
@@ -53,6 +54,8 @@ class _Totals:
         self.confusion = np.zeros((num_classes, num_classes), np.int64)  # (true, predicted)
         self.n = self.top_k_hits = self.agree = 0
         self.signal = self.noise = self.abs_error = 0.0  # sums over every output element
+        # Paired with the reference, sample by sample: (reference right, variant right).
+        self.paired = {"both": 0, "only_reference": 0, "only_variant": 0, "neither": 0}
 
     def add(self, scores: np.ndarray, labels: np.ndarray, ref: np.ndarray | None) -> None:
         classes = self.confusion.shape[0]
@@ -64,7 +67,13 @@ class _Totals:
         self.top_k_hits += int(((scores > true_score[:, None]).sum(axis=1) < self.k).sum())
         self.n += len(labels)
         if ref is not None:
-            self.agree += int((ref.argmax(axis=1) == pred).sum())
+            ref_pred = ref.argmax(axis=1)
+            self.agree += int((ref_pred == pred).sum())
+            ref_right, right = ref_pred == labels, pred == labels
+            self.paired["both"] += int((ref_right & right).sum())
+            self.paired["only_reference"] += int((ref_right & ~right).sum())
+            self.paired["only_variant"] += int((~ref_right & right).sum())
+            self.paired["neither"] += int((~ref_right & ~right).sum())
             err = (scores - ref).ravel()
             flat = ref.ravel()
             self.signal += float(np.dot(flat, flat))
@@ -77,6 +86,7 @@ class _Totals:
                               out=np.zeros(len(per_class_total)), where=per_class_total > 0)
         result: dict[str, Any] = {
             "accuracy": float(np.trace(self.confusion) / self.n),
+            "correct": int(np.trace(self.confusion)),
             "top_k": self.k,
             "top_k_accuracy": self.top_k_hits / self.n,
             "per_class_accuracy": [float(a) for a in per_class],
@@ -88,13 +98,14 @@ class _Totals:
             sqnr = (SQNR_CAP_DB if self.noise <= self.signal * 10 ** (-SQNR_CAP_DB / 10)
                     else 10 * math.log10(self.signal / self.noise))
             result.update(agreement=self.agree / self.n, output_sqnr_db=sqnr,
-                          output_mae=self.abs_error / elements)
+                          output_mae=self.abs_error / elements, paired=dict(self.paired))
         return result
 
 
-def evaluate(tflite_path: str | Path, x: np.ndarray, y: np.ndarray,
+def evaluate(tflite_path: str | Path, x: Any, y: np.ndarray,
              reference: np.ndarray | None = None, batch_size: int = 64, top_k: int = 3,
-             num_classes: int | None = None) -> dict[str, Any]:
+             num_classes: int | None = None, workers: int = 1,
+             kernels: str = "xnnpack") -> dict[str, Any]:
     """Run the model over every test sample, batch by batch.
 
     Args:
@@ -106,12 +117,17 @@ def evaluate(tflite_path: str | Path, x: np.ndarray, y: np.ndarray,
         batch_size: Samples per invoke (falls back to 1 if the model cannot be resized).
         top_k: k of `top_k_accuracy`.
         num_classes: Classes of the task; default: the model's output width.
+        workers: Interpreters scoring separate batches at once (one per core uses the
+            machine; the scores are the same as with one).
+        kernels: The kernel path (`pipeline.measure.litert.KERNEL_PATHS`).
 
     Returns:
         `accuracy`, `top_k`, `top_k_accuracy`, `per_class_accuracy`, `confusion_matrix`
         (rows: true class, columns: predicted), `num_samples`, `size_bytes`, `input_dtype`,
-        `output_dtype`, `batch_size`, `samples_per_second`, and with a reference
-        `agreement`, `output_sqnr_db`, `output_mae`.
+        `output_dtype`, `batch_size`, `workers`, `samples_per_second`, and with a reference
+        `agreement`, `output_sqnr_db`, `output_mae` and `paired` (how many test samples both,
+        only the reference, only this model, or neither classify right: the 2x2 table of the
+        paired comparison, `pipeline.stats.Paired`).
 
     Raises:
         ValueError: if the samples, labels and reference disagree in count or shape.
@@ -120,7 +136,7 @@ def evaluate(tflite_path: str | Path, x: np.ndarray, y: np.ndarray,
     if len(x) != len(y) or (reference is not None and len(reference) != len(y)):
         raise ValueError(f"{len(x)} samples, {len(y)} labels"
                          + ("" if reference is None else f", {len(reference)} reference rows"))
-    runner = Runner(path, batch_size=batch_size)
+    runner = Runner(path, batch_size=batch_size, kernels=kernels)
     width = int(np.prod(runner.output["shape"][1:]))
     totals = _Totals(num_classes or width, top_k)
     pending: list[np.ndarray] = []  # scores of batches not yet added to the totals
@@ -136,7 +152,7 @@ def evaluate(tflite_path: str | Path, x: np.ndarray, y: np.ndarray,
         done = end
 
     t0 = time.perf_counter()
-    for scores in runner.predict_batches(x):
+    for scores in runner.predict_batches(x, workers):
         pending.append(scores.reshape(len(scores), -1))
         seen += len(scores)
         if seen - done >= METRIC_CHUNK:
@@ -151,6 +167,7 @@ def evaluate(tflite_path: str | Path, x: np.ndarray, y: np.ndarray,
         "input_dtype": input_dtype,
         "output_dtype": output_dtype,
         "batch_size": runner.batch_size,
+        "workers": workers,
         "samples_per_second": len(y) / seconds if seconds > 0 else math.inf,
     }
     log.info("%s: accuracy %.4f, top-%d %.4f on %d test samples (%.0f samples/s)", path.stem,

@@ -8,6 +8,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+from pipeline import stats
 from pipeline.measure.evaluate import SQNR_CAP_DB
 from pipeline.report.document import (Block, Bullets, Code, Document, Figure, Paragraph,
                                       Section, Table, Text, code, strong, text)
@@ -42,27 +43,67 @@ def short_layer(tensor_name: str) -> str:
     return tensor_name.split(";")[0]
 
 
+def ci(low: float, high: float, digits: int = 3) -> str:
+    """An interval as the report shows it: `[0.953, 0.987]`."""
+    return f"[{low:.{digits}f}, {high:.{digits}f}]"
+
+
+def _latency_ci(row: Mapping[str, Any]) -> str:
+    return (f"{fmt('latency_ms', row['latency_ms_p50'])} "
+            f"[{fmt('latency_ms', row['latency_ms_p50_ci_low'])}, "
+            f"{fmt('latency_ms', row['latency_ms_p50_ci_high'])}]")
+
+
+def too_small_warning(rows: Mapping[str, Mapping[str, Any]], reference: str,
+                      budget: float) -> Text | None:
+    """A warning when even a variant that agrees with the reference on every test sample
+    could not be shown within the budget on this test split."""
+    ref = rows[reference]
+    n = sum(ref["paired"].values())
+    perfect = stats.Paired(both=ref["paired"]["both"] + ref["paired"]["only_reference"],
+                           only_reference=0, only_variant=0,
+                           neither=ref["paired"]["neither"] + ref["paired"]["only_variant"])
+    if stats.drop_interval(perfect)[1] <= budget:
+        return None
+    needed = stats.samples_to_resolve(perfect, budget)
+    return text(strong("The test split is too small for the budget: "),
+                f"with {n} test samples, even a variant that agrees with the reference on "
+                f"every sample cannot be shown within a drop of {budget:.4f} (the upper bound "
+                "of its 95% interval is above it)"
+                + (f"; that takes about {needed:,} samples." if needed else "."))
+
+
 def _recommendation(rows: Mapping[str, Mapping[str, Any]], rec: Mapping[str, Any],
-                    keras_accuracy: float | None) -> Section:
+                    keras_accuracy: float | None, reference: str) -> Section:
     budget = rec["max_accuracy_drop"]
-    items: list[Text] = []
-    blocks: list[Block] = []
-    if rec["smallest"] is None:
-        blocks.append(Paragraph(strong(f"No variant is within the accuracy budget "
-                                       f"(drop <= {budget:.4f}).")))
-    else:
-        s, f = rec["smallest"], rec["fastest"]
-        blocks.append(Paragraph(text(f"Accuracy budget: a drop of at most {budget:.4f} "
-                                     "against the reference.")))
+    evidence = rec["evidence"]
+    s, f = rec["smallest"], rec["fastest"]
+    blocks: list[Block] = [Paragraph(text(
+        f"Accuracy budget: a drop of at most {budget:.4f} against the reference ",
+        code(reference), ". Each drop is measured on the same test samples as the "
+        "reference's, with a 95% interval; a variant is ", strong("within"),
+        " the budget when even the interval's upper bound is, ", strong("unresolved"),
+        " when only the drop itself is, and ", strong("misses"), " it otherwise."))]
+    level = {"within": "shown within the budget",
+             "unresolved": "unresolved: none is shown within the budget, so these are the "
+                           "best of those whose drop is within it; more test samples would "
+                           "settle them",
+             "reference": "none: every quantized variant misses the budget or failed"}[evidence]
+    items: list[Text] = [text(strong("Evidence: "), level, ".")]
+    if evidence != "reference":
         items += [
-            text(strong("Smallest within budget: ", code(s)),
+            text(strong("Smallest: ", code(s)),
                  f", {fmt('size_bytes', rows[s]['size_bytes'])} "
                  f"({fmt('compression_ratio', rows[s]['compression_ratio'])} smaller), "
-                 f"accuracy {rows[s]['accuracy']:.4f}"),
-            text(strong("Fastest within budget: ", code(f)),
-                 f", p50 {fmt('latency_ms_p50', rows[f]['latency_ms_p50'])}, "
-                 f"accuracy {rows[f]['accuracy']:.4f}"),
-        ]
+                 f"accuracy {rows[s]['accuracy']:.4f} "
+                 f"{ci(rows[s]['accuracy_ci_low'], rows[s]['accuracy_ci_high'])}, drop "
+                 f"{rows[s]['accuracy_drop']:+.4f} "
+                 f"{ci(rows[s]['accuracy_drop_ci_low'], rows[s]['accuracy_drop_ci_high'], 4)}"),
+            text(strong("Fastest: ", code(f)), f", p50 {_latency_ci(rows[f])}, accuracy "
+                 f"{rows[f]['accuracy']:.4f}"
+                 + (f"; no measurable difference from {', '.join(rec['fastest_tied_with'])} "
+                    "(overlapping intervals), so the smallest of them"
+                    if rec["fastest_tied_with"] else ""))]
     items += [text(code(n), f" misses the budget by {over:.4f}")
               for n, over in rec["misses"].items()]
     items += [text(code(n), " ", strong("failed"), f": {first_line(rows[n]['error'])}")
@@ -71,14 +112,60 @@ def _recommendation(rows: Mapping[str, Mapping[str, Any]], rec: Mapping[str, Any
                       f" ({rec['candidate_reason']}); registered as ", code("@candidate"),
                       " by the track stage."))
     blocks.append(Bullets(tuple(items)))
+    warning = too_small_warning(rows, reference, budget)
+    if warning:
+        blocks.append(Paragraph(warning))
     if keras_accuracy is not None:
         blocks.append(Paragraph(text(f"Float Keras model test accuracy: {keras_accuracy:.4f}")))
     return Section(text("Recommendation"), tuple(blocks))
 
 
+def _evidence(rows: Mapping[str, Mapping[str, Any]], rec: Mapping[str, Any]) -> Section:
+    """Each variant's drop with its interval, the McNemar p-value, the verdict and the test
+    samples that would resolve it."""
+    table_rows = []
+    for name, row in rows.items():
+        if row["status"] != "ok":
+            continue
+        p = row["paired"]
+        needed = row.get("test_samples_to_resolve")
+        table_rows.append((
+            text(code(name)),
+            text(f"{row['accuracy']:.4f} {ci(row['accuracy_ci_low'], row['accuracy_ci_high'])}"),
+            text(f"{row['accuracy_drop']:+.4f} "
+                 f"{ci(row['accuracy_drop_ci_low'], row['accuracy_drop_ci_high'], 4)}"),
+            text(f"{p['only_reference']} / {p['only_variant']}"),
+            text(f"{row['p_value_vs_reference']:.3g}"),
+            text(strong(rec["verdicts"][name])),
+            text("-" if needed is None else f"{needed:,}")))
+    return Section(text("Budget evidence"), (
+        Paragraph(text("Accuracy with its 95% Wilson interval; drop against the reference "
+                       "with Newcombe's 95% interval for paired samples; discordant pairs "
+                       "(test samples only the reference gets right / only the variant "
+                       "does); the exact McNemar p-value of the difference; the verdict; "
+                       "and how many test samples, at these proportions, would put the "
+                       "drop's interval on one side of the budget.")),
+        Table(("variant", "accuracy [95% CI]", "drop [95% CI]", "discordant", "p-value",
+               "verdict", "test samples to resolve"), tuple(table_rows))))
+
+
 SUMMARY_COLUMNS = ("accuracy", "accuracy_drop", "agreement", "top_k_accuracy",
                    "output_sqnr_db", "size_bytes", "compression_ratio", "latency_ms_p50",
                    "speedup_vs_float32", "float_compute_ops")
+INTERVALS = {"accuracy": ("accuracy_ci_low", "accuracy_ci_high", 3),
+             "accuracy_drop": ("accuracy_drop_ci_low", "accuracy_drop_ci_high", 4),
+             "speedup_vs_float32": ("speedup_ci_low", "speedup_ci_high", 2)}
+
+
+def _cell(metric: str, row: Mapping[str, Any]) -> str:
+    """A summary cell: the value, with its 95% interval where it has one."""
+    if metric == "latency_ms_p50":
+        return _latency_ci(row)
+    value = fmt(metric, row[metric])
+    if metric in INTERVALS:
+        low, high, digits = INTERVALS[metric]
+        value += " " + ci(row[low], row[high], digits)
+    return value
 
 
 def _all_variants(rows: Mapping[str, Mapping[str, Any]],
@@ -88,13 +175,16 @@ def _all_variants(rows: Mapping[str, Mapping[str, Any]],
         if row["status"] != "ok":
             cells = [text("failed")] + [text()] * (len(SUMMARY_COLUMNS) - 1) + [text()]
         else:
-            cells = [text(fmt(c, row[c])) for c in SUMMARY_COLUMNS]
+            cells = [text(_cell(c, row)) for c in SUMMARY_COLUMNS]
             cells.append(text(f"{row['input_dtype']}/{row['output_dtype']}"))
         table_rows.append((text(code(name)), *cells, text(specs[name].description)))
     first = next((r for r in rows.values() if r["status"] == "ok"), None)
     top_k = first["top_k"] if first else "k"
     note = (f"accuracy and top_k_accuracy (k = {top_k}) on the whole test split. "
             "agreement: share of test samples whose top-1 equals the reference's. "
+            "Brackets: 95% intervals (Wilson for accuracy, Newcombe's paired interval for the "
+            "drop, bootstrap over the timed runs for p50 and over the interleaved blocks for "
+            "the speed-up). "
             "output_sqnr_db: signal-to-quantization-noise ratio of the dequantized outputs "
             f"against the reference's on the same inputs ({SQNR_CAP_DB:.0f} = identical). "
             "latency_ms_p50 and speedup_vs_float32: the first benchmark setting. "
@@ -211,7 +301,7 @@ def _worst_layers(rows: Mapping[str, Mapping[str, Any]]) -> Section | None:
 
 
 def build(rows: Mapping[str, Mapping[str, Any]], specs: Mapping[str, VariantSpec],
-          rec: Mapping[str, Any], keras_accuracy: float | None = None,
+          rec: Mapping[str, Any], reference: str, keras_accuracy: float | None = None,
           plots: Mapping[str, str] | None = None) -> Document:
     """The whole report.
 
@@ -219,11 +309,13 @@ def build(rows: Mapping[str, Mapping[str, Any]], specs: Mapping[str, VariantSpec
         rows: The summary rows (`pipeline.report.summary.summarize`).
         specs: The configured variants (for their descriptions).
         rec: The recommendation (`pipeline.report.recommend.recommend`).
+        reference: The reference variant.
         keras_accuracy: The float Keras model's test accuracy, if known.
         plots: `{caption: path relative to the report folder}` of the PNGs to show.
     """
     ok = {n: r for n, r in rows.items() if r["status"] == "ok"}
-    sections = [_recommendation(rows, rec, keras_accuracy), _all_variants(rows, specs)]
+    sections = [_recommendation(rows, rec, keras_accuracy, reference),
+                _evidence(rows, rec), _all_variants(rows, specs)]
     if plots:
         sections.append(Section(text("Trade-offs"), (
             Paragraph(text("Red: the Pareto front, the variants no other variant beats on both "

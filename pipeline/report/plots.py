@@ -56,9 +56,16 @@ def pareto_front(points: dict[str, tuple[float, float]]) -> list[str]:
 
 
 def tradeoff(points: dict[str, tuple[float, float]], xlabel: str, title: str,
-             path: str | Path, log_x: bool = False) -> Path:
+             path: str | Path, log_x: bool = False,
+             intervals: dict[str, tuple[tuple[float, float], tuple[float, float]]] | None = None
+             ) -> Path:
     """Accuracy against a cost (size, latency), every variant labelled, the Pareto front
-    drawn and ringed."""
+    drawn and ringed.
+
+    Args:
+        intervals: Per variant, `((x_low, x_high), (y_low, y_high))`: 95% intervals drawn as
+            error bars.
+    """
     plt = pyplot()
     from matplotlib.ticker import NullFormatter, ScalarFormatter
 
@@ -68,6 +75,11 @@ def tradeoff(points: dict[str, tuple[float, float]], xlabel: str, title: str,
     seen_heights: dict[float, int] = {}
     for name, (x, y) in sorted(points.items(), key=lambda kv: kv[1]):
         on_front = name in front
+        if intervals and name in intervals:
+            (xl, xh), (yl, yh) = intervals[name]
+            ax.errorbar(x, y, xerr=[[max(0.0, x - xl)], [max(0.0, xh - x)]],
+                        yerr=[[max(0.0, y - yl)], [max(0.0, yh - y)]], fmt="none",
+                        ecolor="0.6", elinewidth=0.8, capsize=2, zorder=2)
         ax.scatter(x, y, s=60 if on_front else 30, zorder=3,
                    color="tab:red" if on_front else "tab:blue")
         k = seen_heights.get(round(y, 6), 0)

@@ -1,6 +1,13 @@
 """The recommendation under the accuracy budget, and the one variant to ship: decided here,
 once, in the report step, and written to `reports/recommendation.json`. The registry (track
 stage), the sweep summary and the Hydra app's return value all read that file.
+
+The evidence counts. Each variant's drop against the reference has a verdict
+(`pipeline.stats.verdict`): `within` (even the interval's upper bound is within the budget),
+`unresolved` (the drop is, its interval is not), `misses`. The recommendation picks among the
+quantized variants shown `within` the budget; when none is, among the `unresolved` ones, and
+says so; when none is either, the reference. Latencies whose intervals overlap are a tie:
+the fastest pick then takes the smallest of the tied variants, then the most accurate.
 """
 
 from __future__ import annotations
@@ -8,49 +15,79 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-EPS = 1e-12  # float noise: a drop equal to the budget is within it
+from pipeline import stats
+
+
+def _interval(row: Mapping[str, Any]) -> tuple[float, float]:
+    return (row.get("latency_ms_p50_ci_low", row["latency_ms_p50"]),
+            row.get("latency_ms_p50_ci_high", row["latency_ms_p50"]))
+
+
+def fastest(rows: Mapping[str, Mapping[str, Any]], names: list[str]) -> tuple[str, list[str]]:
+    """The fastest of `names` by p50, ties (overlapping p50 intervals with the fastest)
+    broken by size, then accuracy.
+
+    Returns:
+        `(chosen, tied)`: `tied` lists the other variants with no measurable difference.
+    """
+    best = min(names, key=lambda n: rows[n]["latency_ms_p50"])
+    tied = [n for n in names
+            if stats.compare_latency(_interval(rows[n]), _interval(rows[best])) == 0]
+    chosen = min(tied, key=lambda n: (rows[n]["size_bytes"], -rows[n]["accuracy"]))
+    return chosen, sorted(n for n in tied if n != chosen)
 
 
 def recommend(rows: Mapping[str, Mapping[str, Any]], max_accuracy_drop: float,
               prefer: str, reference: str) -> dict[str, Any]:
-    """Pick the smallest and the fastest (p50) variant within the budget, and the candidate.
-
-    The candidate is the `prefer`red pick (`smallest` or `fastest`) within the budget; while
-    nothing is within it, the most accurate variant that computes only in integers (the
-    smaller on a tie); failing that, the reference.
+    """Pick the smallest and the fastest variant at the best level of evidence, and the
+    candidate.
 
     Args:
         rows: The summary rows (`pipeline.report.summary.summarize`), in report order.
         max_accuracy_drop: The budget, an absolute drop against the reference.
-        prefer: `smallest` or `fastest`.
+        prefer: `smallest` or `fastest`: which pick becomes the candidate.
         reference: The reference variant (it never fails: `summarize` refuses that).
 
     Returns:
-        `max_accuracy_drop`, `prefer`, `smallest`, `fastest` (names, or None if nothing
-        fits), `misses` (`{variant: amount over budget}`), `failed` (names), `candidate`
-        (a name) and `candidate_reason` (one sentence).
+        `max_accuracy_drop`, `prefer`, `evidence` (`within`, `unresolved` or `reference`:
+        the level the picks were made at), `verdicts` (`{variant: verdict}`), `smallest`,
+        `fastest`, `fastest_tied_with` (names with no measurable difference), `misses`
+        (`{variant: amount over budget}`), `failed` (names), `candidate` (a name) and
+        `candidate_reason` (one sentence).
     """
     ok = {n: r for n, r in rows.items() if r.get("status", "ok") == "ok"}
-    within = [n for n, r in ok.items() if r["accuracy_drop"] <= max_accuracy_drop + EPS]
+    verdicts = {n: stats.verdict(r["accuracy_drop"],
+                                 r.get("accuracy_drop_ci_high", r["accuracy_drop"]),
+                                 max_accuracy_drop) for n, r in ok.items()}
+    quantized = [n for n in ok if n != reference]
+    evidence, pool = "reference", [reference]
+    for level in ("within", "unresolved"):
+        chosen = [n for n in quantized if verdicts[n] == level]
+        if chosen:
+            evidence, pool = level, chosen
+            break
+    smallest = min(pool, key=lambda n: (ok[n]["size_bytes"], -ok[n]["accuracy"]))
+    fast, tied = fastest(ok, pool)
     rec: dict[str, Any] = {
         "max_accuracy_drop": max_accuracy_drop,
         "prefer": prefer,
-        "smallest": min(within, key=lambda n: ok[n]["size_bytes"]) if within else None,
-        "fastest": min(within, key=lambda n: ok[n]["latency_ms_p50"]) if within else None,
+        "evidence": evidence,
+        "verdicts": verdicts,
+        "smallest": smallest,
+        "fastest": fast,
+        "fastest_tied_with": tied,
         "misses": {n: r["accuracy_drop"] - max_accuracy_drop for n, r in ok.items()
-                   if n not in within},
+                   if verdicts[n] == "misses"},
         "failed": [n for n in rows if n not in ok],
     }
-    integer = [n for n, r in ok.items() if r.get("float_compute_ops") == 0]
-    if rec[prefer]:
-        rec["candidate"] = rec[prefer]
-        rec["candidate_reason"] = f"the {prefer} variant within the accuracy budget"
-    elif integer:
-        rec["candidate"] = max(integer, key=lambda n: (ok[n]["accuracy"], -ok[n]["size_bytes"]))
-        rec["candidate_reason"] = ("no variant is within the accuracy budget: the most "
-                                   "accurate integer-only variant")
-    else:
-        rec["candidate"] = reference
-        rec["candidate_reason"] = ("no variant is within the accuracy budget and none runs "
-                                   "in integers only: the reference")
+    rec["candidate"] = rec[prefer]
+    rec["candidate_reason"] = {
+        "within": f"the {prefer} variant shown within the accuracy budget (the upper bound "
+                  "of its drop's 95% interval is within it)",
+        "unresolved": f"no variant is shown within the accuracy budget: the {prefer} of "
+                      "those whose drop is within it but whose interval crosses it "
+                      "(unresolved; more test samples would settle it)",
+        "reference": "every quantized variant misses the accuracy budget or failed: the "
+                     "reference",
+    }[evidence]
     return rec

@@ -27,8 +27,10 @@ def _md_text(spans: d.Text) -> str:
         if "strong" in span.style:
             strong_run.append(value)
             continue
-        if strong_run:
-            out.append("**" + "".join(strong_run) + "**")
+        if strong_run:  # Markdown bold cannot end in a space: the space goes after it
+            joined = "".join(strong_run)
+            body = joined.rstrip()
+            out.append(f"**{body}**{joined[len(body):]}")
             strong_run = []
         out.append(value)
     return "".join(out)

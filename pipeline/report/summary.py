@@ -9,6 +9,7 @@ import io
 from collections.abc import Mapping
 from typing import Any
 
+from pipeline import stats
 from pipeline.variants import VariantSpec
 
 # Metrics every variant carries, in report order (also MLflow metric names and DVC metrics).
@@ -20,17 +21,25 @@ INSPECTION_METRICS = ("float_compute_ops", "weight_bytes",
                       *(f"weight_bytes_{d}" for d in WEIGHT_DTYPES))
 # Evaluation and benchmark figures beyond the base set (the headline setting's latency).
 EVALUATION_METRICS = ("top_k_accuracy", "output_sqnr_db", "output_mae")
-BENCHMARK_METRICS = ("speedup_vs_float32", "latency_ms_min", "latency_ms_max",
-                     "latency_ms_p99", "latency_cv", "init_ms", "first_inference_ms",
-                     "warmup_ms_mean")
+BENCHMARK_METRICS = ("speedup_vs_float32", "speedup_ci_low", "speedup_ci_high",
+                     "latency_ms_p50_ci_low", "latency_ms_p50_ci_high", "latency_ms_min",
+                     "latency_ms_max", "latency_ms_p99", "latency_cv", "init_ms",
+                     "first_inference_ms", "warmup_ms_mean")
+# How sure each accuracy and drop is (`pipeline.stats`).
+UNCERTAINTY_METRICS = ("accuracy_ci_low", "accuracy_ci_high", "accuracy_drop_ci_low",
+                       "accuracy_drop_ci_high", "p_value_vs_reference")
 MEMORY_METRICS = ("peak_rss_mb", "peak_rss_delta_mb")
 # Per benchmark setting, as `<setting>.<figure>` (e.g. `t2.latency_ms_p50`).
-SETTING_METRICS = ("latency_ms_mean", "latency_ms_p50", "latency_ms_p90", "latency_ms_p99",
-                   "latency_ms_std", "latency_cv", "speedup_vs_float32")
-ALL_METRICS = METRICS + INSPECTION_METRICS + EVALUATION_METRICS + BENCHMARK_METRICS
+SETTING_METRICS = ("latency_ms_mean", "latency_ms_p50", "latency_ms_p50_ci_low",
+                   "latency_ms_p50_ci_high", "latency_ms_p90", "latency_ms_p99",
+                   "latency_ms_std", "latency_cv", "speedup_vs_float32", "speedup_ci_low",
+                   "speedup_ci_high")
+ALL_METRICS = (METRICS + INSPECTION_METRICS + EVALUATION_METRICS + BENCHMARK_METRICS
+               + UNCERTAINTY_METRICS)
 # Row keys that are not metrics; every other numeric key of a row is one.
 NOT_METRICS = frozenset({"status", "error", "input_dtype", "output_dtype", "inspection",
                          "worst_layers", "denylisted_nodes", "settings", "headline", "machine",
+                         "budget_verdict", "paired",
                          "per_class_accuracy", "top_k"})
 
 
@@ -41,22 +50,49 @@ def metrics_of(row: Mapping[str, Any]) -> dict[str, float]:
             and isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
+def uncertainty(ev: Mapping[str, Any], is_reference: bool, budget: float) -> dict[str, Any]:
+    """How sure one variant's accuracy and drop are (`pipeline.stats`): the accuracy's
+    Wilson interval; against the reference on the same samples, the exact McNemar p-value,
+    Newcombe's interval of the drop, the budget verdict and the test samples that would
+    resolve it at the observed proportions."""
+    low, high = stats.wilson(ev["correct"], ev["num_samples"])
+    table = stats.Paired(**ev["paired"])
+    if is_reference:  # the same model: no difference at all
+        drop_low = drop_high = 0.0
+        p_value, needed = 1.0, ev["num_samples"]
+    else:
+        drop_low, drop_high = stats.drop_interval(table)
+        p_value = stats.mcnemar_exact(table)
+        needed = stats.samples_to_resolve(table, budget)
+    row = {"accuracy_ci_low": low, "accuracy_ci_high": high,
+           "accuracy_drop_ci_low": drop_low, "accuracy_drop_ci_high": drop_high,
+           "p_value_vs_reference": p_value,
+           "budget_verdict": stats.verdict(table.drop, drop_high, budget),
+           "paired": dict(ev["paired"])}
+    if needed is not None:
+        row["test_samples_to_resolve"] = needed
+    return row
+
+
 def summarize(specs: Mapping[str, VariantSpec], records: Mapping[str, Mapping[str, Any]],
               evaluations: Mapping[str, Mapping[str, Any]],
-              benchmarks: Mapping[str, Mapping[str, Any]], reference: str
-              ) -> dict[str, dict[str, Any]]:
-    """One row per variant: its metrics (relative ones against `reference`), or its failure.
+              benchmarks: Mapping[str, Mapping[str, Any]], reference: str,
+              budget: float) -> dict[str, dict[str, Any]]:
+    """One row per variant: its metrics (relative ones against `reference`, with their
+    uncertainty), or its failure.
 
     Args:
         specs: The configured variants, in report order.
-        records: Per variant, the quantize stage's record (`pipeline.quantize`).
+        records: Per variant, the quantize stage's record (`pipeline.artifacts`).
         evaluations: Per variant, the evaluate stage's output.
         benchmarks: Per variant, the benchmark stage's output.
         reference: The variant that the others are compared to (normally `float32`).
+        budget: The accuracy budget (`report.max_accuracy_drop`), for the verdicts.
 
     Returns:
         `{variant: row}`. A row has `status` (`ok` or `failed`) and `error`; an `ok` row also
-        has `ALL_METRICS`, `input_dtype`, `output_dtype`, `inspection` and `worst_layers`.
+        has `ALL_METRICS`, `budget_verdict` (`pipeline.stats.VERDICTS`), `paired`,
+        `input_dtype`, `output_dtype`, `inspection` and `worst_layers`.
 
     Raises:
         ValueError: if a variant has no results, or the reference variant failed.
@@ -90,6 +126,7 @@ def summarize(specs: Mapping[str, VariantSpec], records: Mapping[str, Mapping[st
             "error": None,
             "accuracy": ev["accuracy"],
             "accuracy_drop": ref["accuracy"] - ev["accuracy"],
+            **uncertainty(ev, name == reference, budget),
             "agreement": ev["agreement"],
             "size_bytes": ev["size_bytes"],
             "compression_ratio": ref["size_bytes"] / ev["size_bytes"],

@@ -64,10 +64,75 @@ def summarize(sweep_dir: Path, swept: list[str]) -> list[dict[str, Any]]:
         best = rec["candidate"]
         row = variants[best]
         rows.append({"job": int(job.name), "overrides": _overrides(job, swept), "status": "ok",
-                     "candidate": best, "within_budget": best not in rec["misses"],
+                     "candidate": best, "within_budget": rec["verdicts"].get(best) != "misses",
+                     "evidence": rec["evidence"],
                      "accuracy": row["accuracy"], "accuracy_drop": row["accuracy_drop"],
                      "size_bytes": row["size_bytes"], "latency_ms_p50": row["latency_ms_p50"]})
     return rows
+
+
+SEED_FIGURES = ("accuracy", "accuracy_drop", "latency_ms_p50")
+
+
+def across_seeds(sweep_dir: Path, swept: list[str]) -> list[dict[str, Any]]:
+    """Per variant, the mean and standard deviation of `SEED_FIGURES` across the jobs that
+    differ only in `seed` (grouped by the other swept overrides); empty when the sweep does
+    not vary `seed`."""
+    import numpy as np
+
+    if "seed" not in swept:
+        return []
+    others = [k for k in swept if k != "seed"]
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for job in sorted(p for p in sweep_dir.iterdir() if p.is_dir() and p.name.isdigit()):
+        summary = Layout(job).report("summary.json")
+        if not summary.is_file():
+            continue
+        group = _overrides(job, others) if others else "all"
+        for variant, row in read_json(summary).items():
+            if row.get("status") == "ok":
+                groups.setdefault((group, variant), []).append(row)
+    out = []
+    for (group, variant), rows in groups.items():
+        entry: dict[str, Any] = {"group": group, "variant": variant, "seeds": len(rows)}
+        for figure in SEED_FIGURES:
+            values = np.array([r[figure] for r in rows], dtype=np.float64)
+            entry[f"{figure}_mean"] = float(values.mean())
+            entry[f"{figure}_std"] = float(values.std(ddof=1)) if len(values) > 1 else 0.0
+        out.append(entry)
+    return out
+
+
+def _plot_seeds(rows: list[dict[str, Any]], path: Path) -> Path:
+    """Accuracy per variant, mean and standard deviation across seeds, one panel a group."""
+    from pipeline.io import atomic_path
+    from pipeline.report.plots import pyplot
+
+    plt = pyplot()
+    groups = sorted({r["group"] for r in rows})
+    fig, axes = plt.subplots(1, len(groups), figsize=(6 * len(groups), 4), squeeze=False)
+    for ax, group in zip(axes[0], groups):
+        mine = [r for r in rows if r["group"] == group]
+        ax.errorbar(range(len(mine)), [r["accuracy_mean"] for r in mine],
+                    yerr=[r["accuracy_std"] for r in mine], fmt="o", capsize=3)
+        ax.set_xticks(range(len(mine)), [r["variant"] for r in mine], rotation=30, ha="right")
+        ax.set(ylabel="test accuracy (mean, bars: std across seeds)",
+               title=f"{group}: {mine[0]['seeds']} seeds")
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def _csv(rows: list[dict[str, Any]]) -> str:
+    buf = io.StringIO()
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    writer = csv.DictWriter(buf, fieldnames=keys, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue()
 
 
 def _overrides(job_dir: Path, swept: list[str]) -> str:
@@ -135,18 +200,17 @@ class MlflowSweep(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
         rows = summarize(sweep_dir, self.swept)
-        buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=sorted({k for r in rows for k in r}),
-                                lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
-        table = write_text(sweep_dir / "sweep_summary.csv", buf.getvalue())
+        files = [write_text(sweep_dir / "sweep_summary.csv", _csv(rows))]
+        if any(r["status"] == "ok" for r in rows):
+            files.append(_plot(rows, sweep_dir / "sweep_summary.png"))
+        seeds = across_seeds(sweep_dir, self.swept)
+        if seeds:  # a sweep over seed: how much each variant's figures move with it
+            files += [write_text(sweep_dir / "sweep_seeds.csv", _csv(seeds)),
+                      _plot_seeds(seeds, sweep_dir / "sweep_seeds.png")]
         uri = tracking.tracking_uri(config.tracking.uri)
         with tracking.store_lock(uri):
-            self.client.log_artifact(self.run_id, str(table), artifact_path="summary")
-            if any(r["status"] == "ok" for r in rows):
-                plot = _plot(rows, sweep_dir / "sweep_summary.png")
-                self.client.log_artifact(self.run_id, str(plot), artifact_path="summary")
+            for path in files:
+                self.client.log_artifact(self.run_id, str(path), artifact_path="summary")
             self.client.set_tag(self.run_id, "sweep.jobs", str(len(rows)))
         self._end("FINISHED" if all(r["status"] == "ok" for r in rows) else "FAILED")
 

@@ -285,6 +285,8 @@ def log_pipeline(*, uri: str, experiment: str, run_name: str, config: Mapping[st
                 ok = row.get("status", "ok") == "ok"
                 tags = {**common, "mlflow.parentRunId": parent_id, "variant": name,
                         **{f"machine.{k}": str(v) for k, v in row.get("machine", {}).items()},
+                        **({"budget.verdict": str(row["budget_verdict"])}
+                           if ok and "budget_verdict" in row else {}),
                         **({} if ok else {"error": str(row.get("error"))[:5000]})}
                 with _run(client, experiment_id, name, tags,
                           "FINISHED" if ok else "FAILED") as child_id:

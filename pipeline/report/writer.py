@@ -37,14 +37,18 @@ def write_plots(out_dir: Path, rows: Mapping[str, Mapping[str, Any]],
     """
     ok = {n: r for n, r in rows.items() if r["status"] == "ok"}
     d = out_dir / PLOTS_DIR
+    acc = {n: (r["accuracy_ci_low"], r["accuracy_ci_high"]) for n, r in ok.items()}
     pngs = {
-        "Accuracy against size": plots.tradeoff(
+        "Accuracy against size (bars: 95% intervals)": plots.tradeoff(
             {n: (r["size_bytes"] / 1024, r["accuracy"]) for n, r in ok.items()},
-            "size (KiB)", "accuracy against size", d / "accuracy_vs_size.png"),
-        "Accuracy against latency": plots.tradeoff(
+            "size (KiB)", "accuracy against size", d / "accuracy_vs_size.png",
+            intervals={n: ((r["size_bytes"] / 1024,) * 2, acc[n]) for n, r in ok.items()}),
+        "Accuracy against latency (bars: 95% intervals)": plots.tradeoff(
             {n: (r["latency_ms_p50"] * 1e3, r["accuracy"]) for n, r in ok.items()},
             f"p50 latency (us, {next(iter(ok.values()))['headline']})",
-            "accuracy against latency", d / "accuracy_vs_latency.png", log_x=True),
+            "accuracy against latency", d / "accuracy_vs_latency.png", log_x=True,
+            intervals={n: ((r["latency_ms_p50_ci_low"] * 1e3, r["latency_ms_p50_ci_high"] * 1e3),
+                           acc[n]) for n, r in ok.items()}),
         "Size per variant": plots.bars({n: r["size_bytes"] / 1024 for n, r in ok.items()},
                                        "size (KiB)", "size per variant", d / "size.png"),
     }
@@ -68,7 +72,7 @@ def write_plots(out_dir: Path, rows: Mapping[str, Mapping[str, Any]],
 
 
 def write_report(out_dir: str | Path, rows: Mapping[str, Mapping[str, Any]],
-                 specs: Mapping[str, VariantSpec], rec: Mapping[str, Any],
+                 specs: Mapping[str, VariantSpec], rec: Mapping[str, Any], reference: str,
                  keras_accuracy: float | None = None,
                  histories: Mapping[str, Mapping[str, list[float]]] | None = None
                  ) -> dict[str, Path]:
@@ -85,7 +89,7 @@ def write_report(out_dir: str | Path, rows: Mapping[str, Mapping[str, Any]],
     """
     out = Path(out_dir)
     figures = write_plots(out, rows, histories or {})
-    doc = content.build(rows, specs, rec, keras_accuracy, figures)
+    doc = content.build(rows, specs, rec, reference, keras_accuracy, figures)
     return {
         "markdown": write_text(out / "summary.md", render.markdown(doc)),
         "html": write_text(out / "report.html", render.page(doc, out)),

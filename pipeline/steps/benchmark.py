@@ -14,7 +14,8 @@ from pipeline.variants import select
 
 
 def run(cfg: Config, layout: Layout, variant: str, progress: bool = True) -> dict[str, Any]:
-    """Write the variant's benchmark JSON; returns it."""
+    """Write the variant's benchmark JSON; returns it. The input is one validation sample
+    (latency does not depend on which; the test split is kept for evaluation)."""
     select(cfg.variants, variant)
     out = layout.benchmark(variant)
     variant_dir = layout.variant(variant)
@@ -25,7 +26,7 @@ def run(cfg: Config, layout: Layout, variant: str, progress: bool = True) -> dic
     ref = cfg.report.reference
     ds = data.load(layout.dataset)
     result = {"status": "ok", **benchmark.benchmark(
-        artifacts.tflite_path(variant_dir, variant), ds.x_test[:1], cfg.benchmark,
+        artifacts.tflite_path(variant_dir, variant), ds.x_val[:1], cfg.benchmark,
         None if variant == ref else artifacts.tflite_path(layout.variant(ref), ref),
         progress=progress)}
     write_json(out, result)

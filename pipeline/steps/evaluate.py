@@ -30,7 +30,7 @@ def run(cfg: Config, layout: Layout, variant: str) -> dict[str, Any]:
     ref = np.load(layout.reference_outputs, mmap_mode="r")  # read batch by batch
     result = evaluate.evaluate(artifacts.tflite_path(variant_dir, variant), ds.x_test,
                                ds.y_test, ref, cfg.evaluate.batch_size, cfg.evaluate.top_k,
-                               ds.num_classes)
+                               ds.num_classes, workers=cfg.evaluate.workers)
     matrix = result.pop("confusion_matrix")
     result = {"status": "ok", **result}
     with atomic_dir(layout.evaluation(variant)) as out:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from pipeline import data, sources
+from pipeline import sources
 from pipeline.config import Config
 from pipeline.layout import Layout
 
@@ -13,9 +13,8 @@ log = logging.getLogger(__name__)
 
 
 def run(cfg: Config, layout: Layout) -> Path:
-    """Write `layout.dataset`; returns its path."""
-    ds = sources.prepare(cfg.data, cfg.seed)
-    data.save(ds, layout.dataset)
+    """Write the store `layout.dataset` (`pipeline.data`); returns its path."""
+    ds = sources.prepare(cfg.data, cfg.seed, layout.dataset)
     log.info("wrote %s: train %d, val %d, test %d samples of shape %s", layout.dataset,
              len(ds.x_train), len(ds.x_val), len(ds.x_test), ds.input_shape)
     return layout.dataset

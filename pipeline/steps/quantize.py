@@ -19,16 +19,19 @@ def run(cfg: Config, layout: Layout, variant: str) -> dict[str, Any]:
     """Write the variant's folder (`pipeline.artifacts`); returns its record."""
     spec = select(cfg.variants, variant)
     out_dir = layout.variant(variant)
-    calibration = None
+    calibration = selection = None
     if spec.representative_data:
-        calibration = data.calibration_samples(data.load(layout.dataset),
-                                               cfg.quantization.calibration_samples, cfg.seed)
+        ds = data.load(layout.dataset)
+        calibration = data.calibration_samples(ds, cfg.quantization.calibration_samples,
+                                               cfg.seed)
+        # Per-layer choices are decisions: made on the validation split, never on test.
+        selection = ds.x_val[:cfg.quantization.calibration_samples]
     try:
         source = model_store.load(layout.keras(spec.source), qat=spec.source == "qat")
     except model_store.ModelUnavailable as exc:  # no QAT model: this variant fails, alone
         log.error("variant %s failed: %s", variant, exc)
         record = artifacts.record_failure(variant, out_dir, str(exc))
     else:
-        record = quantize_mod.quantize_variant(source, spec, calibration, out_dir)
+        record = quantize_mod.quantize_variant(source, spec, calibration, out_dir, selection)
     log.info("%s: %s in %.1f s -> %s", variant, record["status"], record["seconds"], out_dir)
     return record

@@ -25,4 +25,4 @@ def run(cfg: Config, layout: Layout) -> Path:
     ds = data.load(layout.dataset)
     return evaluate.reference_outputs(artifacts.tflite_path(layout.variant(name), name),
                                       ds.x_test, layout.reference_outputs,
-                                      cfg.evaluate.batch_size)
+                                      cfg.evaluate.batch_size, cfg.evaluate.workers)

@@ -20,9 +20,9 @@ def run(cfg: Config, layout: Layout) -> dict[str, Path]:
         {v: artifacts.read_record(layout.variant(v)) for v in names},
         {v: read_json(layout.evaluation(v) / "metrics.json") for v in names},
         {v: read_json(layout.benchmark(v)) for v in names},
-        cfg.report.reference)
+        cfg.report.reference, cfg.report.max_accuracy_drop)
     rec = recommend.recommend(rows, cfg.report.max_accuracy_drop, cfg.report.prefer,
                               cfg.report.reference)
-    return writer.write_report(layout.reports, rows, cfg.variants, rec,
+    return writer.write_report(layout.reports, rows, cfg.variants, rec, cfg.report.reference,
                                read_json(layout.keras_metrics("float"))["test_accuracy"],
                                {m: read_json(layout.history(m)) for m in ("float", "qat")})

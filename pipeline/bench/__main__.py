@@ -1,0 +1,24 @@
+"""`make bench`: every section of the lab's own performance figures, printed."""
+
+from __future__ import annotations
+
+import argparse
+
+from pipeline.bench import evaluation, scale
+
+SECTIONS = ("overhead", "cores", "stability", "scale")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", nargs="+", choices=SECTIONS, default=list(SECTIONS))
+    parser.add_argument("--sizes", nargs=2, type=int, default=(2000, 8000),
+                        help="image counts of the scale check")
+    args = parser.parse_args()
+    evaluation.main(args.only)
+    if "scale" in args.only:
+        scale.main(tuple(args.sizes))
+
+
+if __name__ == "__main__":
+    main()
