@@ -70,6 +70,10 @@ test-fast: venv
 bench: repro
 	$(BIN)/python -m pipeline.bench
 
+## Keras' own architectures through every variant: writes docs/compatibility.md (about 2 hours).
+compat: venv
+	$(BIN)/python -m pipeline.compat
+
 ## Re-pin requirements.lock from the current .venv.
 lock: venv
 	{ echo "# Exact versions of every package in .venv (pip freeze). Regenerate: make lock"; \

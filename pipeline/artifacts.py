@@ -5,7 +5,11 @@ A variant's folder (`Layout.variant(name)`) holds:
 - `conversion.json` (always): `variant`, `status` (`ok` or `failed`), `error`, `seconds`,
   `inspection` (`pipeline.measure.inspection`), `denylisted_nodes`, `worst_layers`;
 - `<name>.tflite` when the conversion succeeded;
-- `layer_errors.csv` for the full-integer variants (per-layer error, worst first).
+- `layer_errors.csv` for the full-integer variants (per-layer error, worst first);
+- `recipe.json` (LiteRT Quantizer variants): the recipe the quantizer applied, and
+  `precision.csv`: per weight op, what the recipe asked and what the op got;
+- `tensor_errors.csv` and `model_explorer/` (every variant the comparison works on): each
+  tensor's error against the float model, and the Model Explorer overlays of it.
 """
 
 from __future__ import annotations
@@ -17,6 +21,10 @@ from pipeline.io import atomic_dir, read_json, write_json
 
 RECORD = "conversion.json"
 LAYER_ERRORS = "layer_errors.csv"
+RECIPE = "recipe.json"
+PRECISION = "precision.csv"
+TENSOR_ERRORS = "tensor_errors.csv"
+OVERLAYS = "model_explorer"
 MAX_ERROR_CHARS = 4000  # converter messages can carry whole MLIR dumps
 
 

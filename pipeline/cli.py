@@ -50,7 +50,7 @@ def run(main: Callable[[], None]) -> None:
 
 
 def stage(doc: str | None, step: Callable[..., Any], per_variant: bool = False,
-          with_config: bool = False) -> None:
+          with_config: bool = False, warm: bool = False) -> None:
     """The whole body of a stage script (`stages/<stage>.py`): parse `--params` and
     `--root` (and the variant), load and validate the config, and call
     `step(cfg, Layout(root), [variant], [raw=..., params_file=...])`.
@@ -60,7 +60,16 @@ def stage(doc: str | None, step: Callable[..., Any], per_variant: bool = False,
         step: The stage's step function (`pipeline.steps.<stage>.run`).
         per_variant: The stage runs once per variant: a positional `variant` argument.
         with_config: Also pass the raw config mapping and the params file (the track stage).
+        warm: A TensorFlow stage: run it in the project's warm worker (`pipeline.worker`),
+            which has TensorFlow imported already, unless `LAB_WORKER=0`.
     """
+    if warm:
+        from pipeline import worker
+
+        code = worker.run_stage(Path(sys.argv[0]).resolve().parent.parent)
+        if code is not None:
+            sys.exit(code)
+
     def main() -> None:
         from pipeline.config import load_params
         from pipeline.layout import Layout

@@ -159,11 +159,18 @@ class QatConfig:
 @dataclasses.dataclass
 class QuantizationConfig:
     calibration_samples: int = 200  # representative samples, drawn from the training split
+    comparison_samples: int = 16  # validation samples every tensor is compared on; 0: none
     # variant name -> fields; each is validated as a `VariantSpec` (pipeline.variants)
     variants: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         positive("quantization.calibration_samples", self.calibration_samples)
+        positive("quantization.comparison_samples", self.comparison_samples, allow_zero=True)
+
+
+# The interpreter's kernel paths (pipeline.measure.litert): LiteRT's default XNNPACK delegate,
+# the built-in optimized kernels (a device without the delegate), the reference kernels.
+KERNEL_PATHS = ("xnnpack", "builtin", "reference")
 
 
 @dataclasses.dataclass
@@ -171,10 +178,21 @@ class EvaluateConfig:
     batch_size: int = 256  # samples per invoke (models that cannot be resized use 1)
     top_k: int = 3  # k of top_k_accuracy
     num_threads: int | None = None  # interpreters on separate batches; None: every core
+    # Kernel paths every variant is evaluated on; the first gives its figures.
+    kernel_paths: list[str] = dataclasses.field(default_factory=lambda: ["xnnpack", "builtin"])
+    kernel_path_tolerance: float = 0.01  # accuracy difference between paths that is flagged
 
     def __post_init__(self) -> None:
         positive("evaluate.batch_size", self.batch_size)
         positive("evaluate.top_k", self.top_k)
+        if not self.kernel_paths:
+            raise ValueError("evaluate.kernel_paths must list at least one kernel path")
+        for path in self.kernel_paths:
+            one_of("evaluate.kernel_paths", path, KERNEL_PATHS)
+        if len(set(self.kernel_paths)) != len(self.kernel_paths):
+            raise ValueError(f"evaluate.kernel_paths lists a path twice: {self.kernel_paths}")
+        positive("evaluate.kernel_path_tolerance", self.kernel_path_tolerance,
+                 allow_zero=True)
         if self.num_threads is not None:
             positive("evaluate.num_threads", self.num_threads)
 

@@ -41,6 +41,11 @@ class Layout:
         return self._at("models", "keras", f"{model}_metrics.json")
 
     @property
+    def layer_errors(self) -> Path:
+        """Per-layer error tables, one per full-integer setting (`pipeline.steps.layer_errors`)."""
+        return self._at("models", "layer_errors")
+
+    @property
     def variants(self) -> Path:
         """The folder of every variant's folder."""
         return self._at("models", "tflite")

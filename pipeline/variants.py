@@ -1,6 +1,14 @@
 """Quantization variants as data: one typed `VariantSpec` per variant, declared in
 `conf/quantization/*.yaml` and validated here. TensorFlow is not imported here: the converter
-set-up lives in `pipeline.build.convert`.
+set-up lives in `pipeline.build.convert`, the LiteRT Quantizer's in
+`pipeline.build.litert_quantizer`.
+
+Two backends make variants:
+- `converter` (the default): `tf.lite.TFLiteConverter`, set up by the converter fields
+  (`optimizations`, `supported_ops`, ...);
+- `litert_quantizer`: Google's LiteRT Quantizer (`ai-edge-quantizer`), which quantizes the
+  float model's float32 `.tflite` without TensorFlow, by a named `recipe` and per-layer
+  `rules` (int4, blockwise scales, weight-only, a different scheme per layer).
 """
 
 from __future__ import annotations
@@ -24,7 +32,66 @@ SUPPORTED_TYPES = ("float16", "int8")
 IO_TYPES = ("float32", "int8", "uint8", "int16")
 OPTIMIZATIONS = ("DEFAULT",)
 SOURCES = ("float", "qat")  # which Keras model is converted
+BACKENDS = ("converter", "litert_quantizer")
+# LiteRT Quantizer: its named recipes (`ai_edge_quantizer.recipe`), what a rule does to the
+# layers it matches, and how it stores their weights.
+RECIPES = ("dynamic_wi8_afp32", "weight_only_wi8_afp32", "weight_only_wi4_afp32",
+           "dynamic_wi4_afp32", "dynamic_wi4b32_afp32", "static_wi8_ai8", "static_wi8_ai16")
+RULE_MODES = ("float", "weight_only", "dynamic", "static")
+GRANULARITIES = ("channelwise", "tensorwise", "blockwise_32", "blockwise_64",
+                 "blockwise_128", "blockwise_256")
+SELECTORS = ("first", "last")  # the first or last layer with weights, whatever its name
+IO_MODES = ("float", "integer")  # a static recipe's model I/O: float (the default) or as it is
+CONVERTER_FIELDS = ("optimizations", "supported_ops", "supported_types", "inference_input_type",
+                    "inference_output_type", "representative_data", "per_channel",
+                    "denylist_top_k", "denylist_threshold")
+QUANTIZER_FIELDS = ("recipe", "rules", "io")
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+@dataclasses.dataclass
+class LayerRule:
+    """One per-layer rule of a LiteRT Quantizer variant; a later rule overrides an earlier
+    one on the layers both match.
+
+    Attributes:
+        regex: Matched (`re.search`) against each op's output tensor names, which contain the
+            Keras layer names (`small_cnn/dense_1/`); or use `select`.
+        select: `first` or `last`: the first or last layer with weights, by graph order.
+        op: The op it applies to (`CONV_2D`, `FULLY_CONNECTED`, ...), or `*` for every op the
+            quantizer supports.
+        mode: `float` (keep the layer in float), `weight_only` (int weights, float compute),
+            `dynamic` (int weights, activations quantized on the fly) or `static`
+            (calibrated int activations).
+        bits: Weight bits (4 or 8; 2 for dynamic).
+        activation_bits: `static` only: 8 or 16.
+        granularity: How weights are scaled: per channel, per tensor, or per block of 32 to
+            256 values.
+    """
+
+    regex: str | None = None
+    select: str | None = None
+    op: str = "*"
+    mode: str = "weight_only"
+    bits: int = 8
+    activation_bits: int = 8
+    granularity: str = "channelwise"
+
+    def __post_init__(self) -> None:
+        if (self.regex is None) == (self.select is None):
+            raise ValueError("rules: each rule needs exactly one of regex or select (first, "
+                             "last)")
+        if self.regex is not None:
+            try:
+                re.compile(self.regex)
+            except re.error as exc:
+                raise ValueError(f"rules: regex {self.regex!r} is not valid: {exc}") from None
+        if self.select is not None:
+            one_of("rules: select", self.select, SELECTORS)
+        one_of("rules: mode", self.mode, RULE_MODES)
+        one_of("rules: bits", self.bits, (2, 4, 8))
+        one_of("rules: activation_bits", self.activation_bits, (8, 16))
+        one_of("rules: granularity", self.granularity, GRANULARITIES)
 
 
 @dataclasses.dataclass
@@ -50,11 +117,18 @@ class VariantSpec:
             rmse/scale (per-layer error, `pipeline.build.debug`) in float.
         denylist_threshold: selective quantization: keep every layer whose rmse/scale is
             above this in float (a well-quantized layer is near 1/sqrt(12) ~ 0.289).
+        backend: `converter` or `litert_quantizer` (`BACKENDS`).
+        recipe: LiteRT Quantizer: a named recipe (`RECIPES`), or None to start from nothing
+            but the rules.
+        rules: LiteRT Quantizer: per-layer rules applied on top of the recipe, in order.
+        io: LiteRT Quantizer: `float` model input and output (the default), or `integer` as
+            a static recipe makes them.
     """
 
     name: str = "?"
     description: str = ""
     source: str = "???"  # required: dvc.yaml picks the Keras model to convert by it
+    backend: str = "converter"
     optimizations: list[str] = dataclasses.field(default_factory=list)
     supported_ops: list[str] = dataclasses.field(default_factory=lambda: ["TFLITE_BUILTINS"])
     supported_types: list[str] = dataclasses.field(default_factory=list)
@@ -64,6 +138,9 @@ class VariantSpec:
     per_channel: bool = True
     denylist_top_k: int = 0
     denylist_threshold: float | None = None
+    recipe: str | None = None
+    rules: list[LayerRule] = dataclasses.field(default_factory=list)
+    io: str = "float"
 
     def __post_init__(self) -> None:
         key = f"quantization.variants.{self.name}"
@@ -71,6 +148,18 @@ class VariantSpec:
             raise ValueError(f"{key}: variant names must match {_NAME.pattern} (they become "
                              "file, stage and run names)")
         one_of(f"{key}.source", self.source, SOURCES)
+        one_of(f"{key}.backend", self.backend, BACKENDS)
+        if self.backend == "litert_quantizer":
+            if self.source != "float":
+                raise ValueError(f"{key}: the LiteRT Quantizer quantizes the float model "
+                                 "(source: float)")
+            if self.recipe is not None:
+                one_of(f"{key}.recipe", self.recipe, RECIPES)
+            if self.recipe is None and not self.rules:
+                raise ValueError(f"{key}: a litert_quantizer variant needs a recipe, rules, "
+                                 f"or both; recipes: {', '.join(RECIPES)}")
+            one_of(f"{key}.io", self.io, IO_MODES)
+            return
         all_of(f"{key}.optimizations", self.optimizations, OPTIMIZATIONS)
         all_of(f"{key}.supported_ops", self.supported_ops, OPS_SETS)
         if not self.supported_ops:
@@ -100,24 +189,41 @@ class VariantSpec:
         return self.denylist_top_k > 0 or self.denylist_threshold is not None
 
     @property
+    def quantizer(self) -> bool:
+        """True if the LiteRT Quantizer makes this variant."""
+        return self.backend == "litert_quantizer"
+
+    @property
+    def calibrated(self) -> bool:
+        """True if the variant needs calibration samples (representative data)."""
+        if self.quantizer:
+            return bool(self.recipe and self.recipe.startswith("static_")) or any(
+                r.mode == "static" for r in self.rules)
+        return self.representative_data
+
+    @property
     def full_integer(self) -> bool:
         """True for int8-activation, calibrated conversions of the float model: the ones
         TFLite's QuantizationDebugger can measure per layer."""
-        return (self.source == "float" and self.representative_data and "DEFAULT" in
-                self.optimizations and OPS_SETS[2] not in self.supported_ops)
+        return (not self.quantizer and self.source == "float" and self.representative_data
+                and "DEFAULT" in self.optimizations and OPS_SETS[2] not in self.supported_ops)
 
     @property
     def integer_only(self) -> bool:
         """True if no float fallback is allowed (only integer op sets)."""
-        return "TFLITE_BUILTINS" not in self.supported_ops
+        return not self.quantizer and "TFLITE_BUILTINS" not in self.supported_ops
 
     def as_params(self) -> dict[str, str]:
         """Flat string params, the same keys for every variant (for MLflow)."""
-        return {
-            f"variant.{f.name}": ",".join(v) if isinstance(v, list) else str(v)
-            for f in dataclasses.fields(self)
-            for v in [getattr(self, f.name)]
-        }
+        def text(value: Any) -> str:
+            if isinstance(value, list):
+                return ",".join(text(v) if not dataclasses.is_dataclass(v) else
+                                " ".join(f"{k}={x}" for k, x in dataclasses.asdict(v).items()
+                                         if x is not None) for v in value)
+            return str(value)
+
+        return {f"variant.{f.name}": text(getattr(self, f.name))
+                for f in dataclasses.fields(self)}
 
 
 def parse_variant(name: str, raw: Mapping[str, Any], where: str = "quantization.variants"
@@ -139,7 +245,18 @@ def parse_variant(name: str, raw: Mapping[str, Any], where: str = "quantization.
         raise ValueError(f"{key}: a variant's name is its key; remove the field `name`")
     if "source" not in raw:
         raise ValueError(f"{key}.source is required; valid: {', '.join(SOURCES)}")
-    return typed(VariantSpec, {**raw, "name": name}, key)
+    quantizer = raw.get("backend") == "litert_quantizer"
+    foreign = [f for f in (CONVERTER_FIELDS if quantizer else QUANTIZER_FIELDS) if f in raw]
+    if foreign:
+        raise ValueError(f"{key}: {', '.join(foreign)} belong to the "
+                         f"{'converter' if quantizer else 'litert_quantizer'} backend, not "
+                         f"to backend: {raw.get('backend', 'converter')}")
+    try:
+        return typed(VariantSpec, {**raw, "name": name}, key)
+    except ValueError as exc:  # a rule checks itself without knowing where it is
+        if str(exc).startswith("rules: "):
+            raise ValueError(f"{key}.{exc}") from None
+        raise
 
 
 def parse_variants(raw: Mapping[str, Any], reference: str,

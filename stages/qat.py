@@ -7,4 +7,4 @@ from pipeline import cli
 from pipeline.steps import qat
 
 if __name__ == "__main__":
-    cli.stage(__doc__, qat.run)
+    cli.stage(__doc__, qat.run, warm=True)

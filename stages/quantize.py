@@ -8,4 +8,4 @@ from pipeline import cli
 from pipeline.steps import quantize
 
 if __name__ == "__main__":
-    cli.stage(__doc__, quantize.run, per_variant=True)
+    cli.stage(__doc__, quantize.run, per_variant=True, warm=True)

@@ -8,4 +8,4 @@ from pipeline import cli
 from pipeline.steps import train
 
 if __name__ == "__main__":
-    cli.stage(__doc__, train.run)
+    cli.stage(__doc__, train.run, warm=True)

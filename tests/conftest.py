@@ -20,7 +20,8 @@ ROOT = Path(__file__).resolve().parent.parent
 # Overrides that make any pipeline run take seconds, not minutes: the default model (small_cnn)
 # made narrow, and everything else short. TINY_OVERRIDES holds both; a test that brings its
 # own model uses TINY_RUN_OVERRIDES (model keys depend on the architecture).
-TINY_MODEL_OVERRIDES = ("model.filters=[4,8]", "model.dense_units=8")
+# (dense_units 32: blockwise int4 needs a multiple of 32 inputs per output)
+TINY_MODEL_OVERRIDES = ("model.filters=[4,8]", "model.dense_units=32")
 TINY_RUN_OVERRIDES = (
     "train.epochs=3",
     "train.learning_rate=0.01",
@@ -67,8 +68,8 @@ def tiny_models(tiny_cfg: config_mod.Config, small_dataset: data.Dataset) -> dic
 
     float_model, history, acc = train.train(small_dataset, tiny_cfg.model, tiny_cfg.train,
                                             tiny_cfg.seed)
-    qat_model, qat_history, qat_acc = qat.fine_tune(float_model, small_dataset, tiny_cfg.qat,
-                                                    tiny_cfg.seed)
+    qat_model, qat_history, qat_acc, _ = qat.fine_tune(float_model, small_dataset, tiny_cfg.qat,
+                                                       tiny_cfg.seed)
     return {"float": float_model, "qat": qat_model, "history": history, "accuracy": acc,
             "qat_history": qat_history, "qat_accuracy": qat_acc}
 
@@ -78,14 +79,20 @@ def variant_dirs(tmp_path_factory: pytest.TempPathFactory, tiny_cfg: config_mod.
                  small_dataset: data.Dataset, tiny_models: dict[str, Any]) -> Path:
     """Every configured variant of the tiny model, produced for real as the quantize stage
     does: `<root>/<variant>/` with the `.tflite`, `conversion.json` and per-layer errors."""
+    from pipeline.artifacts import tflite_path
     from pipeline.build import quantize
 
     root = tmp_path_factory.mktemp("variants")
     calibration = data.calibration_samples(small_dataset, 16, tiny_cfg.seed)
-    for name, spec in tiny_cfg.variants.items():
-        record = quantize.quantize_variant(tiny_models[spec.source], spec, calibration,
-                                           root / name)
-        assert record["status"] == "ok", record["error"]
+    comparison = small_dataset.x_val[:8]
+    reference = tflite_path(root / "float32", "float32")  # the float model's .tflite
+    specs = sorted(tiny_cfg.variants.items(), key=lambda kv: kv[0] != "float32")
+    for name, spec in specs:  # float32 first: the LiteRT Quantizer starts from it
+        model = reference if spec.quantizer else tiny_models[spec.source]
+        record = quantize.quantize_variant(
+            model, spec, calibration, root / name, comparison=comparison,
+            reference=reference if spec.source == "float" and name != "float32" else None)
+        assert record["status"] == "ok", (name, record["error"])
     return root
 
 

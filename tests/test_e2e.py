@@ -4,6 +4,7 @@ its own MLflow store. Slow (about two minutes); CI runs it too.
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import shutil
@@ -123,6 +124,12 @@ def test_dvc_repro_end_to_end(tmp_path: Path, mlflow_server: str) -> None:
     raw["quantization"]["variants"]["int8_per_tensor"] = {
         "description": "int8, one scale per weight tensor", "source": "float",
         "optimizations": ["DEFAULT"], "representative_data": True, "per_channel": False}
+    # A mixed per-layer recipe of the LiteRT Quantizer, by regex on the layer names: only
+    # config, too. The dense layers int8 static, the rest int4 weight-only.
+    raw["quantization"]["variants"]["my_mixed"] = {
+        "description": "dense layers int8, the rest int4", "source": "float",
+        "backend": "litert_quantizer", "recipe": "weight_only_wi4_afp32",
+        "rules": [{"regex": "/dense", "op": "FULLY_CONNECTED", "mode": "static", "bits": 8}]}
     # A variant the converter refuses (integer-only ops cannot give int16 I/O): it is
     # recorded as failed and the rest of the pipeline completes.
     raw["quantization"]["variants"]["broken"] = {
@@ -138,6 +145,11 @@ def test_dvc_repro_end_to_end(tmp_path: Path, mlflow_server: str) -> None:
 
     for v in variants:
         assert (project / "models" / "tflite" / v / f"{v}.tflite").stat().st_size > 0
+    with (project / "models" / "tflite" / "my_mixed" / "precision.csv").open() as f:
+        precision = {r["layer"]: (r["asked"], r["got"]) for r in csv.DictReader(f)}
+    for layer, (asked, got) in precision.items():  # asked per layer, and got as asked
+        expected = "int8 static" if "/dense" in layer else "int4 weight-only"
+        assert asked.startswith(expected) and got.startswith(expected), (layer, asked, got)
     assert not (project / "models" / "tflite" / "broken" / "broken.tflite").exists()
     summary = (project / "reports" / "summary.md").read_text()
     assert all(f"| `{v}` |" in summary for v in variants)

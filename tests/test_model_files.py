@@ -213,7 +213,8 @@ def test_stored_models_are_replaced_atomically(tmp_path: Path, dataset: data.Dat
     out = model_store.save(model, tmp_path / "float", {"origin": "first"})
     write_json(out / "extra.json", {})  # a leftover of the old output
     model_store.save(model, out, {"origin": "second"})
-    assert sorted(p.name for p in out.iterdir()) == sorted([model_store.INFO, model_store.H5])
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        [model_store.INFO, model_store.H5, model_store.SAVED_MODEL, model_store.FLOAT_TFLITE])
     assert read_json(out / model_store.INFO)["origin"] == "second"
     assert [p.name for p in tmp_path.iterdir()] == ["float"]  # no temporary folders left
     loaded = model_store.load(out)

@@ -25,7 +25,7 @@ def test_architecture_converts_and_runs_in_every_variant(model: str, dataset: da
                                y_val=dataset.y_val[:8], x_test=dataset.x_test[:8],
                                y_test=dataset.y_test[:8])
     float_model, _, _ = train.train(tiny, cfg.model, cfg.train, cfg.seed)
-    qat_model, _, _ = qat.fine_tune(float_model, tiny, cfg.qat, cfg.seed)
+    qat_model, _, _, _ = qat.fine_tune(float_model, tiny, cfg.qat, cfg.seed)
     calibration = data.calibration_samples(tiny, 4, cfg.seed)
     for name, spec in cfg.variants.items():
         source = qat_model if spec.source == "qat" else float_model

@@ -108,8 +108,11 @@ def test_a_failing_conversion_is_recorded_not_raised(tiny_models: dict, tmp_path
 
 def test_qat_can_annotate_chosen_layers(tiny_models: dict, small_dataset: data.Dataset) -> None:
     float_model = tiny_models["float"]
-    whole = qat.annotate(float_model, [])
-    dense_only = qat.annotate(float_model, ["Dense"])
+    whole, whole_cover = qat.annotate(float_model, [])
+    dense_only, cover = qat.annotate(float_model, ["Dense"])
+    assert whole_cover["mode"] == "whole" and whole_cover["coverage"] == 1.0
+    assert cover["mode"] == "layers" and cover["skipped"]["Conv2D"]["layers"] == 2
+    assert 0 < cover["coverage"] < 1  # the convs' weights are left out
     wrapped = lambda m: [l for l in m.layers if type(l).__name__ == "QuantizeWrapperV2"]
     conv = lambda m: [l for l in m.layers if type(l).__name__ == "Conv2D"]
     assert conv(whole) == [] and len(conv(dense_only)) == 2  # convs left unannotated
@@ -120,3 +123,44 @@ def test_qat_can_annotate_chosen_layers(tiny_models: dict, small_dataset: data.D
     assert diff < 0.1
     with pytest.raises(ValueError, match="qat.layers: Dense2 match no layer"):
         qat.annotate(float_model, ["Dense2"])
+
+
+def op_layer_model() -> object:
+    """A Functional model with an op layer (`x + 3.0`, a TFOpLambda, as MobileNetV3's
+    hard-swish is built) and a Rescaling layer tfmot has no config for."""
+    from pipeline.build.tfcompat import import_tf
+
+    _, keras = import_tf(seed=0)
+    inputs = keras.Input((8, 8, 1))
+    x = keras.layers.Rescaling(2.0)(inputs)
+    x = keras.layers.Conv2D(4, 3, activation="relu")(x)
+    x = keras.layers.ReLU()(x + 3.0)
+    x = keras.layers.Flatten()(x)
+    return keras.Model(inputs, keras.layers.Dense(10, activation="softmax")(x))
+
+
+def test_qat_falls_back_to_the_layers_tfmot_supports(small_dataset: data.Dataset,
+                                                     tiny_cfg: Config) -> None:
+    model = op_layer_model()
+    qat_model, history, accuracy, cover = qat.fine_tune(model, small_dataset, tiny_cfg.qat,
+                                                        tiny_cfg.seed)
+    assert cover["mode"] == "partial" and "whole_model_error" in cover
+    assert set(cover["skipped"]) == {"Rescaling", "TFOpLambda"}
+    assert "op layer" in cover["skipped"]["TFOpLambda"]["reason"]
+    assert cover["annotated_layers"] == cover["layers"] - 2 and cover["coverage"] == 1.0
+    wrapped = [l for l in qat_model.layers if type(l).__name__ == "QuantizeWrapperV2"]
+    assert len(wrapped) >= 2 and 0 <= accuracy <= 1 and len(history["loss"]) == 1
+
+
+def test_whatever_tfmot_raises_is_a_reason_not_a_crash(monkeypatch: pytest.MonkeyPatch,
+                                                      tiny_models: dict) -> None:
+    import tensorflow_model_optimization as tfmot
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise AttributeError("'list' object has no attribute 'dtype'")  # as on MobileNetV3
+
+    monkeypatch.setattr(tfmot.quantization.keras, "quantize_model", broken)
+    monkeypatch.setattr(tfmot.quantization.keras, "quantize_apply", broken)
+    with pytest.raises(qat.QatUnsupported, match="cannot annotate the whole model: "
+                                                 "AttributeError: 'list' object"):
+        qat.annotate(tiny_models["float"], [])

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from pipeline.measure.benchmark import setting_key
 from pipeline.report import summary, tracking
 from pipeline.config import Config
 
@@ -64,7 +65,9 @@ def test_one_parent_and_a_child_per_variant(tmp_path: Path, tiny_cfg: Config, ti
         assert child.data.metrics["accuracy"] == pytest.approx(rows[name]["accuracy"])
         assert child.data.metrics["float_compute_ops"] == rows[name]["float_compute_ops"]
         assert child.data.tags["machine.cores"] == str(os.cpu_count())
-        assert child.data.params["benchmark.settings"] == "t1,t2"
+        assert child.data.params["benchmark.settings"] == ",".join(
+            setting_key(t, x) for t in tiny_cfg.benchmark.num_threads
+            for x in tiny_cfg.benchmark.xnnpack)
         files = [a.path for a in client.list_artifacts(child.info.run_id, "model")]
         assert files == [f"model/{name}.tflite"]
 

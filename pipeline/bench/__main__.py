@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from pipeline.bench import evaluation, scale
+from pipeline.bench import conversion, evaluation, overhead, scale
 
-SECTIONS = ("overhead", "cores", "stability", "scale")
+SECTIONS = ("overhead", "cores", "stability", "pipeline", "conversion", "scale")
 
 
 def main() -> None:
@@ -16,6 +16,10 @@ def main() -> None:
                         help="image counts of the scale check")
     args = parser.parse_args()
     evaluation.main(args.only)
+    if "pipeline" in args.only:
+        overhead.main()
+    if "conversion" in args.only:
+        conversion.main()
     if "scale" in args.only:
         scale.main(tuple(args.sizes))
 

@@ -48,7 +48,10 @@ def configure(converter: Any, spec: VariantSpec, calibration: np.ndarray | None)
         samples = calibration.astype(np.float32)
 
         def representative_dataset() -> Iterator[list[np.ndarray]]:
-            for sample in samples:
+            from tqdm import tqdm
+
+            for sample in tqdm(samples, desc=f"calibrating {spec.name}", unit="sample",
+                               disable=None, leave=False):
                 yield [sample[np.newaxis]]  # (1, *input_shape)
 
         converter.representative_dataset = representative_dataset
@@ -70,6 +73,12 @@ def convert(model: Any, spec: VariantSpec, calibration: np.ndarray | None = None
     Returns:
         The `.tflite` file's bytes.
     """
+    import time
+
+    started = time.perf_counter()
     converter = configure(new_converter(model), spec, calibration)
-    log.info("converting variant %s", spec.name)
-    return bytes(converter.convert())
+    log.info("converting variant %s from %s ...", spec.name,
+             "its SavedModel" if isinstance(model, Path) else "the Keras model")
+    flatbuffer = bytes(converter.convert())
+    log.info("converted %s in %.1f s", spec.name, time.perf_counter() - started)
+    return flatbuffer

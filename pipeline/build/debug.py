@@ -43,7 +43,10 @@ def _debugger(model: Any, spec: VariantSpec, calibration: np.ndarray,
     samples = (calibration if samples is None else samples).astype(np.float32)
 
     def dataset() -> Iterator[list[np.ndarray]]:
-        for sample in samples:
+        from tqdm import tqdm
+
+        for sample in tqdm(samples, desc=f"per-layer error ({spec.name})", unit="sample",
+                           disable=None, leave=False):
             yield [sample[np.newaxis]]
 
     options = tf.lite.experimental.QuantizationDebugOptions(
@@ -132,3 +135,24 @@ def to_csv(rows: Sequence[dict[str, Any]]) -> str:
     writer.writeheader()
     writer.writerows(rows)
     return buf.getvalue()
+
+
+def from_csv(text: str) -> list[dict[str, Any]]:
+    """Rows written by `to_csv`, typed again."""
+    rows = []
+    for r in csv.DictReader(io.StringIO(text)):
+        rows.append({"op_name": r["op_name"], "tensor_name": r["tensor_name"],
+                     "num_elements": int(r["num_elements"]),
+                     "mean_squared_error": float(r["mean_squared_error"]),
+                     "max_abs_error": float(r["max_abs_error"]), "scale": float(r["scale"]),
+                     "zero_point": int(r["zero_point"]),
+                     "rmse_over_scale": float(r["rmse_over_scale"])})
+    return rows
+
+
+def setting_key(spec: VariantSpec) -> str:
+    """The name of a full-integer variant's debugger setting: variants with the same key get
+    the same per-layer table (the debugger converts with float I/O and builtin ops, so only
+    the weight granularity and storage types change what it measures)."""
+    return "_".join(["per_channel" if spec.per_channel else "per_tensor",
+                     *spec.supported_types])

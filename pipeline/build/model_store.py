@@ -1,11 +1,16 @@
 """The lab's stored Keras models, and users' own model files (imports TensorFlow).
 
 A stored model is a folder (`models/keras/float`, `models/keras/qat`) holding `model.json`
-and one of:
-- `model.h5`: a Sequential or Functional `tf_keras` model, the only kind QAT can annotate
-  (`.h5` because tf_keras' `.keras` format does not restore tfmot's `QuantizeLayer`);
-- `saved_model/`: anything else TFLite can convert (a subclassed model, a Keras 3 model, a
-  plain SavedModel); the post-training variants are converted from it, QAT is not possible;
+and:
+- `saved_model/`: what every variant is converted from. Exporting once here, instead of
+  letting each conversion re-trace the Keras model (`from_keras_model` saves a SavedModel
+  internally every time), makes each conversion several times cheaper on real models;
+- `model.tflite`: its plain float conversion, what the LiteRT Quantizer's variants start
+  from;
+- `model.h5` as well, for a Sequential or Functional `tf_keras` model, the only kind QAT can
+  annotate (`.h5` because tf_keras' `.keras` format does not restore tfmot's
+  `QuantizeLayer`); anything else (a subclassed model, a Keras 3 model, a plain SavedModel)
+  has only the SavedModel, and QAT is not possible;
 - nothing, when the model could not be made (QAT of a model QAT cannot annotate):
   `model.json` then says why, and the variants made from it are recorded as failed.
 
@@ -20,6 +25,7 @@ import functools
 import json
 import logging
 import shutil
+import time
 import warnings
 import zipfile
 from pathlib import Path
@@ -35,6 +41,7 @@ log = logging.getLogger(__name__)
 INFO = "model.json"
 H5 = "model.h5"
 SAVED_MODEL = "saved_model"
+FLOAT_TFLITE = "model.tflite"  # the plain float conversion: the LiteRT Quantizer's input
 QAT_HOW_TO = ("to get QAT too, build the model with tf_keras' Sequential or Functional API "
               "(`import tf_keras as keras`) and save it as .h5 or .keras")
 
@@ -59,7 +66,7 @@ def qat_blocker(model: Any) -> str | None:
 
 
 def save(model: Any, out_dir: str | Path, info: dict[str, Any] | None = None,
-         blocker: str | None = None) -> Path:
+         blocker: str | None = None, float_tflite: bool = True) -> Path:
     """Store a model in `out_dir` (replaced atomically), as `model.h5` when QAT can use it,
     else as `saved_model/`.
 
@@ -68,14 +75,20 @@ def save(model: Any, out_dir: str | Path, info: dict[str, Any] | None = None,
         info: More facts for `model.json` (where the model came from, ...).
         blocker: Why QAT cannot use the model, when the caller knows better than
             `qat_blocker(model)` (a SavedModel's path says little).
+        float_tflite: Also store its plain float `.tflite` (the float model; a QAT model's
+            variants come from the converter only).
     """
-    _, keras = import_tf()
+    tf, keras = import_tf()
     blocker = blocker or qat_blocker(model)
     with atomic_dir(out_dir) as tmp:
         if blocker is None:
             with warnings.catch_warnings():  # "HDF5 is legacy": chosen on purpose, see above
                 warnings.simplefilter("ignore", UserWarning)
                 model.save(tmp / H5, include_optimizer=False)
+            started = time.perf_counter()
+            log.info("exporting the SavedModel every variant is converted from ...")
+            tf.saved_model.save(model, str(tmp / SAVED_MODEL))
+            log.info("exported in %.1f s", time.perf_counter() - started)
             fmt = "h5"
         elif isinstance(model, Path):
             shutil.copytree(model, tmp / SAVED_MODEL)
@@ -86,9 +99,42 @@ def save(model: Any, out_dir: str | Path, info: dict[str, Any] | None = None,
         else:  # Keras 3
             model.export(str(tmp / SAVED_MODEL), format="tf_saved_model", verbose=False)
             fmt = "saved_model"
+        if float_tflite:
+            _export_float_tflite(tmp / SAVED_MODEL, tmp / FLOAT_TFLITE)
         write_json(tmp / INFO, {"status": "ok", "format": fmt, "qat_blocker": blocker,
                                 **(info or {})})
     return Path(out_dir)
+
+
+def _export_float_tflite(saved_model: Path, out: Path) -> None:
+    """The model's plain float `.tflite`, converted once from its SavedModel: what the LiteRT
+    Quantizer's variants start from (it takes a `.tflite`, not a Keras model). A model the
+    converter refuses gets none; its variants then fail with the reason."""
+    from pipeline.build import convert
+    from pipeline.variants import VariantSpec
+
+    try:
+        out.write_bytes(convert.convert(saved_model, VariantSpec(name="float", source="float")))
+    except Exception as exc:  # the converter on the user's model: recorded, not raised
+        log.warning("no float .tflite for the LiteRT Quantizer: %s", str(exc).splitlines()[0])
+        out.with_suffix(".error.txt").write_text(f"{type(exc).__name__}: {exc}"[:4000])
+
+
+def float_tflite(model_dir: str | Path) -> Path:
+    """The stored model's plain float `.tflite` (`_export_float_tflite`).
+
+    Raises:
+        ModelUnavailable: if the model, or its float conversion, could not be made.
+    """
+    info = read_info(model_dir)
+    if info["status"] != "ok":
+        raise ModelUnavailable(info["reason"])
+    path = Path(model_dir) / FLOAT_TFLITE
+    if not path.is_file():
+        error = path.with_suffix(".error.txt")
+        raise ModelUnavailable("the float model could not be converted to .tflite: "
+                               + (error.read_text() if error.is_file() else "unknown"))
+    return path
 
 
 def save_unavailable(out_dir: str | Path, reason: str, **info: Any) -> Path:
@@ -109,6 +155,19 @@ def read_info(model_dir: str | Path) -> dict[str, Any]:
         raise FileNotFoundError(f"{model_dir} holds no stored model (no {INFO}); run the stage "
                                 "that makes it")
     return read_json(path)
+
+
+def conversion_source(model_dir: str | Path) -> Path:
+    """The SavedModel every variant of a stored model is converted from.
+
+    Raises:
+        FileNotFoundError: if the folder holds no stored model.
+        ModelUnavailable: if the model could not be made; the message says why.
+    """
+    info = read_info(model_dir)
+    if info["status"] != "ok":
+        raise ModelUnavailable(info["reason"])
+    return Path(model_dir) / SAVED_MODEL
 
 
 def load(model_dir: str | Path, qat: bool = False) -> Any:

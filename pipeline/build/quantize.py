@@ -15,8 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.artifacts import LAYER_ERRORS, MAX_ERROR_CHARS, RECORD, new_record, tflite_path
-from pipeline.build import convert, debug
+from pipeline.artifacts import (LAYER_ERRORS, MAX_ERROR_CHARS, PRECISION, RECIPE, RECORD,
+                                new_record, tflite_path)
+from pipeline.build import convert, debug, litert_quantizer
 from pipeline.io import atomic_dir, write_bytes, write_json, write_text
 from pipeline.measure import inspection
 from pipeline.variants import VariantSpec
@@ -26,19 +27,34 @@ log = logging.getLogger(__name__)
 WORST_LAYERS = 3  # how many of the worst layers the record (and the report) lists
 
 
+class LayerTable:
+    """A full-integer variant's per-layer error table, computed once per source model and
+    setting by the layer_errors step, or the reason it could not be computed."""
+
+    def __init__(self, rows: list[dict[str, Any]] | None, error: str | None = None) -> None:
+        self.rows, self.error = rows, error
+
+
 def quantize_variant(model: Any, spec: VariantSpec, calibration: np.ndarray | None,
-                     out_dir: str | Path, selection: np.ndarray | None = None
-                     ) -> dict[str, Any]:
+                     out_dir: str | Path, selection: np.ndarray | None = None,
+                     table: LayerTable | None = None, reference: Path | None = None,
+                     comparison: np.ndarray | None = None) -> dict[str, Any]:
     """Convert `model` as `spec` says and write the variant's folder (replaced atomically).
 
     Writes `<name>.tflite` (on success), `layer_errors.csv` (full-integer variants) and
-    `conversion.json` (always) into `out_dir`.
+    `conversion.json` (always) into `out_dir`. Whatever the converter or the debugger raise
+    on the model fails this variant alone, with the message; a per-layer table that could
+    not be computed fails only a selective variant (which needs it to choose its layers).
 
     Args:
         model: A `tf_keras` model, or a SavedModel folder's path (`pipeline.build.model_store`).
         calibration: Representative samples from the training split (calibrated variants).
         selection: Samples from the validation split that per-layer error (and so the
             choice of layers kept in float) is measured on; default: the calibration samples.
+        table: The per-layer table already computed for this variant's setting; None
+            computes it here (full-integer variants).
+        reference: The float model's `.tflite`, to compare every tensor with (and the
+            LiteRT Quantizer's input); with `comparison` samples (validation split).
 
     Returns:
         The record written to `conversion.json` (`pipeline.artifacts`).
@@ -47,13 +63,22 @@ def quantize_variant(model: Any, spec: VariantSpec, calibration: np.ndarray | No
     start = time.perf_counter()
     with atomic_dir(out_dir) as out:
         try:
-            layers: list[dict[str, Any]] = []
-            if spec.full_integer and calibration is not None:
-                layers = debug.layer_errors(model, spec, calibration, selection)
+            if spec.full_integer and calibration is not None and table is None:
+                table = layer_table(model, spec, calibration, selection)
+            layers = table.rows if table and table.rows is not None else []
+            if table and table.rows is not None:
                 write_text(out / LAYER_ERRORS, debug.to_csv(layers))
                 record["worst_layers"] = layers[:WORST_LAYERS]
-            if spec.selective:
+            elif table:
+                record["layer_errors_error"] = table.error
+            if spec.quantizer:  # LiteRT Quantizer: `model` is the float .tflite
+                flatbuffer, recipe = litert_quantizer.quantize(Path(model), spec, calibration)
+                write_json(out / RECIPE, recipe)
+            elif spec.selective:
                 assert calibration is not None  # full_integer implies representative data
+                if table is None or table.rows is None:
+                    raise RuntimeError("the per-layer error this variant chooses its float "
+                                       f"layers by is unavailable: {table and table.error}")
                 denylist = debug.choose_denylist(layers, spec.denylist_top_k,
                                                  spec.denylist_threshold)
                 record["denylisted_nodes"] = denylist
@@ -61,8 +86,14 @@ def quantize_variant(model: Any, spec: VariantSpec, calibration: np.ndarray | No
             else:
                 flatbuffer = convert.convert(model, spec, calibration)
             path = write_bytes(tflite_path(out, spec.name), flatbuffer)
+            if spec.quantizer:
+                rows = litert_quantizer.asked_and_got(Path(model), recipe, path)
+                write_text(out / PRECISION, _csv(rows))
+                record["asked_vs_got"] = litert_quantizer.mismatches(rows)
             record["inspection"] = inspection.inspect(path)
             inspection.check_promise(spec.name, spec.integer_only, record["inspection"])
+            if reference is not None and comparison is not None and len(comparison):
+                compare_tensors(reference, path, comparison, out, spec.name, record)
         except Exception as exc:  # one variant failing must not sink the others
             message = f"{type(exc).__name__}: {exc}".strip()[:MAX_ERROR_CHARS]
             log.error("variant %s failed: %s", spec.name, message.splitlines()[0])
@@ -71,3 +102,43 @@ def quantize_variant(model: Any, spec: VariantSpec, calibration: np.ndarray | No
         record["seconds"] = time.perf_counter() - start
         write_json(out / RECORD, record)
     return record
+
+
+def layer_table(model: Any, spec: VariantSpec, calibration: np.ndarray,
+                selection: np.ndarray | None) -> LayerTable:
+    """The per-layer error of a full-integer variant's setting, or why the debugger could
+    not give it (whatever it raised on the model, in one line)."""
+    try:
+        return LayerTable(debug.layer_errors(model, spec, calibration, selection))
+    except Exception as exc:  # TensorFlow's debugger on the user's model: its failure
+        message = f"{type(exc).__name__}: {' '.join(str(exc).split())}"[:MAX_ERROR_CHARS]
+        log.warning("per-layer error of %s unavailable: %s", spec.name, message[:300])
+        return LayerTable(None, message)
+
+
+def _csv(rows: list[dict[str, Any]]) -> str:
+    import csv
+    import io
+
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(rows[0]) if rows else ["op"],
+                            lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
+def compare_tensors(reference: Path, path: Path, samples: np.ndarray, out: Path, name: str,
+                    record: dict[str, Any]) -> None:
+    """Every tensor of the variant against the float model (`tensor_errors.csv`, Model
+    Explorer overlays, the three worst layers in the record); a pair the validator cannot
+    compare is noted in the record, and the variant stands."""
+    from pipeline.artifacts import OVERLAYS, TENSOR_ERRORS
+
+    try:
+        rows = litert_quantizer.tensor_errors(reference, path, samples, out / OVERLAYS, name)
+    except Exception as exc:  # the validator on this pair: its limit, not the variant's
+        record["tensor_errors_error"] = f"{type(exc).__name__}: {exc}"[:MAX_ERROR_CHARS]
+        return
+    write_text(out / TENSOR_ERRORS, _csv(rows))
+    record["worst_tensors"] = [r for r in rows if r["kind"] == "intermediate"][:WORST_LAYERS]

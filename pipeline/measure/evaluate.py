@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -62,9 +63,12 @@ class _Totals:
         pred = scores.argmax(axis=1)
         self.confusion += np.bincount(labels * classes + pred, minlength=classes * classes
                                       ).reshape(classes, classes)
-        # In the top k when fewer than k classes score strictly higher than the true one.
-        true_score = scores[np.arange(len(labels)), labels]
-        self.top_k_hits += int(((scores > true_score[:, None]).sum(axis=1) < self.k).sum())
+        # In the top k when fewer than k classes rank above the true one: score higher, or
+        # tie with a lower index (argmax's tie-break, so top-1 is exactly the accuracy).
+        true_score = scores[np.arange(len(labels)), labels][:, None]
+        earlier = np.arange(classes)[None, :] < labels[:, None]
+        above = (scores > true_score) | ((scores == true_score) & earlier)
+        self.top_k_hits += int((above.sum(axis=1) < self.k).sum())
         self.n += len(labels)
         if ref is not None:
             ref_pred = ref.argmax(axis=1)
@@ -105,7 +109,7 @@ class _Totals:
 def evaluate(tflite_path: str | Path, x: Any, y: np.ndarray,
              reference: np.ndarray | None = None, batch_size: int = 64, top_k: int = 3,
              num_classes: int | None = None, workers: int = 1,
-             kernels: str = "xnnpack") -> dict[str, Any]:
+             kernels: str = "xnnpack", predictions: bool = False) -> dict[str, Any]:
     """Run the model over every test sample, batch by batch.
 
     Args:
@@ -120,6 +124,8 @@ def evaluate(tflite_path: str | Path, x: Any, y: np.ndarray,
         workers: Interpreters scoring separate batches at once (one per core uses the
             machine; the scores are the same as with one).
         kernels: The kernel path (`pipeline.measure.litert.KERNEL_PATHS`).
+        predictions: Also return every sample's top-1 class (`predictions`, an int array,
+            n values: to compare kernel paths sample by sample).
 
     Returns:
         `accuracy`, `top_k`, `top_k_accuracy`, `per_class_accuracy`, `confusion_matrix`
@@ -142,10 +148,14 @@ def evaluate(tflite_path: str | Path, x: Any, y: np.ndarray,
     pending: list[np.ndarray] = []  # scores of batches not yet added to the totals
     done = seen = 0
 
+    top1: list[np.ndarray] = []
+
     def flush() -> None:
         nonlocal done
         scores = np.concatenate(pending)
         end = done + len(scores)
+        if predictions:
+            top1.append(scores.argmax(axis=1).astype(np.int32))
         ref = None if reference is None else np.asarray(reference[done:end], np.float32)
         totals.add(scores, np.asarray(y[done:end]), ref)
         pending.clear()
@@ -169,8 +179,44 @@ def evaluate(tflite_path: str | Path, x: Any, y: np.ndarray,
         "batch_size": runner.batch_size,
         "workers": workers,
         "samples_per_second": len(y) / seconds if seconds > 0 else math.inf,
+        "kernels": kernels,
     }
+    if predictions:
+        result["predictions"] = np.concatenate(top1) if top1 else np.zeros(0, np.int32)
     log.info("%s: accuracy %.4f, top-%d %.4f on %d test samples (%.0f samples/s)", path.stem,
              result["accuracy"], result["top_k"], result["top_k_accuracy"], len(y),
              result["samples_per_second"])
+    return result
+
+
+def on_kernel_paths(tflite_path: str | Path, x: Any, y: np.ndarray, reference: Any,
+                    paths: Sequence[str], tolerance: float, **kwargs: Any) -> dict[str, Any]:
+    """`evaluate` on every kernel path; the first path's figures are the model's.
+
+    Args:
+        paths: Kernel paths (`pipeline.config.KERNEL_PATHS`), the first one primary.
+        tolerance: An accuracy difference between paths above this flags the model.
+        kwargs: More arguments of `evaluate`.
+
+    Returns:
+        The first path's result, plus `kernel_paths` (`{path: {accuracy, correct,
+        agreement}}` for the others; agreement: the share of samples whose top-1 is the same
+        as on the first path) and `kernel_paths_disagree`.
+    """
+    results = {k: evaluate(tflite_path, x, y, reference, kernels=k, predictions=True, **kwargs)
+               for k in paths}
+    result = results[paths[0]]
+    primary = result.pop("predictions")
+    result["kernel_paths"] = {}
+    for k in paths[1:]:
+        other = results[k]
+        result["kernel_paths"][k] = {
+            "accuracy": other["accuracy"], "correct": other["correct"],
+            "agreement": float(np.mean(other.pop("predictions") == primary))}
+    result["kernel_paths_disagree"] = any(
+        abs(v["accuracy"] - result["accuracy"]) > tolerance
+        for v in result["kernel_paths"].values())
+    if result["kernel_paths_disagree"]:
+        log.warning("%s: accuracy depends on the kernel path: %s", Path(tflite_path).stem,
+                    ", ".join(f"{k} {r['accuracy']:.4f}" for k, r in results.items()))
     return result

@@ -21,9 +21,9 @@ from typing import Any
 
 import numpy as np
 
-log = logging.getLogger(__name__)
+from pipeline.config import KERNEL_PATHS
 
-KERNEL_PATHS = ("xnnpack", "builtin", "reference")
+log = logging.getLogger(__name__)
 
 
 def _resolver(kernels: str) -> Any:

@@ -111,6 +111,7 @@ def _recommendation(rows: Mapping[str, Mapping[str, Any]], rec: Mapping[str, Any
     items.append(text(strong("Candidate: ", code(rec["candidate"])),
                       f" ({rec['candidate_reason']}); registered as ", code("@candidate"),
                       " by the track stage."))
+    items += [text(strong("Warning: "), w) for w in rec.get("warnings", [])]
     blocks.append(Bullets(tuple(items)))
     warning = too_small_warning(rows, reference, budget)
     if warning:
@@ -262,6 +263,85 @@ def _models(rows: Mapping[str, Mapping[str, Any]]) -> Section:
                    (Table(("variant", "weights by dtype", "ops by type"), tuple(table_rows)),))
 
 
+def _kernel_paths(ok: Mapping[str, Mapping[str, Any]]) -> Section | None:
+    """Accuracy and latency on every kernel path, side by side; flagged where they differ."""
+    first = next(iter(ok.values()))
+    others = list(first.get("kernel_paths", {}))
+    if not others:
+        return None
+    primary = first.get("kernels", "xnnpack")
+    # The benchmark's settings with and without XNNPACK are the paths' latencies.
+    setting = {"xnnpack": "t1", "builtin": "t1_noxnnpack"}
+    header = ["variant", f"accuracy ({primary})"]
+    header += [f"accuracy ({k})" for k in others] + [f"agreement ({k})" for k in others]
+    header += [f"p50 ({k})" for k in (primary, *others) if k in setting] + ["paths"]
+    table_rows = []
+    for name, row in ok.items():
+        paths = row.get("kernel_paths", {})
+        cells = [text(code(name)), text(f"{row['accuracy']:.4f}")]
+        cells += [text(f"{paths[k]['accuracy']:.4f}") if k in paths else text("-")
+                  for k in others]
+        cells += [text(f"{paths[k]['agreement']:.4f}") if k in paths else text("-")
+                  for k in others]
+        for k in (primary, *others):
+            if k in setting:
+                fig = row["settings"].get(setting[k])
+                cells.append(text(fmt("latency_ms", fig["latency_ms_p50"]) if fig
+                                  else "not measured"))
+        cells.append(text(strong("disagree")) if row.get("kernel_paths_disagree")
+                     else text("agree"))
+        table_rows.append(tuple(cells))
+    flagged = [n for n, r in ok.items() if r.get("kernel_paths_disagree")]
+    blocks: list[Block] = [
+        Paragraph(text("A ", code(".tflite"), " does not compute the same on every runtime "
+                       "path: each variant is evaluated on each of ",
+                       code("evaluate.kernel_paths"),
+                       " (", code("xnnpack"), ": LiteRT's default delegate; ", code("builtin"),
+                       ": the built-in kernels, as on a device without the delegate; ",
+                       code("reference"), ": the reference kernels). Agreement: the share of "
+                       "test samples whose top-1 is the same as on the first path.")),
+        Table(tuple(header), tuple(table_rows))]
+    if flagged:
+        blocks.append(Paragraph(text(
+            strong("Accuracy depends on the kernel path: "),
+            *[p for i, n in enumerate(flagged) for p in ((", ",) if i else ()) + (code(n),)],
+            ". They are recommended only when nothing else qualifies, and then with a "
+            "warning.")))
+    return Section(text("Accuracy on every kernel path"), tuple(blocks))
+
+
+def _quantizer(rows: Mapping[str, Mapping[str, Any]]) -> Section | None:
+    """What the LiteRT Quantizer's recipes asked and what the ops got, where they differ,
+    and every variant's worst tensors against the float model."""
+    blocks: list[Block] = []
+    asked = [(n, m) for n, r in rows.items() if r["status"] == "ok"
+             for m in r.get("asked_vs_got", [])]
+    if asked:
+        blocks += [
+            Paragraph(text("The quantizer leaves an op in float, silently, where its policy "
+                           "does not allow what the recipe asks (int4 on a depthwise conv, "
+                           "blockwise scales on a conv). Read from each exported model:")),
+            Table(("variant", "op", "layer", "asked", "got"), tuple(
+                (text(code(n)), text(m["op"]), text(code(m["layer"])), text(m["asked"]),
+                 text(strong(m["got"]))) for n, m in asked))]
+    worst = [(n, t) for n, r in rows.items() if r["status"] == "ok"
+             for t in r.get("worst_tensors", [])]
+    if worst:
+        blocks += [
+            Paragraph(text("Each variant's layers against the float model's on validation "
+                           "samples (the LiteRT Quantizer's validator, every tensor they "
+                           "share by name): the three with the lowest SNR. Full tables: ",
+                           code("models/tflite/<variant>/tensor_errors.csv"),
+                           "; overlays for Model Explorer: ",
+                           code("models/tflite/<variant>/model_explorer/"), ".")),
+            Table(("variant", "tensor", "SNR", "cosine", "MSE"), tuple(
+                (text(code(n)), text(code(short_layer(t["tensor"]))),
+                 text(f"{t['snr_db']:.1f} dB"), text(f"{t['cosine_similarity']:.5f}"),
+                 text(f"{t['mse']:.3g}")) for n, t in worst))]
+    return Section(text("LiteRT Quantizer: asked and got, and the worst tensors"),
+                   tuple(blocks)) if blocks else None
+
+
 def _worst_layers(rows: Mapping[str, Mapping[str, Any]]) -> Section | None:
     # Variants calibrated alike share their per-layer error: list each distinct table once.
     groups: dict[str, list[str]] = {}
@@ -300,9 +380,33 @@ def _worst_layers(rows: Mapping[str, Mapping[str, Any]]) -> Section | None:
     return Section(text("Worst-quantized layers"), tuple(blocks)) if blocks else None
 
 
+def _qat(qat: Mapping[str, Any]) -> Section:
+    """What QAT covered (`pipeline.build.qat.coverage`), or why it was not possible."""
+    if qat.get("error"):
+        return Section(text("Quantization-aware training"), (Paragraph(text(
+            strong("QAT was not possible: "), first_line(qat["error"], 600))),))
+    cover = qat["coverage"]
+    mode = {"whole": "the whole model", "layers": "the layers named in qat.layers",
+            "partial": "only the layers tfmot supports (it refused the whole model)"}
+    blocks: list[Block] = [Paragraph(text(
+        f"QAT annotated {mode.get(cover['mode'], cover['mode'])}: "
+        f"{cover['annotated_layers']} of {cover['layers']} layers, holding "
+        f"{100 * cover['coverage']:.1f}% of the weights; the rest stays in float. Keras test "
+        f"accuracy after fine-tuning: {qat['test_accuracy']:.4f}."))]
+    if cover.get("whole_model_error"):
+        blocks.append(Paragraph(text("Why not the whole model: ",
+                                     first_line(cover["whole_model_error"], 300))))
+    if cover["skipped"]:
+        blocks.append(Table(("skipped layer class", "layers", "weights", "why"), tuple(
+            (text(code(cls)), text(str(v["layers"])), text(f"{v['params']:,}"),
+             text(v["reason"])) for cls, v in cover["skipped"].items())))
+    return Section(text("Quantization-aware training"), tuple(blocks))
+
+
 def build(rows: Mapping[str, Mapping[str, Any]], specs: Mapping[str, VariantSpec],
           rec: Mapping[str, Any], reference: str, keras_accuracy: float | None = None,
-          plots: Mapping[str, str] | None = None) -> Document:
+          plots: Mapping[str, str] | None = None,
+          qat: Mapping[str, Any] | None = None) -> Document:
     """The whole report.
 
     Args:
@@ -312,6 +416,7 @@ def build(rows: Mapping[str, Mapping[str, Any]], specs: Mapping[str, VariantSpec
         reference: The reference variant.
         keras_accuracy: The float Keras model's test accuracy, if known.
         plots: `{caption: path relative to the report folder}` of the PNGs to show.
+        qat: The qat step's metrics (`test_accuracy`, `coverage` or `error`).
     """
     ok = {n: r for n, r in rows.items() if r["status"] == "ok"}
     sections = [_recommendation(rows, rec, keras_accuracy, reference),
@@ -328,10 +433,18 @@ def build(rows: Mapping[str, Mapping[str, Any]], specs: Mapping[str, VariantSpec
         latency = _latency(ok)
         sections += [Section(latency.title, (*latency.blocks, machine)), _memory(ok),
                      _per_class(ok)]
+        paths = _kernel_paths(ok)
+        if paths:
+            sections.append(paths)
+    if qat and (qat.get("error") or qat.get("coverage")):
+        sections.append(_qat(qat))
     sections.append(_models(rows))
     worst = _worst_layers(rows)
     if worst:
         sections.append(worst)
+    quantizer = _quantizer(rows)
+    if quantizer:
+        sections.append(quantizer)
     failures = [(n, r["error"]) for n, r in rows.items() if r["status"] != "ok"]
     if failures:
         sections.append(Section(text("Failed variants"), ()))

@@ -52,19 +52,26 @@ def recommend(rows: Mapping[str, Mapping[str, Any]], max_accuracy_drop: float,
         `max_accuracy_drop`, `prefer`, `evidence` (`within`, `unresolved` or `reference`:
         the level the picks were made at), `verdicts` (`{variant: verdict}`), `smallest`,
         `fastest`, `fastest_tied_with` (names with no measurable difference), `misses`
-        (`{variant: amount over budget}`), `failed` (names), `candidate` (a name) and
-        `candidate_reason` (one sentence).
+        (`{variant: amount over budget}`), `failed` (names), `kernel_paths_disagree` (names),
+        `candidate` (a name), `candidate_reason` (one sentence) and `warnings`.
     """
     ok = {n: r for n, r in rows.items() if r.get("status", "ok") == "ok"}
     verdicts = {n: stats.verdict(r["accuracy_drop"],
                                  r.get("accuracy_drop_ci_high", r["accuracy_drop"]),
                                  max_accuracy_drop) for n, r in ok.items()}
-    quantized = [n for n in ok if n != reference]
+    # A variant whose accuracy depends on the kernel path is recommended only when nothing
+    # else qualifies, and then with a warning.
+    steady = [n for n in ok if n != reference and not ok[n].get("kernel_paths_disagree")]
+    unsteady = [n for n in ok if n != reference and ok[n].get("kernel_paths_disagree")]
+    quantized = steady
     evidence, pool = "reference", [reference]
-    for level in ("within", "unresolved"):
-        chosen = [n for n in quantized if verdicts[n] == level]
-        if chosen:
-            evidence, pool = level, chosen
+    for candidates in (steady, unsteady):
+        for level in ("within", "unresolved"):
+            chosen = [n for n in candidates if verdicts[n] == level]
+            if chosen:
+                evidence, pool = level, chosen
+                break
+        if evidence != "reference":
             break
     smallest = min(pool, key=lambda n: (ok[n]["size_bytes"], -ok[n]["accuracy"]))
     fast, tied = fastest(ok, pool)
@@ -79,8 +86,13 @@ def recommend(rows: Mapping[str, Mapping[str, Any]], max_accuracy_drop: float,
         "misses": {n: r["accuracy_drop"] - max_accuracy_drop for n, r in ok.items()
                    if verdicts[n] == "misses"},
         "failed": [n for n in rows if n not in ok],
+        "kernel_paths_disagree": unsteady,
+        "warnings": [],
     }
     rec["candidate"] = rec[prefer]
+    if rec["candidate"] in unsteady:
+        rec["warnings"].append(f"{rec['candidate']}'s accuracy depends on the kernel path that "
+                               "runs it: check it on the device's path before shipping")
     rec["candidate_reason"] = {
         "within": f"the {prefer} variant shown within the accuracy budget (the upper bound "
                   "of its drop's 95% interval is within it)",

@@ -39,7 +39,8 @@ ALL_METRICS = (METRICS + INSPECTION_METRICS + EVALUATION_METRICS + BENCHMARK_MET
 # Row keys that are not metrics; every other numeric key of a row is one.
 NOT_METRICS = frozenset({"status", "error", "input_dtype", "output_dtype", "inspection",
                          "worst_layers", "denylisted_nodes", "settings", "headline", "machine",
-                         "budget_verdict", "paired",
+                         "budget_verdict", "paired", "kernel_paths", "kernel_paths_disagree",
+                         "asked_vs_got", "worst_tensors", "backend", "kernels",
                          "per_class_accuracy", "top_k"})
 
 
@@ -151,6 +152,15 @@ def summarize(specs: Mapping[str, VariantSpec], records: Mapping[str, Mapping[st
             "inspection": insp,
             "worst_layers": rec.get("worst_layers", []),
             "denylisted_nodes": rec.get("denylisted_nodes", []),
+            "worst_tensors": rec.get("worst_tensors", []),
+            "asked_vs_got": rec.get("asked_vs_got", []),
+            "backend": specs[name].backend,
+            "kernels": ev.get("kernels", "xnnpack"),
+            "kernel_paths": ev.get("kernel_paths", {}),
+            "kernel_paths_disagree": bool(ev.get("kernel_paths_disagree", False)),
+            **{f"accuracy.{k}": v["accuracy"] for k, v in ev.get("kernel_paths", {}).items()},
+            **{f"kernel_path_agreement.{k}": v["agreement"]
+               for k, v in ev.get("kernel_paths", {}).items()},
         }
     return {name: rows[name] for name in specs}
 

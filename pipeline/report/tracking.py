@@ -287,6 +287,9 @@ def log_pipeline(*, uri: str, experiment: str, run_name: str, config: Mapping[st
                         **{f"machine.{k}": str(v) for k, v in row.get("machine", {}).items()},
                         **({"budget.verdict": str(row["budget_verdict"])}
                            if ok and "budget_verdict" in row else {}),
+                        **({"kernel_paths.disagree": str(row["kernel_paths_disagree"]).lower()}
+                           if ok and "kernel_paths_disagree" in row else {}),
+                        "backend": spec.backend,
                         **({} if ok else {"error": str(row.get("error"))[:5000]})}
                 with _run(client, experiment_id, name, tags,
                           "FINISHED" if ok else "FAILED") as child_id:

@@ -74,8 +74,8 @@ def write_plots(out_dir: Path, rows: Mapping[str, Mapping[str, Any]],
 def write_report(out_dir: str | Path, rows: Mapping[str, Mapping[str, Any]],
                  specs: Mapping[str, VariantSpec], rec: Mapping[str, Any], reference: str,
                  keras_accuracy: float | None = None,
-                 histories: Mapping[str, Mapping[str, list[float]]] | None = None
-                 ) -> dict[str, Path]:
+                 histories: Mapping[str, Mapping[str, list[float]]] | None = None,
+                 qat: Mapping[str, Any] | None = None) -> dict[str, Path]:
     """Write the report into `out_dir`: `summary.md`, `report.html` (self-contained),
     `summary.csv`, `summary.json`, `metrics.json` (DVC metrics of the variants that
     succeeded), `recommendation.json`, and `plots/` (PNGs and the CSVs of DVC's plots).
@@ -83,13 +83,14 @@ def write_report(out_dir: str | Path, rows: Mapping[str, Mapping[str, Any]],
     Args:
         rec: The recommendation, candidate included (`pipeline.report.recommend`).
         histories: `{model: Keras history}` for the training curves (e.g. float, qat).
+        qat: The qat step's metrics (what QAT covered, or why it was not possible).
 
     Returns:
         The written paths by kind.
     """
     out = Path(out_dir)
     figures = write_plots(out, rows, histories or {})
-    doc = content.build(rows, specs, rec, reference, keras_accuracy, figures)
+    doc = content.build(rows, specs, rec, reference, keras_accuracy, figures, qat)
     return {
         "markdown": write_text(out / "summary.md", render.markdown(doc)),
         "html": write_text(out / "report.html", render.page(doc, out)),

@@ -9,15 +9,15 @@ from typing import Any
 
 from pipeline.config import Config
 from pipeline.layout import Layout
-from pipeline.steps import (benchmark, evaluate, prepare, qat, quantize, reference, report,
-                            track, train)
+from pipeline.steps import (benchmark, evaluate, layer_errors, prepare, qat, quantize,
+                            reference, report, track, train)
 
 
 def run(cfg: Config, raw: Mapping[str, Any], root: Path, params_file: Path,
         parent_run_id: str | None = None, extra_params: Mapping[str, str] | None = None,
         run_name: str | None = None) -> dict[str, Any]:
-    """Run prepare, train, qat, quantize (each variant), reference, evaluate and benchmark
-    (each variant), report and track.
+    """Run prepare, train, qat, layer_errors, quantize (each variant), reference, evaluate
+    and benchmark (each variant), report and track.
 
     Returns:
         The track step's result (run ids).
@@ -26,6 +26,7 @@ def run(cfg: Config, raw: Mapping[str, Any], root: Path, params_file: Path,
     prepare.run(cfg, layout)
     train.run(cfg, layout)
     qat.run(cfg, layout)
+    layer_errors.run(cfg, layout)
     for name in cfg.variants:
         quantize.run(cfg, layout, name)
     reference.run(cfg, layout)

@@ -18,7 +18,10 @@ from pipeline.variants import select
 
 def run(cfg: Config, layout: Layout, variant: str) -> dict[str, Any]:
     """Write the variant's evaluation folder: `metrics.json` and the confusion matrix (JSON,
-    PNG); returns the metrics."""
+    PNG); returns the metrics. The variant runs on every path of `evaluate.kernel_paths`:
+    the first gives its figures, the others their accuracy and their agreement with it,
+    sample by sample, and `kernel_paths_disagree` says whether the accuracies differ by more
+    than `evaluate.kernel_path_tolerance`."""
     select(cfg.variants, variant)
     variant_dir = layout.variant(variant)
     if artifacts.read_record(variant_dir)["status"] != "ok":
@@ -28,9 +31,11 @@ def run(cfg: Config, layout: Layout, variant: str) -> dict[str, Any]:
         return result
     ds = data.load(layout.dataset)
     ref = np.load(layout.reference_outputs, mmap_mode="r")  # read batch by batch
-    result = evaluate.evaluate(artifacts.tflite_path(variant_dir, variant), ds.x_test,
-                               ds.y_test, ref, cfg.evaluate.batch_size, cfg.evaluate.top_k,
-                               ds.num_classes, workers=cfg.evaluate.workers)
+    result = evaluate.on_kernel_paths(
+        artifacts.tflite_path(variant_dir, variant), ds.x_test, ds.y_test, ref,
+        cfg.evaluate.kernel_paths, cfg.evaluate.kernel_path_tolerance,
+        batch_size=cfg.evaluate.batch_size, top_k=cfg.evaluate.top_k,
+        num_classes=ds.num_classes, workers=cfg.evaluate.workers)
     matrix = result.pop("confusion_matrix")
     result = {"status": "ok", **result}
     with atomic_dir(layout.evaluation(variant)) as out:

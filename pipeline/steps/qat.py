@@ -13,32 +13,42 @@ from pipeline.layout import Layout
 
 log = logging.getLogger(__name__)
 
+QAT_LAYERS_HOW_TO = ("to get QAT, replace the layers the message names with ones tfmot "
+                     "supports, or name the layers to annotate in qat.layers")
+
 
 def run(cfg: Config, layout: Layout) -> float | None:
     """Fine-tune the float model with QAT; returns its test accuracy.
 
-    A float model QAT cannot annotate (subclassed, Keras 3, a layer tfmot does not support)
-    is not an error: the QAT model is recorded as unavailable with the reason, its accuracy
-    is None, and the variants made from it are reported as failed.
+    QAT covers as much of the model as tfmot can annotate (`pipeline.build.qat`); what it
+    covers goes into the QAT model's `model.json` and `qat_metrics.json` (`coverage`). A
+    model QAT cannot take at all (subclassed, Keras 3, nothing tfmot supports, or tfmot or
+    Keras failing on it) is not an error: the QAT model is recorded as unavailable with the
+    reason, its accuracy is None, and the variants made from it are reported as failed.
     """
     float_dir = layout.keras("float")
     blocker = model_store.read_info(float_dir).get("qat_blocker")
-    qat_model = None
+    how_to = model_store.QAT_HOW_TO  # the model's kind blocks QAT ...
     if not blocker:
+        how_to = QAT_LAYERS_HOW_TO  # ... or tfmot failed on its layers
         ds = data.load(layout.dataset)
         try:
-            qat_model, hist, accuracy = qat_mod.fine_tune(model_store.load(float_dir), ds,
-                                                          cfg.qat, cfg.seed)
+            with qat_mod.third_party("the float model could not be loaded for QAT"):
+                float_model = model_store.load(float_dir)
+            qat_model, hist, accuracy, cover = qat_mod.fine_tune(float_model, ds, cfg.qat,
+                                                                 cfg.seed)
+            with qat_mod.third_party("the QAT model could not be stored"):
+                model_store.save(qat_model, layout.keras("qat"), {"origin": "qat", "qat": cover},
+                                 float_tflite=False)
         except qat_mod.QatUnsupported as exc:
             blocker = str(exc).splitlines()[0]
     if blocker:
-        reason = f"QAT is not possible: {blocker}; {model_store.QAT_HOW_TO}"
+        reason = f"QAT is not possible: {blocker}; {how_to}"
         log.warning("%s. The post-training variants still run.", reason)
         model_store.save_unavailable(layout.keras("qat"), reason)
         write_json(layout.history("qat"), {})
         write_json(layout.keras_metrics("qat"), {"test_accuracy": None, "error": reason})
         return None
-    model_store.save(qat_model, layout.keras("qat"), {"origin": "qat"})
     write_json(layout.history("qat"), hist)
-    write_json(layout.keras_metrics("qat"), {"test_accuracy": accuracy})
+    write_json(layout.keras_metrics("qat"), {"test_accuracy": accuracy, "coverage": cover})
     return accuracy

@@ -10,28 +10,49 @@ from pipeline.build import model_store
 from pipeline.build import quantize as quantize_mod
 from pipeline.config import Config
 from pipeline.layout import Layout
+from pipeline.steps.layer_errors import table_for
 from pipeline.variants import select
 
 log = logging.getLogger(__name__)
 
 
 def run(cfg: Config, layout: Layout, variant: str) -> dict[str, Any]:
-    """Write the variant's folder (`pipeline.artifacts`); returns its record."""
+    """Write the variant's folder (`pipeline.artifacts`); returns its record.
+
+    The variant is converted from its source model's SavedModel (exported once by the
+    train or qat step), or quantized from the float model's `.tflite` (LiteRT Quantizer); a
+    full-integer variant reads its per-layer table from the layer_errors step instead of
+    running the debugger again; every variant of the float model has each tensor compared
+    with the float model's on validation samples.
+    """
     spec = select(cfg.variants, variant)
     out_dir = layout.variant(variant)
-    calibration = selection = None
-    if spec.representative_data:
-        ds = data.load(layout.dataset)
+    calibration = selection = table = None
+    ds = data.load(layout.dataset)
+    if spec.calibrated:
         calibration = data.calibration_samples(ds, cfg.quantization.calibration_samples,
                                                cfg.seed)
         # Per-layer choices are decisions: made on the validation split, never on test.
         selection = ds.x_val[:cfg.quantization.calibration_samples]
+    comparison = ds.x_val[:cfg.quantization.comparison_samples]
+    reference = None  # the source's float .tflite, to compare every tensor with
+    if spec.source == "float":
+        try:
+            reference = model_store.float_tflite(layout.keras("float"))
+        except model_store.ModelUnavailable:
+            pass  # nothing to compare with: the variant still converts
     try:
-        source = model_store.load(layout.keras(spec.source), qat=spec.source == "qat")
+        if spec.quantizer:  # the LiteRT Quantizer starts from the float model's .tflite
+            source = model_store.float_tflite(layout.keras(spec.source))
+        else:
+            source = model_store.conversion_source(layout.keras(spec.source))
     except model_store.ModelUnavailable as exc:  # no QAT model: this variant fails, alone
         log.error("variant %s failed: %s", variant, exc)
         record = artifacts.record_failure(variant, out_dir, str(exc))
     else:
-        record = quantize_mod.quantize_variant(source, spec, calibration, out_dir, selection)
+        if spec.full_integer:
+            table = table_for(layout, spec)
+        record = quantize_mod.quantize_variant(source, spec, calibration, out_dir, selection,
+                                               table, reference, comparison)
     log.info("%s: %s in %.1f s -> %s", variant, record["status"], record["seconds"], out_dir)
     return record

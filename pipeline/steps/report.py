@@ -25,4 +25,5 @@ def run(cfg: Config, layout: Layout) -> dict[str, Path]:
                               cfg.report.reference)
     return writer.write_report(layout.reports, rows, cfg.variants, rec, cfg.report.reference,
                                read_json(layout.keras_metrics("float"))["test_accuracy"],
-                               {m: read_json(layout.history(m)) for m in ("float", "qat")})
+                               {m: read_json(layout.history(m)) for m in ("float", "qat")},
+                               read_json(layout.keras_metrics("qat")))

@@ -43,7 +43,8 @@ def run(cfg: Config, layout: Layout, raw: Mapping[str, Any], params_file: Path,
     qat_metrics = read_json(layout.keras_metrics("qat"))
     keras_metrics = {
         "keras_test_accuracy": read_json(layout.keras_metrics("float"))["test_accuracy"],
-        "qat_keras_test_accuracy": qat_metrics["test_accuracy"]}  # None: QAT was impossible
+        "qat_keras_test_accuracy": qat_metrics["test_accuracy"],  # None: QAT was impossible
+        "qat_coverage": (qat_metrics.get("coverage") or {}).get("coverage")}
     result = tracking.log_pipeline(
         uri=uri,
         experiment=cfg.tracking.experiment,
@@ -61,6 +62,8 @@ def run(cfg: Config, layout: Layout, raw: Mapping[str, Any], params_file: Path,
                      "failed_variants": ",".join(rec["failed"]) or "none",
                      **({"qat.error": qat_metrics["error"][:5000]} if qat_metrics.get("error")
                         else {}),
+                     **({"qat.mode": qat_metrics["coverage"]["mode"]}
+                        if qat_metrics.get("coverage") else {}),
                      **({"mlflow.parentRunId": parent_run_id} if parent_run_id else {})},
         parent_artifacts={"report": layout.reports, "config": params_file,
                           "keras_model": layout.keras("float")},
@@ -68,6 +71,10 @@ def run(cfg: Config, layout: Layout, raw: Mapping[str, Any], params_file: Path,
             "model": artifacts.tflite_path(layout.variant(v), v),
             "inspection": layout.variant(v) / artifacts.RECORD,
             "layer_errors": layout.variant(v) / artifacts.LAYER_ERRORS,
+            "tensor_errors": layout.variant(v) / artifacts.TENSOR_ERRORS,
+            "model_explorer": layout.variant(v) / artifacts.OVERLAYS,
+            "recipe": layout.variant(v) / artifacts.RECIPE,
+            "precision": layout.variant(v) / artifacts.PRECISION,
             "evaluation": layout.evaluation(v),
             "benchmark": layout.benchmark(v)} for v in cfg.variants},
         common_tags=tracking.provenance(Path.cwd(), raw),  # the project being run

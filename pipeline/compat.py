@@ -1,0 +1,180 @@
+"""The compatibility matrix (`make compat`): Keras' own architectures through every variant,
+QAT included, written to `docs/compatibility.md`.
+
+Each architecture is built by `tf_keras.applications` at 32x32x3 (the smallest input they
+all take), random init, 10 classes, trained for one epoch on a synthetic dataset of that
+shape (classes told apart by colour and a stripe), saved as a file and run through the whole
+pipeline as a user's model (`model=file`, `data=npz`), in its own process: a crash there is a
+crash of the lab, and the matrix says so. Each cell is `ok` with the accuracy drop and the
+size ratio against float32, or the failure's one-line reason; the QAT coverage and the
+conversion seconds are beside them.
+
+    python -m pipeline.compat [--only MobileNetV3Small EfficientNetB0] [--timeout 3600]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from pipeline.io import read_json, write_text
+from pipeline.layout import Layout
+
+ROOT = Path(__file__).resolve().parent.parent
+DOC = ROOT / "docs" / "compatibility.md"
+ARCHITECTURES = ("MobileNet", "MobileNetV2", "MobileNetV3Small", "MobileNetV3Large",
+                 "EfficientNetB0", "EfficientNetV2B0", "ResNet50", "DenseNet121",
+                 "NASNetMobile", "ConvNeXtTiny", "RegNetX002", "keras3:MobileNetV3Small")
+OVERRIDES = ("train.epochs=1", "qat.epochs=1", "quantization.calibration_samples=50",
+             "benchmark.num_threads=[1]", "benchmark.min_runs=20", "benchmark.min_seconds=0.2",
+             "benchmark.warmup_seconds=0.05", "benchmark.memory=false")
+
+BUILD = r'''
+import sys, numpy as np
+name, out, data = sys.argv[1], sys.argv[2], sys.argv[3]
+if name.startswith("keras3:"):  # Keras 3, as a user of today's Keras would save it
+    import keras
+    model = getattr(keras.applications, name.split(":")[1])(
+        input_shape=(32, 32, 3), weights=None, classes=10)
+else:
+    from pipeline.build.tfcompat import import_tf
+    _, keras = import_tf(seed=0)
+    model = getattr(keras.applications, name)(input_shape=(32, 32, 3), weights=None,
+                                              classes=10)
+with np.load(data) as f:
+    x, y = f["x_train"] / np.float32(255), f["y_train"]
+model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+model.fit(x, y, epochs=1, batch_size=32, verbose=0)
+model.save(out)
+'''
+
+
+def synthetic(path: Path, classes: int = 10, train: int = 320, test: int = 160) -> Path:
+    """32x32 RGB images whose class is their colour and a stripe, with noise (.npz)."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    base = rng.integers(30, 220, (classes, 3))
+
+    def images(n: int) -> tuple[Any, Any]:
+        y = np.arange(n) % classes
+        x = rng.normal(base[y][:, None, None, :], 25, (n, 32, 32, 3))
+        for i, c in enumerate(y):
+            x[i, :, (3 * c) % 32:(3 * c) % 32 + 3] = 255
+        return np.clip(x, 0, 255).astype(np.uint8), y
+
+    (x_train, y_train), (x_test, y_test) = images(train), images(test)
+    np.savez(path, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
+    return path
+
+
+def _tail(text: str) -> str:
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return lines[-1][:200] if lines else "no output"
+
+
+def run_one(name: str, work: Path, data: Path, timeout: float) -> dict[str, Any]:
+    """Build, then run the pipeline on one architecture; what became of each variant."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "MLFLOW_TRACKING_URI":
+           f"sqlite:///{work / 'mlflow.db'}"}
+    model = work / f"{name.replace(':', '_')}.{'keras' if name.startswith('keras3') else 'h5'}"
+    started = time.perf_counter()
+    build = subprocess.run([sys.executable, "-c", BUILD, name, str(model), str(data)],
+                           env=env, capture_output=True, text=True, timeout=timeout)
+    if build.returncode != 0:
+        return {"arch": name, "crash": f"building the model failed: {_tail(build.stderr)}"}
+    job = work / "job"
+    try:
+        proc = subprocess.run([sys.executable, "-m", "pipeline", "model=file",
+                               f"model.path={model}", "data=npz", f"data.path={data}",
+                               *OVERRIDES, f"hydra.run.dir={job}"], cwd=ROOT, env=env,
+                              capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"arch": name, "crash": f"timed out after {timeout:.0f} s"}
+    seconds = time.perf_counter() - started
+    if proc.returncode != 0:
+        return {"arch": name, "crash": f"exit {proc.returncode}: {_tail(proc.stderr)}",
+                "seconds": seconds}
+    lay = Layout(job)
+    summary = read_json(lay.report("summary.json"))
+    conversion = {v: read_json(lay.variant(v) / "conversion.json")["seconds"] for v in summary}
+    return {"arch": name, "summary": summary, "seconds": seconds, "conversion": conversion,
+            "qat": read_json(lay.keras_metrics("qat"))}
+
+
+def cell(row: dict[str, Any]) -> str:
+    if row["status"] != "ok":
+        first = " ".join(row["error"].split())
+        return "failed: " + (first[:110] + "..." if len(first) > 110 else first).replace("|",
+                                                                                     "/")
+    return f"ok {row['accuracy_drop']:+.3f}, {row['compression_ratio']:.1f}x"
+
+
+def render(results: list[dict[str, Any]]) -> str:
+    """`docs/compatibility.md`."""
+    variants: list[str] = []
+    for r in results:
+        variants += [v for v in r.get("summary", {}) if v not in variants]
+    lines = [
+        "# Compatibility matrix", "",
+        "Generated by `make compat` (`python -m pipeline.compat`); do not edit by hand. Keras' "
+        "own architectures (`tf_keras.applications`, and one Keras 3 model), random init at "
+        "32x32x3, 10 classes, one training epoch on a synthetic dataset, run through the "
+        "whole pipeline as a user's model (`model=file`, `data=npz`), each in its own "
+        "process. A cell is `ok` with the accuracy drop against float32 and the size ratio "
+        "(float32 size / this size), or the variant's failure with its reason. With random "
+        "weights and a few training steps the drops show that a variant runs, not how "
+        "accurate it is on real data.", "",
+        "| architecture | " + " | ".join(f"`{v}`" for v in variants)
+        + " | QAT coverage | conversion s (all variants) | pipeline s |",
+        "|---|" + "---|" * (len(variants) + 3)]
+    for r in results:
+        if "crash" in r:
+            lines.append(f"| {r['arch']} | **crash**: {r['crash']} |"
+                         + " |" * (len(variants) + 2))
+            continue
+        qat = r["qat"]
+        if qat.get("coverage"):
+            c = qat["coverage"]
+            cover = (f"{c['mode']}: {c['annotated_layers']}/{c['layers']} layers, "
+                     f"{100 * c['coverage']:.1f}% of weights")
+        else:
+            cover = "none: " + " ".join((qat.get("error") or "").split())[:90]
+        cells = [cell(r["summary"][v]) if v in r["summary"] else "" for v in variants]
+        lines.append(f"| {r['arch']} | " + " | ".join(cells) + f" | {cover} | "
+                     f"{sum(r['conversion'].values()):.0f} | {r['seconds']:.0f} |")
+    crashes = [r["arch"] for r in results if "crash" in r]
+    lines += ["", f"{len(results)} architectures, {len(crashes)} crashes"
+              + (f" ({', '.join(crashes)})" if crashes else "") + ".", ""]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", nargs="+", default=list(ARCHITECTURES))
+    parser.add_argument("--timeout", type=float, default=3600.0, help="seconds per step")
+    parser.add_argument("--out", type=Path, default=DOC)
+    args = parser.parse_args(argv)
+    results = []
+    with tempfile.TemporaryDirectory(prefix="compat-") as tmp:
+        data = synthetic(Path(tmp) / "data.npz")
+        for name in args.only:
+            work = Path(tmp) / name.replace(":", "_")
+            work.mkdir()
+            print(f"{name} ...", flush=True)
+            results.append(run_one(name, work, data, args.timeout))
+            result = results[-1]
+            print(f"   {result.get('crash') or 'done'} ({result.get('seconds', 0):.0f} s)",
+                  flush=True)
+            write_text(args.out, render(results))  # as it goes: a long run shows progress
+    return results
+
+
+if __name__ == "__main__":
+    main()
