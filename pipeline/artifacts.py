@@ -9,7 +9,9 @@ A variant's folder (`Layout.variant(name)`) holds:
 - `recipe.json` (LiteRT Quantizer variants): the recipe the quantizer applied, and
   `precision.csv`: per weight op, what the recipe asked and what the op got;
 - `tensor_errors.csv` and `model_explorer/` (every variant the comparison works on): each
-  tensor's error against the float model, and the Model Explorer overlays of it.
+  tensor's error against the float model, and the Model Explorer overlays of it;
+- `search_*` for a variant found by the search: its trials, their plot, the per-layer
+  decisions, and the rules that reproduce it without searching.
 """
 
 from __future__ import annotations
@@ -25,6 +27,10 @@ RECIPE = "recipe.json"
 PRECISION = "precision.csv"
 TENSOR_ERRORS = "tensor_errors.csv"
 OVERLAYS = "model_explorer"
+SEARCH_TRIALS = "search_trajectory.csv"  # the search (`pipeline.build.search`): each trial,
+SEARCH_PLOT = "search_trajectory.png"  # its plot,
+SEARCH_DECISIONS = "search_decisions.csv"  # each layer's precision and why,
+SEARCH_RULES = "search_rules.yaml"  # and the rules that give the same model again
 MAX_ERROR_CHARS = 4000  # converter messages can carry whole MLIR dumps
 
 

@@ -32,7 +32,7 @@ SUPPORTED_TYPES = ("float16", "int8")
 IO_TYPES = ("float32", "int8", "uint8", "int16")
 OPTIMIZATIONS = ("DEFAULT",)
 SOURCES = ("float", "qat")  # which Keras model is converted
-BACKENDS = ("converter", "litert_quantizer")
+BACKENDS = ("converter", "litert_quantizer", "search")
 # LiteRT Quantizer: its named recipes (`ai_edge_quantizer.recipe`), what a rule does to the
 # layers it matches, and how it stores their weights.
 RECIPES = ("dynamic_wi8_afp32", "weight_only_wi8_afp32", "weight_only_wi4_afp32",
@@ -46,6 +46,11 @@ CONVERTER_FIELDS = ("optimizations", "supported_ops", "supported_types", "infere
                     "inference_output_type", "representative_data", "per_channel",
                     "denylist_top_k", "denylist_threshold")
 QUANTIZER_FIELDS = ("recipe", "rules", "io")
+SEARCH_FIELDS = ("objective", "precisions", "max_trials", "time_limit", "rank", "budget")
+# The search: what a layer may be (cheapest first), what it minimizes, how it ranks layers.
+PRECISIONS = ("int4", "int8", "int16", "float")
+OBJECTIVES = ("size", "latency")
+RANKINGS = ("error", "impact")
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
 
@@ -123,6 +128,18 @@ class VariantSpec:
         rules: LiteRT Quantizer: per-layer rules applied on top of the recipe, in order.
         io: LiteRT Quantizer: `float` model input and output (the default), or `integer` as
             a static recipe makes them.
+        objective: search: `size` (the smallest model) or `latency` (the lowest p50).
+        precisions: search: what a layer may be, cheapest first (`int4`: weight-only;
+            `int8`, `int16`: static, calibrated activations; `float`). It starts with every
+            layer at the first.
+        max_trials: search: at most this many candidate models.
+        time_limit: search: at most this many seconds.
+        rank: search: `error` (the layers' error against the float model, lowest SNR first)
+            or `impact` (raise each layer alone and measure the validation accuracy: costlier,
+            more exact).
+        budget: search: the accuracy drop it may cost, on the validation split; conf/ sets
+            it to `${report.max_accuracy_drop}`, so params.yaml holds the value and DVC
+            reruns only the search when the budget changes.
     """
 
     name: str = "?"
@@ -141,6 +158,12 @@ class VariantSpec:
     recipe: str | None = None
     rules: list[LayerRule] = dataclasses.field(default_factory=list)
     io: str = "float"
+    objective: str = "size"
+    precisions: list[str] = dataclasses.field(default_factory=lambda: ["int4", "int8", "float"])
+    max_trials: int = 30
+    time_limit: float = 600.0
+    rank: str = "error"
+    budget: float | None = None
 
     def __post_init__(self) -> None:
         key = f"quantization.variants.{self.name}"
@@ -149,6 +172,21 @@ class VariantSpec:
                              "file, stage and run names)")
         one_of(f"{key}.source", self.source, SOURCES)
         one_of(f"{key}.backend", self.backend, BACKENDS)
+        if self.backend == "search":
+            if self.source != "float":
+                raise ValueError(f"{key}: the search quantizes the float model (source: float)")
+            one_of(f"{key}.objective", self.objective, OBJECTIVES)
+            one_of(f"{key}.rank", self.rank, RANKINGS)
+            for p in self.precisions:
+                one_of(f"{key}.precisions", p, PRECISIONS)
+            if len(self.precisions) < 2 or len(set(self.precisions)) != len(self.precisions):
+                raise ValueError(f"{key}.precisions must list at least two different "
+                                 f"precisions, cheapest first, got {self.precisions}")
+            positive(f"{key}.max_trials", self.max_trials)
+            positive(f"{key}.time_limit", self.time_limit)
+            if self.budget is not None:
+                positive(f"{key}.budget", self.budget, allow_zero=True)
+            return
         if self.backend == "litert_quantizer":
             if self.source != "float":
                 raise ValueError(f"{key}: the LiteRT Quantizer quantizes the float model "
@@ -194,8 +232,15 @@ class VariantSpec:
         return self.backend == "litert_quantizer"
 
     @property
+    def search(self) -> bool:
+        """True if this variant is found by the accuracy-aware search (`pipeline.build.search`)."""
+        return self.backend == "search"
+
+    @property
     def calibrated(self) -> bool:
         """True if the variant needs calibration samples (representative data)."""
+        if self.search:
+            return any(p in ("int8", "int16") for p in self.precisions)
         if self.quantizer:
             return bool(self.recipe and self.recipe.startswith("static_")) or any(
                 r.mode == "static" for r in self.rules)
@@ -245,12 +290,14 @@ def parse_variant(name: str, raw: Mapping[str, Any], where: str = "quantization.
         raise ValueError(f"{key}: a variant's name is its key; remove the field `name`")
     if "source" not in raw:
         raise ValueError(f"{key}.source is required; valid: {', '.join(SOURCES)}")
-    quantizer = raw.get("backend") == "litert_quantizer"
-    foreign = [f for f in (CONVERTER_FIELDS if quantizer else QUANTIZER_FIELDS) if f in raw]
+    backend = raw.get("backend", "converter")
+    owner = {**{f: "converter" for f in CONVERTER_FIELDS},
+             **{f: "litert_quantizer" for f in QUANTIZER_FIELDS},
+             **{f: "search" for f in SEARCH_FIELDS}}
+    foreign = [f for f in raw if owner.get(f, backend) != backend]
     if foreign:
         raise ValueError(f"{key}: {', '.join(foreign)} belong to the "
-                         f"{'converter' if quantizer else 'litert_quantizer'} backend, not "
-                         f"to backend: {raw.get('backend', 'converter')}")
+                         f"{owner[foreign[0]]} backend, not to backend: {backend}")
     try:
         return typed(VariantSpec, {**raw, "name": name}, key)
     except ValueError as exc:  # a rule checks itself without knowing where it is

@@ -10,7 +10,7 @@ import pytest
 
 from pipeline import config as config_mod
 from pipeline import artifacts, data
-from pipeline.build import qat, quantize, train
+from pipeline.build import debug, qat, quantize, train
 from pipeline.measure import litert
 
 
@@ -27,9 +27,25 @@ def test_architecture_converts_and_runs_in_every_variant(model: str, dataset: da
     float_model, _, _ = train.train(tiny, cfg.model, cfg.train, cfg.seed)
     qat_model, _, _, _ = qat.fine_tune(float_model, tiny, cfg.qat, cfg.seed)
     calibration = data.calibration_samples(tiny, 4, cfg.seed)
+    float_tflite = None  # what the LiteRT Quantizer and the search start from, as in the step
+    tables: dict[str, quantize.LayerTable] = {}  # per debugger setting, as the layer_errors step
     for name, spec in cfg.variants.items():
         source = qat_model if spec.source == "qat" else float_model
-        record = quantize.quantize_variant(source, spec, calibration, tmp_path / name)
+        validation = None
+        if spec.quantizer or spec.search:
+            assert float_tflite is not None, "float32 is converted first"
+            source = float_tflite
+            validation = (tiny.x_val, tiny.y_val, cfg.report.max_accuracy_drop)
+        table = None
+        if spec.full_integer:
+            key = debug.setting_key(spec)
+            if key not in tables:
+                tables[key] = quantize.layer_table(float_model, spec, calibration, None)
+            table = tables[key]
+        record = quantize.quantize_variant(source, spec, calibration, tmp_path / name,
+                                           table=table, validation=validation)
+        if name == cfg.report.reference:
+            float_tflite = artifacts.tflite_path(tmp_path / name, name)
         assert record["status"] == "ok", (name, record["error"])
         scores = litert.Runner(artifacts.tflite_path(tmp_path / name, name)).predict(tiny.x_test)
         assert scores.shape == (8, 10) and np.isfinite(scores).all(), name

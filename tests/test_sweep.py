@@ -44,8 +44,11 @@ def test_launcher_configs_name_installed_launchers_and_change_no_lab_key(launche
     with initialize_config_dir(config_dir=str(config_mod.CONF_DIR), version_base=None):
         cfg = compose("config", [f"hydra/launcher={launcher}"], return_hydra_config=True)
     assert issubclass(get_class(cfg.hydra.launcher._target_), Launcher)  # plugin installed
-    lab = OmegaConf.to_container(cfg)
-    lab.pop("hydra")
+    from omegaconf import open_dict
+
+    with open_dict(cfg):
+        del cfg["hydra"]
+    lab = OmegaConf.to_container(cfg, resolve=True)
     # The hydra section is the app's alone: the lab's config is DVC's, key for key.
     assert lab == config_mod.compose() and "hydra" not in config_mod.compose()
 

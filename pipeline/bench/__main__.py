@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from pipeline.bench import conversion, evaluation, overhead, scale
+from pipeline.bench import conversion, evaluation, overhead, scale, searchtime
 
-SECTIONS = ("overhead", "cores", "stability", "pipeline", "conversion", "scale")
+SECTIONS = ("overhead", "cores", "stability", "search", "pipeline", "conversion", "scale")
 
 
 def main() -> None:
@@ -16,6 +16,8 @@ def main() -> None:
                         help="image counts of the scale check")
     args = parser.parse_args()
     evaluation.main(args.only)
+    if "search" in args.only:
+        searchtime.main()
     if "pipeline" in args.only:
         overhead.main()
     if "conversion" in args.only:

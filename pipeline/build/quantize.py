@@ -38,7 +38,9 @@ class LayerTable:
 def quantize_variant(model: Any, spec: VariantSpec, calibration: np.ndarray | None,
                      out_dir: str | Path, selection: np.ndarray | None = None,
                      table: LayerTable | None = None, reference: Path | None = None,
-                     comparison: np.ndarray | None = None) -> dict[str, Any]:
+                     comparison: np.ndarray | None = None,
+                     validation: tuple[Any, np.ndarray, float] | None = None
+                     ) -> dict[str, Any]:
     """Convert `model` as `spec` says and write the variant's folder (replaced atomically).
 
     Writes `<name>.tflite` (on success), `layer_errors.csv` (full-integer variants) and
@@ -55,6 +57,7 @@ def quantize_variant(model: Any, spec: VariantSpec, calibration: np.ndarray | No
             computes it here (full-integer variants).
         reference: The float model's `.tflite`, to compare every tensor with (and the
             LiteRT Quantizer's input); with `comparison` samples (validation split).
+        validation: For a search: `(x_val, y_val, budget)`, what candidates are measured on.
 
     Returns:
         The record written to `conversion.json` (`pipeline.artifacts`).
@@ -71,7 +74,13 @@ def quantize_variant(model: Any, spec: VariantSpec, calibration: np.ndarray | No
                 record["worst_layers"] = layers[:WORST_LAYERS]
             elif table:
                 record["layer_errors_error"] = table.error
-            if spec.quantizer:  # LiteRT Quantizer: `model` is the float .tflite
+            if spec.search:  # `model` is the float .tflite, searched over
+                if validation is None:
+                    raise ValueError(f"variant {spec.name!r} searches: it needs the "
+                                     "validation split")
+                flatbuffer = run_search(Path(model), spec, calibration, validation, out,
+                                        record)
+            elif spec.quantizer:  # LiteRT Quantizer: `model` is the float .tflite
                 flatbuffer, recipe = litert_quantizer.quantize(Path(model), spec, calibration)
                 write_json(out / RECIPE, recipe)
             elif spec.selective:
@@ -142,3 +151,43 @@ def compare_tensors(reference: Path, path: Path, samples: np.ndarray, out: Path,
         return
     write_text(out / TENSOR_ERRORS, _csv(rows))
     record["worst_tensors"] = [r for r in rows if r["kind"] == "intermediate"][:WORST_LAYERS]
+
+
+def run_search(float_tflite: Path, spec: VariantSpec, calibration: np.ndarray | None,
+               validation: tuple[Any, np.ndarray, float], out: Path,
+               record: dict[str, Any]) -> bytes:
+    """The accuracy-aware search (`pipeline.build.search`): writes its trajectory, plot,
+    decisions and rules into the variant's folder, its summary into the record; returns the
+    model found."""
+    import tempfile
+
+    from pipeline.artifacts import SEARCH_DECISIONS, SEARCH_PLOT, SEARCH_RULES, SEARCH_TRIALS
+    from pipeline.build import search
+
+    x_val, y_val, budget = validation
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory() as work:
+        result = search.search(spec, float_tflite, calibration, x_val, y_val, budget,
+                               Path(work))
+    write_text(out / SEARCH_TRIALS, _csv([t.row() for t in result.trials]))
+    write_text(out / SEARCH_DECISIONS, _csv(result.decisions))
+    layers = litert_quantizer.weight_ops(float_tflite)
+    write_text(out / SEARCH_RULES, search.rules_yaml(result.decisions, layers))
+    search.plot(result, budget, spec.objective, out / SEARCH_PLOT)
+    record["search"] = {
+        "stop": result.stop, "budget_met": result.met, "budget": budget,
+        "trials": len(result.trials), "found_trial": result.best.index,
+        "val_accuracy": result.best.accuracy, "val_drop": result.best.drop,
+        "float_val_accuracy": result.float_accuracy, "noise_floor": result.noise_floor,
+        "resolvable": result.resolvable, "seconds": time.perf_counter() - started,
+        "seconds_per_trial": (time.perf_counter() - started) / len(result.trials),
+        "start": result.trials[0].change,
+        "precisions": {d["layer"]: d["precision"] for d in result.decisions}}
+    if not result.met:
+        log.warning("search %s: the budget was not met (%s); the best found is kept, flagged",
+                    spec.name, result.stop)
+    if not result.resolvable:
+        log.warning("search %s: a budget of %g is tighter than the validation split can show "
+                    "(even a model agreeing on every sample has a drop bound of %.4f)",
+                    spec.name, budget, result.noise_floor)
+    return result.best.flatbuffer

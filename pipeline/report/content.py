@@ -342,6 +342,58 @@ def _quantizer(rows: Mapping[str, Mapping[str, Any]]) -> Section | None:
                    tuple(blocks)) if blocks else None
 
 
+def _searches(rows: Mapping[str, Mapping[str, Any]],
+              plots: Mapping[str, str] | None) -> list[Section]:
+    """How each search got to its model, in a few lines, and how it compares with the int8
+    variants the converter makes."""
+    sections = []
+    for name, row in rows.items():
+        found = row.get("search") if row["status"] == "ok" else None
+        if not found:
+            continue
+        budget = found["budget"]
+        outcome = ("" if found["budget_met"] and found["stop"] == "budget met" else
+                   "; the budget was met" if found["budget_met"] else
+                   "; the budget was NOT met: the most accurate model found is kept, flagged "
+                   "as outside the budget")
+        trials = f"{found['trials']} trial{'s' if found['trials'] != 1 else ''}"
+        items = [text(strong("Start: "), found["start"].removeprefix("start: "), "."),
+                 text(strong("Steps: "), f"{trials}, the model found in trial "
+                      f"{found['found_trial']}; see the trajectory below and ",
+                      code(f"models/tflite/{name}/search_trajectory.csv"), "."),
+                 text(strong("Stop: "), f"{found['stop']}{outcome}."),
+                 text(strong("On validation: "), f"accuracy {found['val_accuracy']:.4f} "
+                      f"against the float model's {found['float_val_accuracy']:.4f}, a drop "
+                      f"of {found['val_drop']:+.4f} (budget {budget:.4f}); "
+                      f"{found['seconds']:.1f} s in all, {found['seconds_per_trial']:.2f} s "
+                      "a trial.")]
+        if not found["resolvable"]:
+            items.append(text(strong("The budget is tighter than the validation noise: "),
+                              f"even a model agreeing with the float one on every validation "
+                              f"sample has a drop bound of {found['noise_floor']:.4f}, above "
+                              f"{budget:.4f}; more validation data would show it."))
+        layers = ", ".join(f"{k} {v}" for k, v in found["precisions"].items())
+        items.append(text(strong("Per layer: "), layers, " (why: ",
+                          code(f"models/tflite/{name}/search_decisions.csv"),
+                          "; to get it again without searching: ",
+                          code(f"models/tflite/{name}/search_rules.yaml"), ")."))
+        peers = [n for n in (name, "int8", "int8_selective", "float32")
+                 if n in rows and rows[n]["status"] == "ok"]
+        table = Table(("variant", "test accuracy", "drop", "size", "p50"), tuple(
+            (text(code(n)), text(f"{rows[n]['accuracy']:.4f}"),
+             text(f"{rows[n]['accuracy_drop']:+.4f}"), text(fmt("size_bytes",
+                                                                rows[n]["size_bytes"])),
+             text(fmt("latency_ms", rows[n]["latency_ms_p50"]))) for n in peers))
+        blocks: list[Block] = [Bullets(tuple(items)), Paragraph(text(
+            "The model found, evaluated once on the test split like every variant, beside "
+            "the converter's int8 variants:")), table]
+        caption = f"Search trajectory of {name}"
+        if plots and caption in plots:
+            blocks.append(Figure(caption, plots[caption]))
+        sections.append(Section(text("How the search found ", code(name)), tuple(blocks)))
+    return sections
+
+
 def _worst_layers(rows: Mapping[str, Mapping[str, Any]]) -> Section | None:
     # Variants calibrated alike share their per-layer error: list each distinct table once.
     groups: dict[str, list[str]] = {}
@@ -420,12 +472,14 @@ def build(rows: Mapping[str, Mapping[str, Any]], specs: Mapping[str, VariantSpec
     """
     ok = {n: r for n, r in rows.items() if r["status"] == "ok"}
     sections = [_recommendation(rows, rec, keras_accuracy, reference),
-                _evidence(rows, rec), _all_variants(rows, specs)]
-    if plots:
+                _evidence(rows, rec), _all_variants(rows, specs),
+                *_searches(rows, plots)]
+    trade_offs = {c: p for c, p in (plots or {}).items() if not c.startswith("Search")}
+    if trade_offs:
         sections.append(Section(text("Trade-offs"), (
             Paragraph(text("Red: the Pareto front, the variants no other variant beats on both "
                            "accuracy and cost.")),
-            *(Figure(caption, path) for caption, path in plots.items()))))
+            *(Figure(caption, path) for caption, path in trade_offs.items()))))
     if ok:
         m = next(iter(ok.values()))["machine"]
         machine = Paragraph(text(f"Measured on {m['cpu']} ({m['cores']} cores), Python "

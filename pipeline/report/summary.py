@@ -40,7 +40,7 @@ ALL_METRICS = (METRICS + INSPECTION_METRICS + EVALUATION_METRICS + BENCHMARK_MET
 NOT_METRICS = frozenset({"status", "error", "input_dtype", "output_dtype", "inspection",
                          "worst_layers", "denylisted_nodes", "settings", "headline", "machine",
                          "budget_verdict", "paired", "kernel_paths", "kernel_paths_disagree",
-                         "asked_vs_got", "worst_tensors", "backend", "kernels",
+                         "asked_vs_got", "worst_tensors", "backend", "kernels", "search",
                          "per_class_accuracy", "top_k"})
 
 
@@ -154,6 +154,7 @@ def summarize(specs: Mapping[str, VariantSpec], records: Mapping[str, Mapping[st
             "denylisted_nodes": rec.get("denylisted_nodes", []),
             "worst_tensors": rec.get("worst_tensors", []),
             "asked_vs_got": rec.get("asked_vs_got", []),
+            "search": rec.get("search"),
             "backend": specs[name].backend,
             "kernels": ev.get("kernels", "xnnpack"),
             "kernel_paths": ev.get("kernel_paths", {}),

@@ -11,7 +11,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pipeline.io import write_json, write_text
+from pipeline.artifacts import SEARCH_PLOT
+from pipeline.io import write_bytes, write_json, write_text
 from pipeline.layout import METRICS_FILE
 from pipeline.report import content, plots, render
 from pipeline.report.summary import metrics_of, to_csv
@@ -29,7 +30,8 @@ def _csv(header: list[str], rows: list[list[Any]]) -> str:
 
 
 def write_plots(out_dir: Path, rows: Mapping[str, Mapping[str, Any]],
-                histories: Mapping[str, Mapping[str, list[float]]]) -> dict[str, str]:
+                histories: Mapping[str, Mapping[str, list[float]]],
+                variants_dir: Path | None = None) -> dict[str, str]:
     """PNG plots and the CSV data behind DVC's plots, in `out_dir/plots/`.
 
     Returns:
@@ -54,6 +56,11 @@ def write_plots(out_dir: Path, rows: Mapping[str, Mapping[str, Any]],
     }
     if any(histories.values()):
         pngs["Training curves"] = plots.training_curves(dict(histories), d / "training.png")
+    for name, row in ok.items():  # each search's trajectory, copied beside the other plots
+        source = variants_dir / name / SEARCH_PLOT if variants_dir else None
+        if row.get("search") and source and source.is_file():
+            pngs[f"Search trajectory of {name}"] = write_bytes(d / f"search_{name}.png",
+                                                               source.read_bytes())
     # Data files for `dvc plots show` (dvc.yaml's plots section).
     front_size = plots.pareto_front({n: (r["size_bytes"], r["accuracy"]) for n, r in ok.items()})
     front_lat = plots.pareto_front({n: (r["latency_ms_p50"], r["accuracy"])
@@ -75,7 +82,8 @@ def write_report(out_dir: str | Path, rows: Mapping[str, Mapping[str, Any]],
                  specs: Mapping[str, VariantSpec], rec: Mapping[str, Any], reference: str,
                  keras_accuracy: float | None = None,
                  histories: Mapping[str, Mapping[str, list[float]]] | None = None,
-                 qat: Mapping[str, Any] | None = None) -> dict[str, Path]:
+                 qat: Mapping[str, Any] | None = None,
+                 variants_dir: Path | None = None) -> dict[str, Path]:
     """Write the report into `out_dir`: `summary.md`, `report.html` (self-contained),
     `summary.csv`, `summary.json`, `metrics.json` (DVC metrics of the variants that
     succeeded), `recommendation.json`, and `plots/` (PNGs and the CSVs of DVC's plots).
@@ -84,12 +92,13 @@ def write_report(out_dir: str | Path, rows: Mapping[str, Mapping[str, Any]],
         rec: The recommendation, candidate included (`pipeline.report.recommend`).
         histories: `{model: Keras history}` for the training curves (e.g. float, qat).
         qat: The qat step's metrics (what QAT covered, or why it was not possible).
+        variants_dir: The variants' folders (for each search's trajectory plot).
 
     Returns:
         The written paths by kind.
     """
     out = Path(out_dir)
-    figures = write_plots(out, rows, histories or {})
+    figures = write_plots(out, rows, histories or {}, variants_dir)
     doc = content.build(rows, specs, rec, reference, keras_accuracy, figures, qat)
     return {
         "markdown": write_text(out / "summary.md", render.markdown(doc)),

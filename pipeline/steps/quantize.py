@@ -42,7 +42,7 @@ def run(cfg: Config, layout: Layout, variant: str) -> dict[str, Any]:
         except model_store.ModelUnavailable:
             pass  # nothing to compare with: the variant still converts
     try:
-        if spec.quantizer:  # the LiteRT Quantizer starts from the float model's .tflite
+        if spec.quantizer or spec.search:  # both start from the float model's .tflite
             source = model_store.float_tflite(layout.keras(spec.source))
         else:
             source = model_store.conversion_source(layout.keras(spec.source))
@@ -52,7 +52,9 @@ def run(cfg: Config, layout: Layout, variant: str) -> dict[str, Any]:
     else:
         if spec.full_integer:
             table = table_for(layout, spec)
+        budget = spec.budget if spec.budget is not None else cfg.report.max_accuracy_drop
+        validation = (ds.x_val, ds.y_val, budget) if spec.search else None
         record = quantize_mod.quantize_variant(source, spec, calibration, out_dir, selection,
-                                               table, reference, comparison)
+                                               table, reference, comparison, validation)
     log.info("%s: %s in %.1f s -> %s", variant, record["status"], record["seconds"], out_dir)
     return record

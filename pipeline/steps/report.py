@@ -26,4 +26,4 @@ def run(cfg: Config, layout: Layout) -> dict[str, Path]:
     return writer.write_report(layout.reports, rows, cfg.variants, rec, cfg.report.reference,
                                read_json(layout.keras_metrics("float"))["test_accuracy"],
                                {m: read_json(layout.history(m)) for m in ("float", "qat")},
-                               read_json(layout.keras_metrics("qat")))
+                               read_json(layout.keras_metrics("qat")), layout.variants)

@@ -1,0 +1,134 @@
+"""The accuracy-aware search, on a model built to need it: one small layer has a unit with
+huge activations (its outgoing weights are zero, so the float model does not care), which
+wrecks static int8 for that layer and the next. Plain int8 misses the budget; the search
+must keep those layers in float, the rest int8, and be smaller than float32.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipeline import artifacts, data
+from pipeline.build import quantize
+from pipeline.variants import parse_variant
+
+
+@pytest.fixture(scope="module")
+def outlier_model(dataset: data.Dataset, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The float .tflite of a trained digits CNN whose `narrow` layer has one outlier unit."""
+    from pipeline.build import convert
+    from pipeline.build.tfcompat import import_tf
+    from pipeline.variants import VariantSpec
+
+    _, keras = import_tf(seed=0)
+    L = keras.layers
+    inputs = keras.Input((8, 8, 1))
+    x = L.Conv2D(16, 3, activation="relu", name="conv_a")(inputs)
+    x = L.Conv2D(16, 3, activation="relu", name="conv_b")(x)
+    x = L.Dense(64, activation="relu", name="big")(L.Flatten()(x))
+    x = L.Dense(8, activation="relu", name="narrow")(x)
+    model = keras.Model(inputs, L.Dense(10, activation="softmax", name="out")(x))
+    model.compile(optimizer=keras.optimizers.Adam(0.01), loss="sparse_categorical_crossentropy")
+    model.fit(np.asarray(dataset.x_train), dataset.y_train, epochs=8, batch_size=64, verbose=0)
+    w, b = model.get_layer("narrow").get_weights()
+    w[:, 0], b[0] = 40.0, 2000.0  # unit 0 fires in the thousands ...
+    model.get_layer("narrow").set_weights([w, b])
+    w, b = model.get_layer("out").get_weights()
+    w[0, :] = 0.0  # ... and nothing listens to it
+    model.get_layer("out").set_weights([w, b])
+    path = tmp_path_factory.mktemp("outlier") / "float.tflite"
+    path.write_bytes(convert.convert(model, VariantSpec(name="float32", source="float")))
+    return path
+
+
+def run(outlier_model: Path, dataset: data.Dataset, out: Path, budget: float,
+        **fields: object) -> dict:
+    spec = parse_variant("auto", {"source": "float", "backend": "search",
+                                  "precisions": ["int8", "float"], **fields})
+    calibration = data.calibration_samples(dataset, 100, 0)
+    return quantize.quantize_variant(outlier_model, spec, calibration, out,
+                                     validation=(dataset.x_val, dataset.y_val, budget))
+
+
+def decisions(out: Path) -> dict[str, str]:
+    with (out / artifacts.SEARCH_DECISIONS).open() as f:
+        return {r["layer"].split("/")[1]: r["precision"] for r in csv.DictReader(f)}
+
+
+@pytest.mark.slow
+def test_the_search_keeps_the_bad_layer_precise_and_the_rest_cheap(
+        outlier_model: Path, dataset: data.Dataset, tmp_path: Path) -> None:
+    record = run(outlier_model, dataset, tmp_path / "auto", 0.02)
+    found = record["search"]
+    assert record["status"] == "ok" and found["budget_met"] and found["stop"] == "budget met"
+    with (tmp_path / "auto" / artifacts.SEARCH_TRIALS).open() as f:
+        trials = list(csv.DictReader(f))
+    assert float(trials[0]["val_drop"]) > 0.02  # plain int8 everywhere misses the budget
+    assert found["val_drop"] <= 0.02 and len(trials) >= 2
+    precision = decisions(tmp_path / "auto")
+    assert precision["narrow"] == "float"  # the outlier layer kept precise
+    assert precision["big"] == "int8" and precision["conv_a"] == "int8"  # the rest cheap
+    size = artifacts.tflite_path(tmp_path / "auto", "auto").stat().st_size
+    assert size < 0.5 * outlier_model.stat().st_size  # smaller than float32
+    assert (tmp_path / "auto" / artifacts.SEARCH_PLOT).stat().st_size > 5000
+    rules = (tmp_path / "auto" / artifacts.SEARCH_RULES).read_text()
+    assert "backend: litert_quantizer" in rules and "narrow" in rules
+    again = run(outlier_model, dataset, tmp_path / "again", 0.02)  # same config and seed ...
+    assert again["search"]["precisions"] == found["precisions"]
+    assert artifacts.tflite_path(tmp_path / "again", "auto").read_bytes() == \
+        artifacts.tflite_path(tmp_path / "auto", "auto").read_bytes()  # ... same bytes
+
+
+@pytest.mark.slow
+def test_the_search_stops_on_max_trials_and_says_so(outlier_model: Path,
+                                                    dataset: data.Dataset,
+                                                    tmp_path: Path) -> None:
+    found = run(outlier_model, dataset, tmp_path / "auto", 0.02, max_trials=1)["search"]
+    assert found["stop"] == "max_trials" and not found["budget_met"]
+    assert found["trials"] == 1
+
+
+@pytest.mark.slow
+def test_a_budget_tighter_than_the_validation_noise_is_reported(
+        outlier_model: Path, dataset: data.Dataset, tmp_path: Path) -> None:
+    found = run(outlier_model, dataset, tmp_path / "auto", 0.0)["search"]
+    # Even a model agreeing with the float one on every validation sample has a drop bound
+    # above 0 on 180 samples: no search can show a model within a budget of 0.
+    assert not found["resolvable"] and found["noise_floor"] > 0.01
+
+
+def test_each_layer_starts_at_the_cheapest_precision_the_quantizer_allows_for_its_op(
+        tmp_path: Path) -> None:
+    from pipeline.build import search
+    from pipeline.build.tfcompat import import_tf
+
+    assert search.ladder_of("DEPTHWISE_CONV_2D", ("int4", "int8", "float")) == ["int8", "float"]
+    assert search.ladder_of("CONV_2D", ("int4", "int8", "float")) == ["int4", "int8", "float"]
+    # A depthwise layer (no int4 weights in the quantizer's policy) among int4-able ones.
+    from pipeline.build import convert
+    from pipeline.variants import VariantSpec
+
+    _, keras = import_tf(seed=0)
+    L = keras.layers
+    inputs = keras.Input((8, 8, 1))
+    x = L.Conv2D(8, 3, activation="relu", name="conv")(inputs)
+    x = L.DepthwiseConv2D(3, activation="relu", name="depthwise")(x)
+    model = keras.Model(inputs, L.Dense(10, activation="softmax", name="out")(L.Flatten()(x)))
+    path = tmp_path / "float.tflite"
+    path.write_bytes(convert.convert(model, VariantSpec(name="float32", source="float")))
+    rng = np.random.default_rng(0)
+    x_val, y_val = rng.random((32, 8, 8, 1), np.float32), rng.integers(0, 10, 32)
+    spec = parse_variant("auto", {"source": "float", "backend": "search",
+                                  "precisions": ["int4", "int8", "float"], "max_trials": 3})
+    record = quantize.quantize_variant(path, spec, x_val[:8], tmp_path / "auto",
+                                       validation=(x_val, y_val, 1.0))
+    assert record["status"] == "ok", record.get("error")
+    with (tmp_path / "auto" / artifacts.SEARCH_DECISIONS).open() as f:
+        rows = {r["op"]: r for r in csv.DictReader(f)}
+    assert rows["DEPTHWISE_CONV_2D"]["precision"] == "int8"
+    assert "not allowed for DEPTHWISE_CONV_2D" in rows["DEPTHWISE_CONV_2D"]["why"]
+    assert rows["CONV_2D"]["precision"] == "int4"
