@@ -268,3 +268,28 @@ def calibration_samples(ds: Dataset, count: int, seed: int) -> np.ndarray:
     """The representative samples for calibration, from the training split only (only those
     rows are read)."""
     return ds.x_train[calibration_indices(len(ds.x_train), count, seed)]
+
+
+def content_digest(path: str | Path, chunk: int = 1 << 20) -> str:
+    """The store's content digest as DVC computes it for a tracked folder (the `md5` of
+    `data/prepared` in `dvc.lock`): `<md5 of the sorted [{"md5", "relpath"}] JSON>.dir`, 36
+    characters. The same for the same bytes, with or without DVC, so runs on different data
+    are told apart.
+    """
+    import hashlib
+
+    root = Path(path)
+    entries = []
+    for file in sorted(p for p in root.rglob("*") if p.is_file()):
+        md5 = hashlib.md5()
+        with file.open("rb") as f:
+            while block := f.read(chunk):
+                md5.update(block)
+        entries.append({"md5": md5.hexdigest(), "relpath": file.relative_to(root).as_posix()})
+    entries.sort(key=lambda e: e["relpath"])
+    return hashlib.md5(json.dumps(entries, sort_keys=True).encode("utf-8")).hexdigest() + ".dir"
+
+
+def meta(path: str | Path) -> dict[str, Any]:
+    """The store's `meta.json`: source, dtype, shapes, each split's size."""
+    return json.loads((Path(path) / META).read_text(encoding="utf-8"))

@@ -27,7 +27,8 @@ PACKAGE = "pipeline"
 DVC_FILE = ROOT / "dvc.yaml"
 KEY, SOURCE, REFERENCE = "${key}", "${item.source}", "${report.reference}"  # DVC templating
 # Files a module reads at run time besides Python code (module -> files or folders).
-DATA_FILES = {"pipeline/report/render.py": ("pipeline/report/templates",)}
+DATA_FILES = {"pipeline/report/render.py": ("pipeline/report/templates",),
+              "pipeline/report/tracking.py": ("pipeline/report/tflite_pyfunc.py",)}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
 from conftest import ROOT, TINY_OVERRIDES
 from pipeline import config as config_mod
@@ -166,14 +167,19 @@ def test_dvc_repro_end_to_end(tmp_path: Path, mlflow_server: str) -> None:
     assert metrics["float32"]["accuracy_drop"] == 0
 
     logged = runs(project)
+    trials = [r for r in logged if "search.change" in r.data.tags]  # nested under `auto`
+    logged = [r for r in logged if "search.change" not in r.data.tags]
     assert len(logged) == 2 + len(variants)
+    assert trials and {r.data.tags["variant"] for r in trials} == {"auto"}
     parent = next(r for r in logged if "mlflow.parentRunId" not in r.data.tags)
     assert parent.info.status == "FINISHED"
     assert parent.data.metrics["keras_test_accuracy"] > 0.5
     assert parent.data.params["train.epochs"] == "3"
     assert parent.data.tags["failed_variants"] == "broken"
     assert parent.data.tags["recommended.smallest"] in variants
-    children = {r.info.run_name: r for r in logged if r is not parent}
+    children = {r.data.tags["variant"]: r for r in logged if r is not parent}
+    assert {r.info.run_name for r in children.values()} == {
+        f"{v} · {parent.info.run_name}" for v in children}
     broken = children.pop("broken")
     assert broken.info.status == "FAILED" and "inference_input_type" in broken.data.tags["error"]
     assert set(children) == set(variants)
@@ -193,6 +199,16 @@ def test_dvc_repro_end_to_end(tmp_path: Path, mlflow_server: str) -> None:
     version = registry.get_model_version_by_alias("tflite-quant-lab", "candidate")
     candidate = read_json(project / "reports" / "recommendation.json")["candidate"]
     assert version.run_id == children[candidate].info.run_id
+    # The version is the candidate's logged model: it loads as a predictor of float scores.
+    assert version.model_id and version.source == f"models:/{version.model_id}"
+    assert registry.get_logged_model(version.model_id).name == candidate
+    # The parent says what to ship in one sentence; every run names the data it was measured on.
+    assert parent.data.tags["mlflow.note.content"].startswith(f"Ship **{candidate}**, ")
+    lock = yaml.safe_load((project / "dvc.lock").read_text())
+    digest = next(o["md5"] for o in lock["stages"]["prepare"]["outs"]
+                  if o["path"] == "data/prepared")
+    assert {(i.dataset.name, i.dataset.digest) for i in parent.inputs.dataset_inputs} == {
+        (f"digits/{s}", digest) for s in ("train", "val", "test")}
     parent_files = {a.path for a in registry.list_artifacts(parent.info.run_id)}
     assert {"report", "config", "keras_model"} <= parent_files
     report_files = {a.path for a in registry.list_artifacts(parent.info.run_id, "report")}

@@ -3,11 +3,24 @@
 Everything is logged at the end of the pipeline, from the files the stages wrote, so a
 pipeline execution gives one complete set of runs and an unchanged `dvc repro` logs nothing.
 Every run is ended with a final status: FINISHED, FAILED, or KILLED when interrupted.
+
+What a person meets in the MLflow UI:
+- the experiment is tagged as model development (`mlflow.experimentKind`) and carries a
+  shared view (`mlflow.sharedViewState.lab`): the runs table sorted by accuracy with the
+  accuracy, drop, size and latency columns; `ui_link` is the address that opens it in the
+  model-training view;
+- runs are named by variant, model and data; the parent run's description
+  (`mlflow.note.content`) is the recommendation in one sentence, each child's its result;
+- every variant is a logged model (`pipeline/report/tflite_pyfunc.py`: float in, scores out)
+  with its metrics linked, and the candidate is registered from it, so
+  `mlflow models serve -m models:/<registered model>@candidate` serves it;
+- the prepared data is each run's input, named by split, with its DVC content digest.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import logging
@@ -26,6 +39,82 @@ log = logging.getLogger(__name__)
 
 MAX_PARAMS_PER_BATCH = 100  # MLflow's log_batch limit
 MAX_PARAM_LENGTH = 6000  # MLflow's limit on a param value
+MAX_TAG_LENGTH = 5000
+
+# The tag the MLflow 3 UI reads for the kind of an experiment: model development, not GenAI.
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+# The runs table as the lab's experiment opens: a shared view (an experiment tag the UI reads
+# for `?viewStateShareKey=lab`), sorted by accuracy, with the columns that compare variants.
+VIEW_KEY = "lab"
+VIEW_METRICS = ("accuracy", "accuracy_drop", "accuracy_drop_ci_high", "size_bytes",
+                "compression_ratio", "latency_ms_p50")
+VIEW_STATE = {
+    "orderByKey": "metrics.`accuracy`", "orderByAsc": False, "searchFilter": "",
+    "startTime": "ALL", "lifecycleFilter": "Active", "datasetsFilter": [],
+    "modelVersionFilter": "All Runs",
+    "selectedColumns": ["attributes.`Dataset`", "attributes.`Models`",
+                        *(f"metrics.`{m}`" for m in VIEW_METRICS), "tags.`budget.verdict`",
+                        "params.`backend`"]}
+# Linked to each variant's logged model (the Models tab's columns); the test-set figures
+# also name the data they were measured on.
+MODEL_METRICS = ("accuracy", "accuracy_ci_low", "accuracy_ci_high", "accuracy_drop",
+                 "accuracy_drop_ci_low", "accuracy_drop_ci_high", "p_value_vs_reference",
+                 "agreement", "top_k_accuracy", "size_bytes", "compression_ratio",
+                 "latency_ms_p50", "latency_ms_p50_ci_low", "latency_ms_p50_ci_high",
+                 "speedup_vs_float32", "peak_rss_mb")
+TEST_SET_METRICS = frozenset({"accuracy", "accuracy_ci_low", "accuracy_ci_high",
+                              "accuracy_drop", "accuracy_drop_ci_low",
+                              "accuracy_drop_ci_high", "p_value_vs_reference", "agreement",
+                              "top_k_accuracy"})
+PYFUNC_FILE = Path(__file__).with_name("tflite_pyfunc.py")  # the logged models' code
+# What a logged model needs to load and serve: no TensorFlow, not the lab.
+MODEL_REQUIREMENTS = ("mlflow", "ai-edge-litert", "numpy")
+
+
+@dataclasses.dataclass(frozen=True)
+class Data:
+    """The prepared data a pipeline execution was measured on.
+
+    Attributes:
+        name: The data set's name (`data.name`).
+        digest: Its content digest, as DVC computes it (`pipeline.data.content_digest`).
+        path: The store folder.
+        source: Where the splits came from (`meta.json`).
+        splits: Each split's size.
+        sample_shape: One sample's shape.
+        num_classes: Classes the models score.
+        example: A few validation samples, float32: the logged models' input example.
+    """
+
+    name: str
+    digest: str
+    path: str
+    source: str
+    splits: Mapping[str, int]
+    sample_shape: tuple[int, ...]
+    num_classes: int
+    example: Any = None
+
+    def dataset(self, split: str) -> Any:
+        """The split as an MLflow dataset: named `<name>/<split>`, with the store's digest."""
+        from mlflow.entities import Dataset
+
+        return Dataset(name=f"{self.name}/{split}", digest=self.digest[:36],
+                       source_type="local",
+                       source=json.dumps({"uri": self.path, "split": split,
+                                          "source": self.source}),
+                       schema=json.dumps({"x": {"shape": [-1, *self.sample_shape],
+                                                "dtype": "float32"},
+                                          "y": {"classes": self.num_classes}}),
+                       profile=json.dumps({"num_rows": int(self.splits.get(split, 0))}))
+
+
+def ui_link(base: str, experiment_id: str) -> str:
+    """The address of the experiment's runs table in the model-training view, with the lab's
+    shared view (`VIEW_STATE`). The `workflowType` parameter is needed: MLflow 3.17's UI
+    opens an experiment in its GenAI view otherwise, whatever the experiment's kind tag."""
+    return (f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs?"
+            f"viewStateShareKey={VIEW_KEY}&workflowType=machine_learning")
 
 
 def project_root(cwd: Path | None = None) -> Path:
@@ -160,32 +249,41 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
 
 
 def ensure_experiment(client: Any, name: str) -> str:
-    """The experiment's id, creating it if missing (another process may win the race)."""
+    """The experiment's id, creating it if missing (another process may win the race),
+    tagged as model development with the lab's shared view (also an experiment an older lab
+    created)."""
     from mlflow.exceptions import MlflowException
 
+    tags = {**EXPERIMENT_KIND, f"mlflow.sharedViewState.{VIEW_KEY}": json.dumps(VIEW_STATE)}
     exp = client.get_experiment_by_name(name)
-    if exp:
-        return str(exp.experiment_id)
-    try:
-        return str(client.create_experiment(name))
-    except MlflowException:
-        return str(client.get_experiment_by_name(name).experiment_id)
+    if exp is None:
+        try:
+            return str(client.create_experiment(name, tags=tags))
+        except MlflowException:
+            exp = client.get_experiment_by_name(name)
+    for key, value in tags.items():
+        if exp.tags.get(key) != value:
+            client.set_experiment_tag(exp.experiment_id, key, value)
+    return str(exp.experiment_id)
 
 
-def _log_artifacts(client: Any, run_id: str, artifacts: Mapping[str, Path]) -> None:
-    """Attach files or folders by artifact folder; missing paths (a failed variant has no
-    model file) are skipped."""
-    for folder, path in artifacts.items():
-        if Path(path).is_dir():
-            client.log_artifacts(run_id, str(path), artifact_path=folder)
-        elif Path(path).exists():
-            client.log_artifact(run_id, str(path), artifact_path=folder)
+def _log_artifacts(client: Any, run_id: str,
+                   artifacts: Mapping[str, Path | Sequence[Path]]) -> None:
+    """Attach files or folders (one, or a list) by artifact folder; missing paths (a failed
+    variant has no model file) are skipped."""
+    for folder, paths in artifacts.items():
+        for path in [paths] if isinstance(paths, (str, Path)) else paths:
+            if Path(path).is_dir():
+                client.log_artifacts(run_id, str(path), artifact_path=folder)
+            elif Path(path).exists():
+                client.log_artifact(run_id, str(path), artifact_path=folder)
 
 
 def register_candidate(client: Any, model_name: str, variant: str, run_id: str,
-                       alias: str = "candidate") -> str:
-    """Register the variant's `model/` artifact (its `.tflite`) as a new version of
-    `model_name` and point `alias` at it.
+                       model_id: str | None = None, alias: str = "candidate") -> str:
+    """Register the variant as a new version of `model_name` and point `alias` at it: its
+    logged model (`model_id`: loads and serves as a pyfunc), else its run's `model/`
+    artifact (the bare `.tflite`).
 
     Returns:
         The new version.
@@ -198,11 +296,111 @@ def register_candidate(client: Any, model_name: str, variant: str, run_id: str,
     except MlflowException as exc:
         if "RESOURCE_ALREADY_EXISTS" not in str(exc.error_code):
             raise
-    version = client.create_model_version(model_name, source=f"runs:/{run_id}/model",
-                                          run_id=run_id, tags={"variant": variant}).version
+    source = f"models:/{model_id}" if model_id else f"runs:/{run_id}/model"
+    version = client.create_model_version(model_name, source=source, run_id=run_id,
+                                          model_id=model_id, tags={"variant": variant}).version
     client.set_registered_model_alias(model_name, alias, version)
     log.info("MLflow registry: %s version %s (%s) is @%s", model_name, version, variant, alias)
     return str(version)
+
+
+def _requirements() -> list[str]:
+    from importlib.metadata import version
+
+    return [f"{name}=={version(name)}" for name in MODEL_REQUIREMENTS]
+
+
+def log_model(client: Any, experiment_id: str, run_id: str, variant: str, tflite: Path,
+              data: Data, params: Mapping[str, str], tags: Mapping[str, str]) -> str:
+    """Log one variant's `.tflite` as an MLflow logged model of its run: a pyfunc that takes
+    float samples `(n, *sample_shape)` and returns float scores `(n, num_classes)`, quantizing
+    inside (`PYFUNC_FILE`), with a signature and an input example.
+
+    Returns:
+        The logged model's id.
+
+    Raises:
+        Exception: what MLflow raised; the model is marked FAILED first.
+    """
+    import mlflow
+    import numpy as np
+    from mlflow.entities import LoggedModelOutput
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import Schema, TensorSpec
+
+    model = client.create_logged_model(experiment_id=experiment_id, name=variant,
+                                       source_run_id=run_id, tags=dict(tags),
+                                       params=dict(params), model_type="tflite")
+    try:
+        signature = ModelSignature(
+            inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, *data.sample_shape))]),
+            outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, data.num_classes))]))
+        mlflow.pyfunc.log_model(name=variant, model_id=model.model_id,
+                                python_model=str(PYFUNC_FILE),
+                                artifacts={"tflite": str(tflite)}, signature=signature,
+                                input_example=data.example,
+                                pip_requirements=_requirements())
+    except BaseException:
+        client.finalize_logged_model(model.model_id, "FAILED")
+        raise
+    client.log_outputs(run_id, [LoggedModelOutput(model.model_id, step=0)])
+    return model.model_id
+
+
+def _log_inputs(client: Any, run_id: str, data: Data, splits: Sequence[str]) -> None:
+    from mlflow.entities import DatasetInput, InputTag
+
+    contexts = {"train": "training", "val": "validation", "test": "test"}
+    client.log_inputs(run_id, datasets=[
+        DatasetInput(data.dataset(s), tags=[InputTag("mlflow.data.context", contexts[s])])
+        for s in splits])
+
+
+def _model_metrics(model_id: str | None, metrics: Mapping[str, float],
+                   data: Data | None) -> tuple[dict[str, float], list[Any]]:
+    """Split a variant's metrics into plain run metrics and those linked to its logged model
+    (`MODEL_METRICS`; the test-set ones also name the data)."""
+    from mlflow.entities import Metric
+
+    if model_id is None or data is None:
+        return dict(metrics), []
+    now = int(time.time() * 1000)
+    linked = [Metric(k, float(metrics[k]), now, 0, model_id=model_id,
+                     **({"dataset_name": f"{data.name}/test", "dataset_digest": data.digest[:36]}
+                        if k in TEST_SET_METRICS else {}))
+              for k in MODEL_METRICS if k in metrics]
+    return {k: v for k, v in metrics.items() if k not in MODEL_METRICS}, linked
+
+
+def variant_note(name: str, spec: VariantSpec, row: Mapping[str, Any]) -> str:
+    """A child run's description: what the variant is and how it did, in one line."""
+    what = f"**{name}** ({spec.backend}"
+    what += f", {spec.description})" if getattr(spec, "description", "") else ")"
+    if row.get("status", "ok") != "ok":
+        return f"{what} failed: {str(row.get('error', '')).splitlines()[0][:500]}"
+    parts = [f"test accuracy {row['accuracy']:.4f}"]
+    if "accuracy_drop_ci_low" in row:
+        parts.append(f"drop {row['accuracy_drop']:+.4f} [{row['accuracy_drop_ci_low']:+.4f}, "
+                     f"{row['accuracy_drop_ci_high']:+.4f}]")
+    if "budget_verdict" in row:
+        parts.append(f"budget: {row['budget_verdict']}")
+    parts.append(f"{row['size_bytes'] / 1024:.1f} KiB")
+    if "latency_ms_p50" in row:
+        parts.append(f"p50 {row['latency_ms_p50']:.3f} ms")
+    return f"{what}: " + "; ".join(parts) + "."
+
+
+def _log_trial(client: Any, experiment_id: str, parent_id: str, variant: str,
+               trial: Mapping[str, Any], common: Mapping[str, str]) -> None:
+    """One trial of a search, as a run nested under its variant's run."""
+    tags = {**common, "mlflow.parentRunId": parent_id, "variant": variant,
+            "search.change": str(trial["change"])[:5000],
+            "search.accepted": str(trial["accepted"]).lower()}
+    with _run(client, experiment_id, f"{variant} trial {trial['trial']}", tags) as run_id:
+        _log(client, run_id, params={"search.trial": str(trial["trial"])}, metrics={
+            k: float(trial[k]) for k in ("val_accuracy", "val_drop", "size_bytes", "seconds",
+                                         "latency_ms_estimate")
+            if trial.get(k) not in (None, "")})
 
 
 @contextlib.contextmanager
@@ -230,16 +428,21 @@ def log_pipeline(*, uri: str, experiment: str, run_name: str, config: Mapping[st
                  curves: Mapping[str, Sequence[float]], parent_tags: Mapping[str, str],
                  parent_artifacts: Mapping[str, Path],
                  variant_artifacts: Mapping[str, Mapping[str, Path]],
+                 data: Data | None = None,
+                 note: str | None = None,
                  common_tags: Mapping[str, str] | None = None,
                  candidate: str | None = None,
                  registered_model: str | None = None,
-                 extra_params: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """Log one pipeline execution: a parent run and a child run per variant.
+                 extra_params: Mapping[str, str] | None = None,
+                 variant_trials: Mapping[str, list[dict[str, Any]]] | None = None
+                 ) -> dict[str, Any]:
+    """Log one pipeline execution: a parent run and a child run per variant, each variant's
+    `.tflite` (its `model` artifact) also a logged model.
 
     Args:
         uri: Tracking store or server.
         experiment: Experiment name (created if missing).
-        run_name: Parent run name.
+        run_name: Parent run name; a child is named `<variant> · <run_name>`.
         config: The resolved config, logged as dotted params on the parent.
         specs: Variants, in order; each child gets its spec as params.
         rows: Per variant, the summary row (`pipeline.report.summarize`); a row whose
@@ -249,23 +452,35 @@ def log_pipeline(*, uri: str, experiment: str, run_name: str, config: Mapping[st
         parent_tags: Tags of the parent (e.g. the recommendation).
         parent_artifacts: Files or folders attached to the parent, by artifact folder.
         variant_artifacts: Per variant, files or folders attached to its child, by artifact
-            folder.
+            folder; its `model` (the `.tflite`) also becomes its logged model.
+        data: The data the runs were measured on: the runs' dataset inputs, and the shapes
+            and input example of the logged models. None logs neither.
+        note: The parent run's description (Markdown): the recommendation.
         common_tags: Tags of every run (provenance: git commit, config hash, ...).
         candidate: The variant to register in the Model Registry with the alias
             `candidate`; None registers nothing.
         registered_model: The registered model's name (required with `candidate`).
         extra_params: More params of the parent (e.g. a sweep job's overrides).
+        variant_trials: Per variant found by a search, its trials (`search_trajectory.csv`
+            rows): each becomes a run nested under the variant's.
 
     Returns:
-        `tracking_uri`, `experiment_id`, `parent_run_id`, `child_run_ids` by variant, and
-        `candidate` (`{variant, model, version}` or None).
+        `tracking_uri`, `experiment_id`, `parent_run_id`, `child_run_ids` and `model_ids`
+        by variant, `model_errors` (variants whose logged model MLflow refused: why), and
+        `candidate` (`{variant, model, version, model_id}` or None).
     """
     with store_lock(uri):  # parallel sweep jobs take turns on one SQLite store
+        import mlflow
         from mlflow.tracking import MlflowClient
 
+        mlflow.set_tracking_uri(uri)  # log_model logs into the global store
+        # One progress bar per logged model's files is noise in a stage's log.
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
         client = MlflowClient(tracking_uri=uri)
         experiment_id = ensure_experiment(client, experiment)
         children: dict[str, str] = {}
+        model_ids: dict[str, str] = {}
+        model_errors: dict[str, str] = {}
         # Settings every child shares, so each run says how its figures were measured.
         some_ok = next((r for r in rows.values() if r.get("status", "ok") == "ok"), {})
         child_params = {"benchmark.settings": ",".join(some_ok.get("settings", {})) or "none",
@@ -274,39 +489,96 @@ def log_pipeline(*, uri: str, experiment: str, run_name: str, config: Mapping[st
         common = dict(common_tags or {})
         parent_tags = {**common,
                        **{f"machine.{k}": str(v) for k, v in some_ok.get("machine", {}).items()},
+                       **({"mlflow.note.content": note} if note else {}),
                        **parent_tags}
         registered = None
         with signals.as_interrupt(), _run(client, experiment_id, run_name,
                                           {"pipeline": "dvc", **parent_tags}) as parent_id:
             _log(client, parent_id, params={**flatten(config), **(extra_params or {})},
                  metrics=parent_metrics, steps=curves)
+            if data is not None:
+                _log_inputs(client, parent_id, data, ("train", "val", "test"))
             for name, spec in specs.items():
                 row = rows[name]
                 ok = row.get("status", "ok") == "ok"
                 tags = {**common, "mlflow.parentRunId": parent_id, "variant": name,
+                        "mlflow.note.content": variant_note(name, spec, row),
                         **{f"machine.{k}": str(v) for k, v in row.get("machine", {}).items()},
                         **({"budget.verdict": str(row["budget_verdict"])}
                            if ok and "budget_verdict" in row else {}),
                         **({"kernel_paths.disagree": str(row["kernel_paths_disagree"]).lower()}
                            if ok and "kernel_paths_disagree" in row else {}),
                         "backend": spec.backend,
-                        **({} if ok else {"error": str(row.get("error"))[:5000]})}
-                with _run(client, experiment_id, name, tags,
+                        **({} if ok else {"error": str(row.get("error"))[:MAX_TAG_LENGTH]})}
+                with _run(client, experiment_id, f"{name} · {run_name}", tags,
                           "FINISHED" if ok else "FAILED") as child_id:
-                    _log(client, child_id, params={**spec.as_params(), **child_params},
-                         metrics=metrics_of(row) if ok else {})
-                    _log_artifacts(client, child_id, variant_artifacts.get(name, {}))
+                    params = {**spec.as_params(), **child_params}
+                    files = variant_artifacts.get(name, {})
+                    tflite = files.get("model")
+                    if ok and data is not None and tflite and Path(tflite).is_file():
+                        try:
+                            model_ids[name] = log_model(
+                                client, experiment_id, child_id, name, Path(tflite), data,
+                                params={k: v[:MAX_PARAM_LENGTH] for k, v in params.items()},
+                                tags={"variant": name, **{k: tags[k] for k in (
+                                    "budget.verdict", "backend") if k in tags}})
+                        except Exception as exc:  # MLflow refused this model: say why
+                            reason = f"{type(exc).__name__}: {exc}"
+                            model_errors[name] = reason
+                            client.set_tag(child_id, "logged_model.error",
+                                           reason[:MAX_TAG_LENGTH])
+                            log.warning("%s: no logged model (%s)", name, reason)
+                    if ok and data is not None:
+                        _log_inputs(client, child_id, data, ("test",))
+                    run_metrics, linked = _model_metrics(
+                        model_ids.get(name), metrics_of(row) if ok else {}, data)
+                    _log(client, child_id, params=params, metrics=run_metrics)
+                    for i in range(0, len(linked), 1000):
+                        client.log_batch(child_id, metrics=linked[i:i + 1000])
+                    _log_artifacts(client, child_id, files)
+                    for trial in (variant_trials or {}).get(name, []):  # a search's trials
+                        _log_trial(client, experiment_id, child_id, name, trial, common)
                 children[name] = child_id
             _log_artifacts(client, parent_id, parent_artifacts)
             if candidate is not None:
                 if not registered_model:
                     raise ValueError("registered_model is required to register a candidate")
                 version = register_candidate(client, registered_model, candidate,
-                                             children[candidate])
-                registered = {"variant": candidate, "model": registered_model, "version": version}
+                                             children[candidate], model_ids.get(candidate))
+                registered = {"variant": candidate, "model": registered_model,
+                              "version": version, "model_id": model_ids.get(candidate)}
                 client.set_tag(parent_id, "candidate", f"{registered_model}/{version} ({candidate})")
-        log.info("MLflow: parent run %s with %d child runs in %s", parent_id, len(children), uri)
+        log.info("MLflow: parent run %s with %d child runs and %d logged models in %s",
+                 parent_id, len(children), len(model_ids), uri)
         return {"tracking_uri": uri, "experiment_id": experiment_id, "parent_run_id": parent_id,
-                "child_run_ids": children, "candidate": registered}
+                "child_run_ids": children, "model_ids": model_ids,
+                "model_errors": model_errors, "candidate": registered}
 
 
+def main(argv: Sequence[str] | None = None) -> None:
+    """`python -m pipeline.report.tracking [BASE_URL]`: print the address that opens the
+    experiment of `params.yaml` (in the store it names) in the model-training view."""
+    import argparse
+
+    import yaml
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("base", nargs="?", default="http://127.0.0.1:5000")
+    parser.add_argument("--params", default="params.yaml")
+    args = parser.parse_args(argv)
+    with open(args.params, encoding="utf-8") as f:
+        cfg = yaml.safe_load(f)["tracking"]
+    uri = tracking_uri(cfg["uri"])
+    experiment = None
+    if not uri.startswith("sqlite:///") or Path(uri[len("sqlite:///"):]).is_file():
+        from mlflow.tracking import MlflowClient
+
+        experiment = MlflowClient(uri).get_experiment_by_name(cfg["experiment"])
+    if experiment is None:  # nothing logged yet: the UI's home page
+        print(args.base)
+    else:
+        print(ui_link(args.base, experiment.experiment_id))
+
+
+if __name__ == "__main__":
+    main()

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pipeline import artifacts
+from pipeline import artifacts, data
 from pipeline.config import Config
 from pipeline.io import read_json, write_json
 from pipeline.layout import Layout
@@ -75,14 +75,71 @@ def run(cfg: Config, layout: Layout, raw: Mapping[str, Any], params_file: Path,
             "model_explorer": layout.variant(v) / artifacts.OVERLAYS,
             "recipe": layout.variant(v) / artifacts.RECIPE,
             "precision": layout.variant(v) / artifacts.PRECISION,
+            "search": [layout.variant(v) / f for f in (
+                artifacts.SEARCH_TRIALS, artifacts.SEARCH_PLOT, artifacts.SEARCH_DECISIONS,
+                artifacts.SEARCH_RULES)],
             "evaluation": layout.evaluation(v),
             "benchmark": layout.benchmark(v)} for v in cfg.variants},
+        data=dataset_of(cfg, layout),
+        note=recommendation_note(rec, rows),
         common_tags=tracking.provenance(Path.cwd(), raw),  # the project being run
         candidate=rec["candidate"],
         registered_model=cfg.tracking.registered_model,
         extra_params=extra_params,
+        variant_trials={v: _csv_rows(layout.variant(v) / artifacts.SEARCH_TRIALS)
+                        for v in cfg.variants
+                        if (layout.variant(v) / artifacts.SEARCH_TRIALS).is_file()},
     )
+    if uri.startswith(("http://", "https://")):
+        result["ui"] = tracking.ui_link(uri, result["experiment_id"])
     write_json(layout.mlflow_run, result)
-    log.info("results: %s and %s; runs in %s", layout.report("summary.md"),
-             layout.report("report.html"), result["tracking_uri"])
+    log.info("results: %s and %s; runs in %s%s", layout.report("summary.md"),
+             layout.report("report.html"), result["tracking_uri"],
+             f" (open {result['ui']})" if "ui" in result else "")
     return result
+
+
+def dataset_of(cfg: Config, layout: Layout, examples: int = 2) -> tracking.Data | None:
+    """The prepared data as the runs' input: its DVC content digest, sizes and shapes, and
+    a few validation samples as the logged models' input example (the test split is read
+    by the evaluation alone). None, with a warning, if the store is not there: the runs are
+    logged without a dataset input and the variants without logged models."""
+    if not (Path(layout.dataset) / data.META).is_file():
+        log.warning("no prepared data in %s: runs logged without their dataset input and "
+                    "logged models", layout.dataset)
+        return None
+    info = data.meta(layout.dataset)
+    ds = data.load(layout.dataset)
+    return tracking.Data(
+        name=cfg.data.name, digest=data.content_digest(layout.dataset),
+        path=str(Path(layout.dataset).resolve()), source=str(info.get("source", "")),
+        splits=info.get("splits", {}), sample_shape=tuple(ds.input_shape),
+        num_classes=ds.num_classes,
+        example=ds.x_val[:examples].astype("float32"))
+
+
+def recommendation_note(rec: Mapping[str, Any], rows: Mapping[str, Mapping[str, Any]]) -> str:
+    """The parent run's description: the recommendation in one sentence, with its evidence."""
+    name = rec.get("candidate")
+    row = rows.get(name or "", {})
+    if not name or row.get("status", "ok") != "ok":
+        return ("No variant to recommend: " + (", ".join(rec.get("failed", [])) or "none")
+                + " failed. See reports/summary.md.")
+    facts = [f"{row['size_bytes'] / 1024:.1f} KiB"
+             + (f" ({row['compression_ratio']:.1f}x smaller than the reference)"
+                if row.get("compression_ratio") else "")]
+    if "accuracy_ci_low" in row:
+        facts.append(f"test accuracy {row['accuracy']:.4f} "
+                     f"[{row['accuracy_ci_low']:.4f}, {row['accuracy_ci_high']:.4f}]")
+    if "accuracy_drop_ci_high" in row:
+        facts.append(f"drop {row['accuracy_drop']:+.4f} [{row['accuracy_drop_ci_low']:+.4f}, "
+                     f"{row['accuracy_drop_ci_high']:+.4f}] against a budget of "
+                     f"{rec['max_accuracy_drop']:.4f} ({row.get('budget_verdict', '?')})")
+    return f"Ship **{name}**, {', '.join(facts)}: {rec.get('candidate_reason', '')}."
+
+
+def _csv_rows(path: Path) -> list[dict[str, Any]]:
+    import csv
+
+    with path.open() as f:
+        return list(csv.DictReader(f))
