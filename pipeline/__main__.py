@@ -65,14 +65,19 @@ def unknown_override(argv: list[str]) -> str | None:
     Hydra refuses such a typo too, but over five lines; this names the key and the valid keys
     beside it on one line, before anything runs.
     """
-    from pipeline.config import compose
+    from pipeline.config import CONF_DIR, compose
 
     composed: dict | None = None
+    # Group choices (`model=file`) decide which keys exist: compose with them (a sweep's
+    # first choice), as Hydra will.
+    groups = [f"{k}={v.split(',')[0]}" for k, sep, v in (a.partition("=") for a in argv)
+              if sep and "." not in k and "/" not in k and not k.startswith(("-", "+", "~"))
+              and (CONF_DIR / k).is_dir()]
     for arg in argv:
         key, sep, _ = arg.partition("=")
         if not sep or arg.startswith(("-", "+", "~")) or "/" in key or key.startswith("hydra."):
             continue
-        composed = composed if composed is not None else compose()
+        composed = composed if composed is not None else compose(groups)
         node: object = composed
         parts = key.split(".")
         for i, part in enumerate(parts):

@@ -33,7 +33,9 @@ ARCHITECTURES = ("MobileNet", "MobileNetV2", "MobileNetV3Small", "MobileNetV3Lar
                  "NASNetMobile", "ConvNeXtTiny", "RegNetX002", "keras3:MobileNetV3Small")
 OVERRIDES = ("train.epochs=1", "qat.epochs=1", "quantization.calibration_samples=50",
              "benchmark.num_threads=[1]", "benchmark.min_runs=20", "benchmark.min_seconds=0.2",
-             "benchmark.warmup_seconds=0.05", "benchmark.memory=false")
+             "benchmark.warmup_seconds=0.05", "benchmark.memory=false",
+             # The search runs to show it runs, not to its end: random weights miss any budget.
+             "quantization.variants.auto.max_trials=6", "quantization.variants.auto.time_limit=120")
 
 BUILD = r'''
 import sys, numpy as np
@@ -130,7 +132,8 @@ def render(results: list[dict[str, Any]]) -> str:
         "process. A cell is `ok` with the accuracy drop against float32 and the size ratio "
         "(float32 size / this size), or the variant's failure with its reason. With random "
         "weights and a few training steps the drops show that a variant runs, not how "
-        "accurate it is on real data.", "",
+        "accurate it is on real data. Settings: " + ", ".join(f"`{o}`" for o in OVERRIDES)
+        + ".", "",
         "| architecture | " + " | ".join(f"`{v}`" for v in variants)
         + " | QAT coverage | conversion s (all variants) | pipeline s |",
         "|---|" + "---|" * (len(variants) + 3)]

@@ -153,3 +153,15 @@ def test_config_cli_refuses_invalid_override_without_writing(tmp_path) -> None:
     with pytest.raises(ValueError, match="train.epochs must be > 0"):
         config_mod.main(["train.epochs=0", "--out", str(out)])
     assert not out.exists()
+
+
+def test_the_hydra_app_checks_override_keys_against_the_chosen_groups() -> None:
+    from pipeline.__main__ import unknown_override
+
+    # `model=file` has `path`; small_cnn, the default, does not.
+    assert unknown_override(["model=file", "model.path=m.h5", "data=npz",
+                             "data.path=d.npz"]) is None
+    assert "valid keys in model: name, arch, path" in unknown_override(
+        ["model=file", "model.pth=m.h5"])
+    assert "valid keys in model: name, arch, filters" in unknown_override(
+        ["-m", "model=small_cnn,tiny_cnn", "model.filterz=1"])
