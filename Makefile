@@ -9,6 +9,7 @@ VENV := .venv
 BIN := $(CURDIR)/$(VENV)/bin
 STAMP := $(VENV)/.installed
 PORT ?= 5000
+EXPLORER_PORT ?= 8080
 # Stage commands in dvc.yaml call `python`: make it the venv's.
 export PATH := $(BIN):$(PATH)
 # Offline by default: no usage reports from MLflow or DVC.
@@ -17,7 +18,7 @@ export DO_NOT_TRACK := 1
 
 .DEFAULT_GOAL := help
 .PHONY: help venv params repro test test-fast browser bench compat lock mlflow-ui \
-	mlflow-server mlflow-server-start mlflow-server-stop clean
+	mlflow-server mlflow-server-start mlflow-server-stop model-explorer clean
 
 ## List the targets.
 help:
@@ -55,7 +56,7 @@ repro: params
 
 ## Every test, the slow end-to-end ones included (as CI runs them).
 test: venv browser
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2 --dist worksteal --durations=30
 
 ## Debian's Chromium, for the tests that render pages (root, as on CI).
 browser:
@@ -74,14 +75,27 @@ bench: repro
 compat: venv
 	$(BIN)/python -m pipeline.compat
 
+## Open a variant in Model Explorer with its per-tensor SNR overlay: make model-explorer VARIANT=int8 (installs ai-edge-model-explorer on first use, pinned in requirements-explorer.lock; runs until Ctrl-C).
+model-explorer: venv
+	@test -n "$(VARIANT)" || { echo "name a variant: make model-explorer VARIANT=<name>"; exit 2; }
+	@test -f models/tflite/$(VARIANT)/$(VARIANT).tflite || { echo "models/tflite/$(VARIANT)/$(VARIANT).tflite does not exist: run make repro"; exit 2; }
+	@$(BIN)/python -c "import model_explorer" 2>/dev/null || \
+	  $(BIN)/python -m pip install --quiet --requirement requirements-explorer.lock
+	$(BIN)/model-explorer models/tflite/$(VARIANT)/$(VARIANT).tflite --host 127.0.0.1 \
+	  --port $(EXPLORER_PORT) --no_open_in_browser \
+	  --node_data_paths=models/tflite/$(VARIANT)/model_explorer/$(VARIANT)_comparison_result_me_input_snr.json
+
 ## Re-pin requirements.lock from the current .venv.
 lock: venv
 	{ echo "# Exact versions of every package in .venv (pip freeze). Regenerate: make lock"; \
 	  $(BIN)/python -m pip freeze --exclude-editable; } > requirements.lock
+	@echo "(an installed explorer extra would be pinned too: make lock in a venv without it)"
 
-## The MLflow UI on the default store, http://127.0.0.1:$(PORT) (runs until Ctrl-C).
+## The MLflow UI on the default store, http://127.0.0.1:$(PORT) (runs until Ctrl-C); prints the
+## address that opens the lab's experiment in the model-training view, sorted by accuracy.
 mlflow-ui: venv
-	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(BIN)/mlflow ui \
+	@echo "open $$($(BIN)/python -m pipeline.report.tracking http://127.0.0.1:$(PORT))"
+	MLFLOW_DISABLE_TELEMETRY=true MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(BIN)/mlflow ui \
 	  --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port $(PORT) --workers 1
 
 ## A tracking server on 127.0.0.1:$(PORT) (SQLite backend, artifacts in mlartifacts/; runs until Ctrl-C).

@@ -88,10 +88,11 @@ def variant_dirs(tmp_path_factory: pytest.TempPathFactory, tiny_cfg: config_mod.
     reference = tflite_path(root / "float32", "float32")  # the float model's .tflite
     specs = sorted(tiny_cfg.variants.items(), key=lambda kv: kv[0] != "float32")
     for name, spec in specs:  # float32 first: the LiteRT Quantizer starts from it
-        model = reference if spec.quantizer else tiny_models[spec.source]
+        model = reference if spec.quantizer or spec.search else tiny_models[spec.source]
         record = quantize.quantize_variant(
             model, spec, calibration, root / name, comparison=comparison,
-            reference=reference if spec.source == "float" and name != "float32" else None)
+            reference=reference if spec.source == "float" and name != "float32" else None,
+            validation=(small_dataset.x_val, small_dataset.y_val, 0.01))
         assert record["status"] == "ok", (name, record["error"])
     return root
 
@@ -124,3 +125,16 @@ def stage_results(models: dict[str, Path], variant_dirs: Path, tiny_cfg: config_
             None if v == "float32" else models["float32"], progress=False)}
             for v in tiny_cfg.variants},
     }
+
+
+# Rough minutes of the longest test files on this machine, to start them first.
+LONGEST = {"test_readme.py": 20, "test_field_models.py": 13, "test_models.py": 10,
+           "test_interruption.py": 4}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The slow tests first, the longest first: `make test` runs two workers that steal work
+    from each other (`-n 2 --dist worksteal`), so the long tests start at once and the short
+    ones fill the gaps, instead of one long test starting last."""
+    items.sort(key=lambda item: (item.get_closest_marker("slow") is None,
+                                 -LONGEST.get(item.path.name, 0)))

@@ -112,24 +112,42 @@ def script_for(commands: list[str]) -> str:
             lines.append(f"echo {shlex.quote('+ skipped: ' + command)}")
             continue
         lines.append(f"echo {shlex.quote('+ ' + command)}")
+        lines.append('echo "@ $SECONDS s"')  # when it started: the transcript shows each one's time
         if UNTIL_CTRL_C in command:
-            lines += [f"setsid bash -c {shlex.quote(command)} > until_ctrl_c.log 2>&1 &",
+            port = (re.findall(r"127\.0\.0\.1:(\d+)|(?:-p|--port) (\d+)", command)
+                    or [("5000", "")])[0]
+            port = port[0] or port[1]
+            url = f"http://127.0.0.1:{port}/"
+            probe = ("import sys, time, urllib.error, urllib.request\n"
+                     "def up():\n"
+                     "    try: urllib.request.urlopen(URL, timeout=2); return True\n"
+                     "    except urllib.error.HTTPError: return True\n"
+                     "    except OSError: return False\n").replace("URL", repr(url))
+            # A background job of a script starts with SIGINT ignored; a terminal's would not:
+            # restore it, so Ctrl-C (SIGINT) reaches the command as it would a user's.
+            start = ("import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+                     "os.execvp('bash', ['bash', '-c', sys.argv[1]])")
+            lines += [f"setsid python -c {shlex.quote(start)} {shlex.quote(command)} "
+                      "> until_ctrl_c.log 2>&1 &",
                       "server=$!",
-                      "python -c 'import sys, time, urllib.request\n"
-                      "for _ in range(360):\n"
-                      "    try:\n"
-                      "        urllib.request.urlopen(\"http://127.0.0.1:5000/health\", timeout=2)"
-                      "; sys.exit(0)\n"
-                      "    except OSError: time.sleep(0.5)\n"
-                      "sys.exit(\"no answer on port 5000\")' || { cat until_ctrl_c.log; exit 1; }",
-                      "echo '  (answered on port 5000; stopping it, as Ctrl-C would)'",
-                      "kill -INT -- -$server; wait $server || true",
-                      "python -c 'import sys, time, urllib.request\n"
-                      "for _ in range(120):\n"
-                      "    try: urllib.request.urlopen(\"http://127.0.0.1:5000/health\", "
-                      "timeout=1); time.sleep(0.5)\n"
-                      "    except OSError: sys.exit(0)\n"
-                      "sys.exit(\"port 5000 still answers\")'"]
+                      "python -c " + shlex.quote(
+                          probe + "for _ in range(600):\n"
+                                  "    if up(): sys.exit(0)\n"
+                                  "    time.sleep(0.5)\n"
+                                  f"sys.exit('no answer on {url}')")
+                      + " || { cat until_ctrl_c.log; exit 1; }",
+                      f"echo '  (answered on {url}; stopping it, as Ctrl-C would)'",
+                      "kill -INT -- -$server",
+                      "for _ in $(seq 120); do kill -0 $server 2>/dev/null || break; "
+                      "sleep 0.5; done",
+                      "if kill -0 $server 2>/dev/null; then echo 'still running 60 s after "
+                      "Ctrl-C'; cat until_ctrl_c.log; kill -KILL -- -$server; exit 1; fi",
+                      "wait $server || true",
+                      "python -c " + shlex.quote(
+                          probe + "for _ in range(120):\n"
+                                  "    if not up(): sys.exit(0)\n"
+                                  "    time.sleep(0.5)\n"
+                                  f"sys.exit('{url} still answers')")]
         else:
             lines.append(command)
     return "\n".join(lines) + "\n"
@@ -151,6 +169,7 @@ def test_every_readme_command_works_in_a_fresh_shell(tmp_path: Path) -> None:
     proc = subprocess.run(["env", "-i", *(f"{k}={v}" for k, v in env.items()), "bash", "-c",
                            script_for(commands)], cwd=project, capture_output=True, text=True,
                           timeout=3600)
+    (tmp_path / "transcript.log").write_text(proc.stdout + "\n--- stderr ---\n" + proc.stderr)
     ran = [line for line in proc.stdout.splitlines() if line.startswith("+ ")]
     assert proc.returncode == 0, (f"failed at: {ran[-1] if ran else '?'}\n"
                                   f"{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
@@ -175,15 +194,17 @@ def test_every_readme_command_works_in_a_fresh_shell(tmp_path: Path) -> None:
     names = sorted(r.info.run_name for r in parents)
     assert names.count("file-digits") == 1 and names.count("small_cnn-digits") >= 4
     sweeps = [r for r in parents if r.data.tags.get("pipeline") == "hydra-sweep"]
-    assert len(sweeps) == 2 and {r.info.status for r in sweeps} == {"FINISHED"}
-    parallel = max(sweeps, key=lambda r: r.info.start_time)  # the 4-job parallel sweep
+    assert len(sweeps) == 1 and {r.info.status for r in sweeps} == {"FINISHED"}
+    parallel = sweeps[0]  # the 4-job parallel sweep
     jobs = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parallel.info.run_id]
     assert sorted(r.info.run_name for r in jobs) == [
         "job 0: model=small_cnn seed=1", "job 1: model=small_cnn seed=2",
         "job 2: model=tiny_cnn seed=1", "job 3: model=tiny_cnn seed=2"]
     for job in jobs:  # nothing lost, nothing written twice, by the two parallel workers
         children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == job.info.run_id]
-        assert sorted(r.info.run_name for r in children) == sorted(VARIANTS)
+        assert sorted(r.data.tags["variant"] for r in children) == sorted(VARIANTS)
+        assert {r.info.run_name for r in children} == {
+            f"{r.data.tags['variant']} · {job.info.run_name}" for r in children}
         assert {r.info.status for r in children} == {"FINISHED"}
     summary = [a.path for a in client.list_artifacts(parallel.info.run_id, "summary")]
     assert summary == ["summary/sweep_seeds.csv", "summary/sweep_seeds.png",
