@@ -128,8 +128,8 @@ def stage_results(models: dict[str, Path], variant_dirs: Path, tiny_cfg: config_
 
 
 # Rough minutes of the longest test files on this machine, to start them first.
-LONGEST = {"test_readme.py": 20, "test_field_models.py": 13, "test_models.py": 10,
-           "test_interruption.py": 4}
+LONGEST = {"test_readme.py": 14, "test_field_models.py": 10, "test_interruption.py": 9,
+           "test_models.py": 7, "test_e2e.py": 7}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
