@@ -13,26 +13,10 @@ import numpy as np
 import pytest
 
 from conftest import TINY_RUN_OVERRIDES
+from pipeline import compat
 from pipeline import config as config_mod
 from pipeline.io import read_json
 from test_e2e import project_copy, run
-
-
-def synthetic_npz(path: Path, classes: int = 10, train: int = 400, test: int = 100) -> Path:
-    """32x32 RGB images whose class is their colour and stripe, with noise."""
-    rng = np.random.default_rng(0)
-    base = rng.integers(30, 220, (classes, 3))
-
-    def images(n: int) -> tuple[np.ndarray, np.ndarray]:
-        y = np.arange(n) % classes
-        x = rng.normal(base[y][:, None, None, :], 25, (n, 32, 32, 3))
-        for i, c in enumerate(y):
-            x[i, :, (3 * c) % 32:(3 * c) % 32 + 3] = 255
-        return np.clip(x, 0, 255).astype(np.uint8), y
-
-    (x_train, y_train), (x_test, y_test) = images(train), images(test)
-    np.savez(path, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
-    return path
 
 
 def application(name: str, path: Path, data: Path) -> Path:
@@ -51,7 +35,7 @@ def application(name: str, path: Path, data: Path) -> Path:
 
 
 def repro(tmp_path: Path, name: str, variants: tuple[str, ...]) -> tuple[Path, dict, dict]:
-    data = synthetic_npz(tmp_path / "data.npz")
+    data = compat.synthetic(tmp_path / "data.npz", train=400, test=100)
     model = application(name, tmp_path / f"{name}.h5", data)
     raw = config_mod.compose([*TINY_RUN_OVERRIDES, "data=npz", f"data.path={data}",
                               "model=file", f"model.path={model}"])

@@ -8,7 +8,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,6 +20,7 @@ import numpy as np
 import pytest
 
 from pipeline import data
+from test_bad_input import free_port
 from pipeline.measure.benchmark import setting_key
 from pipeline.report import summary, tracking
 from pipeline.config import Config
@@ -240,12 +240,6 @@ def started(cmd: list[str], probe: str, log: Path, env: dict[str, str] | None = 
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def tool_env(logged: dict) -> dict[str, str]:
