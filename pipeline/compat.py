@@ -7,7 +7,8 @@ shape (classes told apart by colour and a stripe), saved as a file and run throu
 pipeline as a user's model (`model=file`, `data=npz`), in its own process: a crash there is a
 crash of the lab, and the matrix says so. Each cell is `ok` with the accuracy drop and the
 size ratio against float32, or the failure's one-line reason; the QAT coverage and the
-conversion seconds are beside them.
+conversion seconds are beside them. Rows are kept in `docs/compatibility.json`: `--only`
+reruns some architectures and keeps the others' rows.
 
     python -m pipeline.compat [--only MobileNetV3Small EfficientNetB0] [--timeout 3600]
 """
@@ -23,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pipeline.io import read_json, write_text
+from pipeline.io import read_json, write_json, write_text
 from pipeline.layout import Layout
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -81,16 +82,30 @@ def _tail(text: str) -> str:
     return lines[-1][:200] if lines else "no output"
 
 
+def _commit() -> str | None:
+    """The code a row was measured with (`+dirty` when the tree had changes)."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
+                              capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return head + ("+dirty" if dirty else "")
+
+
 def run_one(name: str, work: Path, data: Path, timeout: float) -> dict[str, Any]:
-    """Build, then run the pipeline on one architecture; what became of each variant."""
+    """Build, then run the pipeline on one architecture: its row of the matrix."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "MLFLOW_TRACKING_URI":
            f"sqlite:///{work / 'mlflow.db'}"}
     model = work / f"{name.replace(':', '_')}.{'keras' if name.startswith('keras3') else 'h5'}"
+    row: dict[str, Any] = {"arch": name, "commit": _commit(),
+                           "date": time.strftime("%Y-%m-%d", time.gmtime())}
     started = time.perf_counter()
     build = subprocess.run([sys.executable, "-c", BUILD, name, str(model), str(data)],
                            env=env, capture_output=True, text=True, timeout=timeout)
     if build.returncode != 0:
-        return {"arch": name, "crash": f"building the model failed: {_tail(build.stderr)}"}
+        return {**row, "crash": f"building the model failed: {_tail(build.stderr)}"}
     job = work / "job"
     try:
         proc = subprocess.run([sys.executable, "-m", "pipeline", "model=file",
@@ -98,34 +113,49 @@ def run_one(name: str, work: Path, data: Path, timeout: float) -> dict[str, Any]
                                *OVERRIDES, f"hydra.run.dir={job}"], cwd=ROOT, env=env,
                               capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
-        return {"arch": name, "crash": f"timed out after {timeout:.0f} s"}
+        return {**row, "crash": f"timed out after {timeout:.0f} s"}
     seconds = time.perf_counter() - started
     if proc.returncode != 0:
-        return {"arch": name, "crash": f"exit {proc.returncode}: {_tail(proc.stderr)}",
+        return {**row, "crash": f"exit {proc.returncode}: {_tail(proc.stderr)}",
                 "seconds": seconds}
     lay = Layout(job)
     summary = read_json(lay.report("summary.json"))
-    conversion = {v: read_json(lay.variant(v) / "conversion.json")["seconds"] for v in summary}
-    return {"arch": name, "summary": summary, "seconds": seconds, "conversion": conversion,
-            "qat": read_json(lay.keras_metrics("qat"))}
+    qat = read_json(lay.keras_metrics("qat"))
+    return {**row, "seconds": seconds,
+            "conversion_seconds": sum(read_json(lay.variant(v) / "conversion.json")["seconds"]
+                                      for v in summary),
+            "variants": {v: {k: s.get(k) for k in ("status", "error", "accuracy_drop",
+                                                   "compression_ratio")}
+                         for v, s in summary.items()},
+            "qat": {"coverage": qat.get("coverage"), "error": qat.get("error")}}
 
 
 def cell(row: dict[str, Any]) -> str:
     if row["status"] != "ok":
-        first = " ".join(row["error"].split())
+        first = " ".join((row.get("error") or "no reason recorded").split())
         return "failed: " + (first[:110] + "..." if len(first) > 110 else first).replace("|",
                                                                                      "/")
     return f"ok {row['accuracy_drop']:+.3f}, {row['compression_ratio']:.1f}x"
+
+
+def merge(old: list[dict[str, Any]], new: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """`old` rows with `new` ones in place of the same architecture, in ARCHITECTURES order
+    (others after them, in the order first seen)."""
+    by_arch = {r["arch"]: r for r in old} | {r["arch"]: r for r in new}
+    order = [a for a in ARCHITECTURES if a in by_arch]
+    return [by_arch[a] for a in order + [a for a in by_arch if a not in order]]
 
 
 def render(results: list[dict[str, Any]]) -> str:
     """`docs/compatibility.md`."""
     variants: list[str] = []
     for r in results:
-        variants += [v for v in r.get("summary", {}) if v not in variants]
+        variants += [v for v in r.get("variants", {}) if v not in variants]
+    variants.sort()
     lines = [
         "# Compatibility matrix", "",
-        "Generated by `make compat` (`python -m pipeline.compat`); do not edit by hand. Keras' "
+        "Generated by `make compat` (`python -m pipeline.compat`) from "
+        "`docs/compatibility.json`; do not edit by hand. Keras' "
         "own architectures (`tf_keras.applications`, and one Keras 3 model), random init at "
         "32x32x3, 10 classes, one training epoch on a synthetic dataset, run through the "
         "whole pipeline as a user's model (`model=file`, `data=npz`), each in its own "
@@ -149,33 +179,45 @@ def render(results: list[dict[str, Any]]) -> str:
                      f"{100 * c['coverage']:.1f}% of weights")
         else:
             cover = "none: " + " ".join((qat.get("error") or "").split())[:90]
-        cells = [cell(r["summary"][v]) if v in r["summary"] else "" for v in variants]
+        cells = [cell(r["variants"][v]) if v in r["variants"] else "" for v in variants]
         lines.append(f"| {r['arch']} | " + " | ".join(cells) + f" | {cover} | "
-                     f"{sum(r['conversion'].values()):.0f} | {r['seconds']:.0f} |")
+                     f"{r['conversion_seconds']:.0f} | {r['seconds']:.0f} |")
     crashes = [r["arch"] for r in results if "crash" in r]
+    missing = [a for a in ARCHITECTURES if a not in {r["arch"] for r in results}]
+    runs = sorted({(r.get("date") or "?", r.get("commit") or "?") for r in results})
     lines += ["", f"{len(results)} architectures, {len(crashes)} crashes"
-              + (f" ({', '.join(crashes)})" if crashes else "") + ".", ""]
+              + (f" ({', '.join(crashes)})" if crashes else "") + "."
+              + (f" Not run yet: {', '.join(missing)} (`python -m pipeline.compat --only "
+                 f"{' '.join(missing)}` adds them)." if missing else ""),
+              "", "Measured " + "; ".join(d + (f" at {c}" if c != "?" else " (commit not recorded)")
+                                     for d, c in runs) + " (each row's date and commit "
+              "are in the JSON file). The seconds come from a shared 2-core machine, often with other "
+              "work beside it: compare rows measured together, not with other machines.", ""]
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", nargs="+", default=list(ARCHITECTURES))
+    parser.add_argument("--only", nargs="+", default=list(ARCHITECTURES),
+                        help="run these; the other rows of --out are kept")
     parser.add_argument("--timeout", type=float, default=3600.0, help="seconds per step")
-    parser.add_argument("--out", type=Path, default=DOC)
+    parser.add_argument("--out", type=Path, default=DOC, help="the page; its rows are kept "
+                        "in the .json file beside it")
     args = parser.parse_args(argv)
-    results = []
+    store = args.out.with_suffix(".json")
+    results = read_json(store) if store.exists() else []
     with tempfile.TemporaryDirectory(prefix="compat-") as tmp:
         data = synthetic(Path(tmp) / "data.npz")
         for name in args.only:
             work = Path(tmp) / name.replace(":", "_")
             work.mkdir()
             print(f"{name} ...", flush=True)
-            results.append(run_one(name, work, data, args.timeout))
-            result = results[-1]
-            print(f"   {result.get('crash') or 'done'} ({result.get('seconds', 0):.0f} s)",
+            row = run_one(name, work, data, args.timeout)
+            print(f"   {row.get('crash') or 'done'} ({row.get('seconds', 0):.0f} s)",
                   flush=True)
-            write_text(args.out, render(results))  # as it goes: a long run shows progress
+            results = merge(results, [row])
+            write_json(store, results)  # row by row: a long run keeps what it has done
+            write_text(args.out, render(results))
     return results
 
 
