@@ -17,6 +17,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from pipeline.cli import USER_ERRORS
 from pipeline.config import parse_config, render_params
 from pipeline.io import read_json, write_text
 from pipeline.layout import Layout
@@ -43,12 +44,21 @@ def main(cfg: DictConfig) -> float:
     overrides = list(hc.overrides.task)
     sweep = sweep_run(hc.sweep.dir) if hc.mode == RunMode.MULTIRUN else None
     name = f"job {hc.job.num}: {job_label(overrides, sweep['swept'])}" if sweep else None
-    result = all_steps.run(config, raw, out, params_file,
-                           parent_run_id=sweep["run_id"] if sweep else None,
-                           extra_params={"overrides": " ".join(overrides) or "none",
-                                         **{f"override.{o.split('=', 1)[0]}": o.split("=", 1)[1]
-                                            for o in overrides if "=" in o}},
-                           run_name=name)
+    try:
+        result = all_steps.run(config, raw, out, params_file,
+                               parent_run_id=sweep["run_id"] if sweep else None,
+                               extra_params={"overrides": " ".join(overrides) or "none",
+                                             **{f"override.{o.split('=', 1)[0]}":
+                                                o.split("=", 1)[1] for o in overrides
+                                                if "=" in o}},
+                               run_name=name)
+    except USER_ERRORS as exc:
+        if sweep:  # a sweep's job: Hydra records it and its callback reports the sweep
+            raise
+        # Bad input (a missing data file, a model that does not fit the data): the same one
+        # line and exit code 2 as a stage script, not Hydra's traceback.
+        log.error("error: %s", exc)
+        sys.exit(2)
     log.info("job done: parent run %s, outputs in %s", result["parent_run_id"], out)
     return candidate_accuracy(Layout(out))
 

@@ -35,6 +35,18 @@ def test_config_typo_is_one_line_naming_the_key(tmp_path: Path) -> None:
     assert not (tmp_path / "run" / "models").exists()  # refused before any work
 
 
+def test_bad_input_in_the_app_is_one_line_not_a_traceback(tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere.npz"
+    proc = app(["data=npz", f"data.path={missing}", f"hydra.run.dir={tmp_path / 'run'}"],
+               tmp_path)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 2, out
+    errors = [line for line in out.splitlines() if "error" in line.lower()]
+    assert len(errors) == 1 and errors[0].endswith(f"error: data.path: {missing} does not exist")
+    assert "Traceback" not in out and "HYDRA_FULL_ERROR" not in out
+    assert not (tmp_path / "run" / "models").exists()
+
+
 @pytest.mark.parametrize("launcher", ["parallel", "cluster"])
 def test_launcher_configs_name_installed_launchers_and_change_no_lab_key(launcher: str) -> None:
     from hydra.plugins.launcher import Launcher
