@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -105,6 +106,14 @@ class MobileNetV2Config(ModelConfig):
 class FileModelConfig(ModelConfig):
     path: str = MISSING  # your .keras, .h5 or SavedModel folder (not trained here)
     safe_mode: bool = True  # refuse Lambda layers' Python code (Keras safe mode)
+    # Classes the file's layers need (`module:Class`), imported before loading it
+    custom_objects: list[str] = dataclasses.field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        for name in self.custom_objects:
+            if not isinstance(name, str) or not re.fullmatch(r"[\w.]+[:.]\w+", name):
+                raise ValueError("model.custom_objects: each entry is an importable class, "
+                                 f"`module:Class` or `module.Class`; got {name!r}")
 
 
 def _check_filters(filters: list[int]) -> None:

@@ -185,6 +185,49 @@ def test_safe_mode_refuses_lambda_code_unless_allowed(
     assert read_json(workspace.keras("float") / model_store.INFO)["status"] == "ok"
 
 
+LAYER_SCALE = "tf_keras.src.applications.convnext:LayerScale"  # ConvNeXt's, not registered
+
+
+def test_a_model_with_a_library_s_own_layer_loads_once_the_class_is_named(
+        tmp_path: Path, tiny_cfg: config_mod.Config, dataset: data.Dataset,
+        workspace: Layout) -> None:
+    """Keras' ConvNeXt saved as .h5 cannot be loaded back without its `LayerScale` class:
+    the error says how to name it, and with `model.custom_objects` the file gets its
+    variants and QAT of the layers tfmot supports (the train and qat stages both load it)."""
+    from pipeline.build.tfcompat import import_tf
+    from tf_keras.src.applications.convnext import LayerScale
+
+    _, keras = import_tf(seed=0)
+    inputs = keras.Input(shape=(8, 8, 1))
+    x = keras.layers.Conv2D(4, 3, activation="relu")(inputs)
+    x = LayerScale(1e-1, 4)(x)
+    x = keras.layers.Flatten()(x)
+    model = fitted(keras.Model(inputs, keras.layers.Dense(10, activation="softmax")(x)),
+                   dataset)
+    path = tmp_path / "convnext_like.h5"
+    model.save(path)
+    keras.utils.get_custom_objects().pop("LayerScale", None)  # as in a fresh process
+
+    with pytest.raises(ValueError, match=r"Unknown layer.*LayerScale.*model\.custom_objects"):
+        train_step(file_cfg(tiny_cfg, path), workspace)
+    with pytest.raises(ValueError, match=r"model.custom_objects: cannot import 'no.such:Cls'"):
+        train_step(file_cfg(tiny_cfg, path, custom_objects=["no.such:Cls"]), workspace)
+    assert not workspace.keras("float").exists()
+
+    cfg = file_cfg(tiny_cfg, path, custom_objects=[LAYER_SCALE])
+    accuracy = train_step(cfg, workspace)
+    keras.utils.get_custom_objects().pop("LayerScale", None)  # the qat stage is a new process
+
+    assert accuracy == pytest.approx(float(np.mean(np.argmax(model.predict(
+        np.asarray(dataset.x_test), verbose=0), -1) == dataset.y_test)))
+    assert qat_step(cfg, workspace) is not None
+    coverage = read_json(workspace.keras_metrics("qat"))["coverage"]
+    assert coverage["mode"] == "partial" and coverage["annotated_layers"] < coverage["layers"]
+    for variant in ("int8", "qat_int8"):
+        record = quantize_step(cfg, workspace, variant)
+        assert record["status"] == "ok", record["error"]
+
+
 def test_a_model_that_does_not_fit_the_data_is_refused_before_anything_runs(
         tmp_path: Path, tiny_cfg: config_mod.Config, workspace: Layout) -> None:
     functional(input_shape=(28, 28, 1)).save(tmp_path / "mnist.keras")

@@ -5,8 +5,9 @@ after the lab converted from one exported artifact:
 - before: each variant traced the Keras model again (`TFLiteConverter.from_keras_model`
   saves a SavedModel internally on every call), and each full-integer variant ran the
   per-layer debugger itself (`int8_selective` twice);
-- after: the SavedModel is exported once, every variant is converted from it, and the
-  debugger runs once per full-integer setting (the layer_errors stage).
+- after: the SavedModel of the forward pass is exported once (`model_store.export_inference`),
+  every variant is converted from it, and the debugger runs once per full-integer setting
+  (the layer_errors stage).
 
 Goal: the whole quantize phase at most 3x the time of one float32 conversion.
 
@@ -32,47 +33,54 @@ def _timed(fn, *args):  # type: ignore[no-untyped-def]
     return time.perf_counter() - start
 
 
-def main() -> dict[str, float]:
+def _quantize_phase(source, specs, calibration, selection,  # type: ignore[no-untyped-def]
+                    debugger_once: bool) -> dict[str, float]:
+    """Seconds per variant converted from `source` (a Keras model or a SavedModel path), the
+    per-layer debugger included: once per full-integer setting, or for every full-integer
+    variant as the lab used to."""
     from pipeline.build import convert, debug
+
+    seconds: dict[str, float] = {}
+    settings_done: set[str] = set()
+    for name, spec in specs.items():
+        seconds[name] = 0.0
+        key = debug.setting_key(spec)
+        if spec.full_integer and not (debugger_once and key in settings_done):
+            seconds[name] += _timed(debug.layer_errors, source, spec, calibration, selection)
+            settings_done.add(key)
+        if spec.selective:
+            seconds[name] += _timed(debug.convert_selective, source, spec, calibration,
+                                    ["no_such_layer"])
+        else:
+            seconds[name] += _timed(convert.convert, source, spec,
+                                    calibration if spec.representative_data else None)
+    return seconds
+
+
+def main() -> dict[str, float]:
+    from pipeline.build import model_store
     from pipeline.build.tfcompat import import_tf
 
-    tf, keras = import_tf(seed=0)
-    specs = {n: s for n, s in parse_config(compose()).variants.items() if s.source == "float"}
+    _, keras = import_tf(seed=0)
+    # The TFLite converter's variants of the float model; the LiteRT Quantizer's (and the
+    # search's) start from the float32 `.tflite`, without TensorFlow.
+    specs = {n: s for n, s in parse_config(compose()).variants.items()
+             if s.source == "float" and not (s.quantizer or s.search)}
     model = keras.applications.MobileNetV2(input_shape=(96, 96, 3), alpha=0.35,
                                            weights=None, classes=10)
     rng = np.random.default_rng(0)
     calibration = rng.random((CALIBRATION, 96, 96, 3), np.float32)
     selection = rng.random((CALIBRATION, 96, 96, 3), np.float32)
-    before: dict[str, float] = {}
-    after: dict[str, float] = {}
-    for name, spec in specs.items():  # before: from the Keras model, debugger per variant
-        seconds = 0.0
-        if spec.full_integer:
-            seconds += _timed(debug.layer_errors, model, spec, calibration, selection)
-        if spec.selective:
-            seconds += _timed(debug.convert_selective, model, spec, calibration,
-                              ["no_such_layer"])
-        else:
-            seconds += _timed(convert.convert, model, spec,
-                              calibration if spec.representative_data else None)
-        before[name] = seconds
+    print(f"before: {len(specs)} converter variants ({', '.join(specs)}) from the Keras "
+          "model ...", flush=True)
+    before = _quantize_phase(model, specs, calibration, selection, debugger_once=False)
     with tempfile.TemporaryDirectory() as tmp:
+        print("after: one SavedModel, every variant from it ...", flush=True)
         saved = Path(tmp) / "saved_model"
-        after["export SavedModel (once)"] = _timed(tf.saved_model.save, model, str(saved))
-        settings_done: set[str] = set()
-        for name, spec in specs.items():
-            seconds = 0.0
-            key = debug.setting_key(spec)
-            if spec.full_integer and key not in settings_done:  # once per setting
-                seconds += _timed(debug.layer_errors, saved, spec, calibration, selection)
-                settings_done.add(key)
-            if spec.selective:
-                seconds += _timed(debug.convert_selective, saved, spec, calibration,
-                                  ["no_such_layer"])
-            else:
-                seconds += _timed(convert.convert, saved, spec,
-                                  calibration if spec.representative_data else None)
-            after[name] = seconds
+        after = {"export SavedModel (once)": _timed(model_store.export_inference, model,
+                                                    saved)}
+        after.update(_quantize_phase(saved, specs, calibration, selection,
+                                     debugger_once=True))
     float32 = before["float32"]
     print("conversion of MobileNetV2 (alpha 0.35, 96x96), every converter variant, one "
           "process (seconds)")

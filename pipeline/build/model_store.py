@@ -24,6 +24,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import re
 import shutil
 import time
 import warnings
@@ -85,10 +86,7 @@ def save(model: Any, out_dir: str | Path, info: dict[str, Any] | None = None,
             with warnings.catch_warnings():  # "HDF5 is legacy": chosen on purpose, see above
                 warnings.simplefilter("ignore", UserWarning)
                 model.save(tmp / H5, include_optimizer=False)
-            started = time.perf_counter()
-            log.info("exporting the SavedModel every variant is converted from ...")
-            tf.saved_model.save(model, str(tmp / SAVED_MODEL))
-            log.info("exported in %.1f s", time.perf_counter() - started)
+            export_inference(model, tmp / SAVED_MODEL)
             fmt = "h5"
         elif isinstance(model, Path):
             shutil.copytree(model, tmp / SAVED_MODEL)
@@ -104,6 +102,39 @@ def save(model: Any, out_dir: str | Path, info: dict[str, Any] | None = None,
         write_json(tmp / INFO, {"status": "ok", "format": fmt, "qat_blocker": blocker,
                                 **(info or {})})
     return Path(out_dir)
+
+
+def export_inference(model: Any, path: Path) -> Path:
+    """Export a Sequential or Functional tf_keras model's forward pass (inference mode) as
+    the SavedModel its variants are converted from.
+
+    Only the forward pass: tf_keras' `ExportArchive` (what `model.export` uses), not
+    `tf.saved_model.save(model)`, whose SavedModel keeps every layer's functions (629 of them
+    for MobileNetV2) that the converter then loads back twice per conversion. Measured on
+    MobileNetV2 (alpha 0.35, 96x96): export 6 s instead of 27 s, and each conversion 6.5 s
+    instead of 20 s. The serving signature keeps the Keras names of the inputs and outputs.
+    """
+    import contextlib
+    import io
+
+    tf, keras = import_tf()
+    started = time.perf_counter()
+    log.info("exporting the SavedModel every variant is converted from ...")
+    specs = [tf.TensorSpec((None, *t.shape[1:]), t.dtype, name=n)
+             for t, n in zip(model.inputs, model.input_names)]
+    names = list(model.output_names)
+
+    def forward(*inputs: Any) -> dict[str, Any]:
+        outputs = model(inputs[0] if len(inputs) == 1 else list(inputs), training=False)
+        return dict(zip(names, tf.nest.flatten(outputs)))
+
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint("serving_default", tf.function(forward), input_signature=specs)
+    with contextlib.redirect_stdout(io.StringIO()):  # it prints the endpoint's signature
+        archive.write_out(str(path))
+    log.info("exported in %.1f s", time.perf_counter() - started)
+    return path
 
 
 def _export_float_tflite(saved_model: Path, out: Path) -> None:
@@ -170,11 +201,42 @@ def conversion_source(model_dir: str | Path) -> Path:
     return Path(model_dir) / SAVED_MODEL
 
 
-def load(model_dir: str | Path, qat: bool = False) -> Any:
+def register_custom_objects(names: list[str] | tuple[str, ...]) -> None:
+    """Import the classes that a user's layers need (`model.custom_objects`: `module:Class`
+    or `module.Class`) and register them with Keras, so this process can load the file and
+    the stored models made from it.
+
+    Raises:
+        ValueError: if one cannot be imported.
+    """
+    import importlib
+
+    _, keras = import_tf()
+    for name in names:
+        module, sep, attr = name.partition(":")
+        if not sep:
+            module, _, attr = name.rpartition(".")
+        try:
+            obj = getattr(importlib.import_module(module), attr)
+        except (ImportError, AttributeError, ValueError) as exc:
+            raise ValueError(f"model.custom_objects: cannot import {name!r} "
+                             f"({_one_line(exc)})") from None
+        keras.utils.get_custom_objects()[attr] = obj
+        try:  # a Keras 3 file looks its classes up in Keras 3's registry
+            import keras as keras3
+
+            keras3.saving.get_custom_objects()[attr] = obj
+        except ImportError:
+            pass
+
+
+def load(model_dir: str | Path, qat: bool = False,
+         custom_objects: list[str] | tuple[str, ...] = ()) -> Any:
     """Load a stored model: a tf_keras model (`model.h5`), or the path of its SavedModel.
 
     Args:
         qat: Bring tfmot's custom objects into scope (a QAT model).
+        custom_objects: The user's classes (`model.custom_objects`).
 
     Raises:
         FileNotFoundError: if the folder holds no stored model.
@@ -187,6 +249,7 @@ def load(model_dir: str | Path, qat: bool = False) -> Any:
     if info["format"] == "saved_model":
         return model_dir / SAVED_MODEL
     _, keras = import_tf()
+    register_custom_objects(custom_objects)
     if qat:
         import tensorflow_model_optimization as tfmot
 
@@ -221,9 +284,11 @@ def _one_line(exc: BaseException, limit: int = 300) -> str:
     return f"{type(exc).__name__}: {text[:limit]}{'...' if len(text) > limit else ''}"
 
 
-def load_user_model(path: str | Path, safe_mode: bool = True
+def load_user_model(path: str | Path, safe_mode: bool = True,
+                    custom_objects: list[str] | tuple[str, ...] = ()
                     ) -> tuple[Any, str, str | None]:
-    """Load a user's `.keras`, `.h5` or SavedModel folder.
+    """Load a user's `.keras`, `.h5` or SavedModel folder, with the classes its layers need
+    (`custom_objects`, see `register_custom_objects`).
 
     Returns:
         `(model, kind, qat_blocker)`: a tf_keras model (`tf_keras`), a Keras 3 model
@@ -255,6 +320,7 @@ def load_user_model(path: str | Path, safe_mode: bool = True
             raise ValueError(f"model.path: {path} is not a model file (an .h5 file is HDF5; "
                              "this one is not)")
     _, keras = import_tf()
+    register_custom_objects(custom_objects)
     from tf_keras.src.saving.serialization_lib import SafeModeScope
 
     try:
@@ -278,8 +344,13 @@ def load_user_model(path: str | Path, safe_mode: bool = True
             raise ValueError(f"model.path: {path} has a Lambda layer with Python code, which "
                              "Keras safe mode refuses to load; if you trust the file, set "
                              "model.safe_mode=false") from None
+        unknown = re.search(r"Unknown (?:layer|object type|activation|initializer|"
+                            r"regularizer|constraint)[^']*'(\w+)'", str(exc))
+        hint = (f"; if {unknown[1]} is a class of yours or of a library, name it in "
+                f"model.custom_objects (e.g. model.custom_objects=[your.module:{unknown[1]}])"
+                if unknown else "")
         raise ValueError(f"model.path: {path} is not a model Keras can load "
-                         f"({_one_line(exc)})") from None
+                         f"({_one_line(exc)}){hint}") from None
     if kind == "saved_model":
         _signature(path)  # refuse a SavedModel TFLite could not convert, now
     return model, kind, blocker

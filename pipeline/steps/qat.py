@@ -34,7 +34,8 @@ def run(cfg: Config, layout: Layout) -> float | None:
         ds = data.load(layout.dataset)
         try:
             with qat_mod.third_party("the float model could not be loaded for QAT"):
-                float_model = model_store.load(float_dir)
+                float_model = model_store.load(
+                    float_dir, custom_objects=getattr(cfg.model, "custom_objects", ()))
             qat_model, hist, accuracy, cover = qat_mod.fine_tune(float_model, ds, cfg.qat,
                                                                  cfg.seed)
             with qat_mod.third_party("the QAT model could not be stored"):

@@ -25,7 +25,8 @@ def run(cfg: Config, layout: Layout) -> float:
     """
     ds = data.load(layout.dataset)
     if cfg.model.arch == FROM_FILE:
-        model, kind, blocker = model_store.load_user_model(cfg.model.path, cfg.model.safe_mode)
+        model, kind, blocker = model_store.load_user_model(
+            cfg.model.path, cfg.model.safe_mode, cfg.model.custom_objects)
         model_store.check_fits(model, ds.input_shape, ds.num_classes)
         accuracy = model_store.accuracy(model, ds.x_test, ds.y_test)
         hist: dict[str, list[float]] = {}  # not trained here
