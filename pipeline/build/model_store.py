@@ -130,7 +130,8 @@ def export_inference(model: Any, path: Path) -> Path:
 
     archive = keras.export.ExportArchive()
     archive.track(model)
-    archive.add_endpoint("serving_default", tf.function(forward), input_signature=specs)
+    archive.add_endpoint("serving_default", tf.function(forward, autograph=False),
+                         input_signature=specs)
     with contextlib.redirect_stdout(io.StringIO()):  # it prints the endpoint's signature
         archive.write_out(str(path))
     log.info("exported in %.1f s", time.perf_counter() - started)
