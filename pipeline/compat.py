@@ -26,6 +26,7 @@ from typing import Any
 
 from pipeline.io import read_json, write_json, write_text
 from pipeline.layout import Layout
+from pipeline.report.summary import first_line
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "compatibility.md"
@@ -137,7 +138,7 @@ def run_one(name: str, work: Path, data: Path, timeout: float) -> dict[str, Any]
 
 def cell(row: dict[str, Any]) -> str:
     if row["status"] != "ok":
-        first = " ".join((row.get("error") or "no reason recorded").split())
+        first = first_line(row.get("error") or "no reason recorded", 10_000)
         return "failed: " + (first[:110] + "..." if len(first) > 110 else first).replace("|",
                                                                                      "/")
     return f"ok {row['accuracy_drop']:+.3f}, {row['compression_ratio']:.1f}x"

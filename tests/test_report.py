@@ -245,3 +245,18 @@ def test_report_page_renders_in_headless_chromium(written: dict[str, Path],
                     "--window-size=1280,1600", f"--screenshot={screenshot}", page.as_uri()],
                    capture_output=True, timeout=120, check=True)
     assert screenshot.stat().st_size > 20_000  # a real render, not a blank page
+
+
+def test_a_converter_error_s_reason_keeps_the_node_and_drops_the_mlir_location() -> None:
+    from pipeline.report.summary import first_line
+
+    error = ('ConverterError: <unknown>:0: error: loc(callsite(fused["AvgPool:", '
+             '"densenet121/quant_pool2_pool/AvgPool@__inference__wrapped_model_9"] at '
+             'fused["StatefulPartitionedCall:", "StatefulPartitionedCall@__inference_sig_1"]'
+             ')): \'tfl.average_pool_2d\' op quantization parameters violate the same scale '
+             'constraint\n<unknown>:0: note: see current operation')
+    assert first_line(error) == (
+        "ConverterError: error: at densenet121/quant_pool2_pool/AvgPool: "
+        "'tfl.average_pool_2d' op quantization parameters violate the same scale constraint")
+    assert first_line("ValueError: plain (no location)\nmore") == "ValueError: plain (no location)"
+    assert first_line(None) == ""

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -167,9 +168,29 @@ def summarize(specs: Mapping[str, VariantSpec], records: Mapping[str, Mapping[st
 
 
 def first_line(text: str | None, limit: int = 300) -> str:
-    """The first line of an error message, for tables."""
+    """The first line of an error message, for tables; an MLIR location (the converter's
+    `loc(callsite(fused["AvgPool:", "net/pool/AvgPool@__inference_..."] at ...))`) becomes
+    the node's name (`at net/pool/AvgPool`), so the reason itself fits."""
     text = (text or "").strip()
-    return text.splitlines()[0][:limit] if text else ""
+    return _without_mlir_locations(text.splitlines()[0])[:limit] if text else ""
+
+
+def _without_mlir_locations(line: str) -> str:
+    parts, i = [], 0
+    while (start := line.find("loc(", i)) >= 0:
+        parts.append(line[i:start])
+        depth, end = 0, start + 3
+        while end < len(line):
+            depth += {"(": 1, ")": -1}.get(line[end], 0)
+            if depth == 0:
+                break
+            end += 1
+        names = [n.split("@")[0] for n in re.findall(r'"([^"]+)"', line[start:end + 1])
+                 if not n.endswith(":")]
+        parts.append(f"at {names[0]}" if names else "")
+        i = end + 1
+    parts.append(line[i:])
+    return " ".join("".join(parts).replace("<unknown>:0: ", "").split())
 
 
 def to_csv(rows: Mapping[str, Mapping[str, Any]]) -> str:
