@@ -38,6 +38,10 @@ OVERRIDES = ("train.epochs=1", "qat.epochs=1", "quantization.calibration_samples
              "benchmark.warmup_seconds=0.05", "benchmark.memory=false",
              # The search runs to show it runs, not to its end: random weights miss any budget.
              "quantization.variants.auto.max_trials=6", "quantization.variants.auto.time_limit=120")
+# What the variants are converted from (rows measured before it have no `export`: their
+# conversions loaded a SavedModel of the whole Keras model, about 3x slower).
+EXPORT = "forward pass"
+
 # What a user of an architecture has to tell the lab: ConvNeXt's .h5 names a layer class
 # tf_keras does not register.
 EXTRA = {"ConvNeXtTiny": (
@@ -104,7 +108,7 @@ def run_one(name: str, work: Path, data: Path, timeout: float) -> dict[str, Any]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "MLFLOW_TRACKING_URI":
            f"sqlite:///{work / 'mlflow.db'}"}
     model = work / f"{name.replace(':', '_')}.{'keras' if name.startswith('keras3') else 'h5'}"
-    row: dict[str, Any] = {"arch": name, "commit": _commit(),
+    row: dict[str, Any] = {"arch": name, "commit": _commit(), "export": EXPORT,
                            "date": time.strftime("%Y-%m-%d", time.gmtime())}
     started = time.perf_counter()
     build = subprocess.run([sys.executable, "-c", BUILD, name, str(model), str(data)],
@@ -188,19 +192,25 @@ def render(results: list[dict[str, Any]]) -> str:
         else:
             cover = "none: " + " ".join((qat.get("error") or "").split())[:90]
         cells = [cell(r["variants"][v]) if v in r["variants"] else "" for v in variants]
+        old = "" if r.get("export") == EXPORT else "\\*"
         lines.append(f"| {r['arch']} | " + " | ".join(cells) + f" | {cover} | "
-                     f"{r['conversion_seconds']:.0f} | {r['seconds']:.0f} |")
+                     f"{r['conversion_seconds']:.0f}{old} | {r['seconds']:.0f}{old} |")
     crashes = [r["arch"] for r in results if "crash" in r]
     missing = [a for a in ARCHITECTURES if a not in {r["arch"] for r in results}]
     runs = sorted({(r.get("date") or "?", r.get("commit") or "?") for r in results})
+    before = any(r.get("export") != EXPORT and "crash" not in r for r in results)
     lines += ["", f"{len(results)} architectures, {len(crashes)} crashes"
               + (f" ({', '.join(crashes)})" if crashes else "") + "."
               + (f" Not run yet: {', '.join(missing)} (`python -m pipeline.compat --only "
                  f"{' '.join(missing)}` adds them)." if missing else ""),
-              "", "Measured " + "; ".join(d + (f" at {c}" if c != "?" else " (commit not recorded)")
-                                     for d, c in runs) + " (each row's date and commit "
-              "are in the JSON file). The seconds come from a shared 2-core machine, often with other "
-              "work beside it: compare rows measured together, not with other machines.", ""]
+              "", "Measured " + "; ".join(d + (f" at {c}" if c != "?" else
+                                                (" (commit not recorded)")) for d, c in runs)
+              + " (each row's date and commit are in the JSON file). The seconds come from a "
+              "shared 2-core machine, often with other work beside it: compare rows measured "
+              "together, not with other machines."
+              + (" \\* Measured before the variants were converted from a SavedModel of the "
+                 "forward pass only: each conversion then loaded back the whole Keras model's "
+                 "SavedModel, about 3x slower (see the README)." if before else ""), ""]
     return "\n".join(lines)
 
 

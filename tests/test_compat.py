@@ -9,6 +9,7 @@ def _row(arch, status="ok", commit="abc1234"):
                "accuracy_drop": 0.01 if status == "ok" else None,
                "compression_ratio": 3.52 if status == "ok" else None}
     return {"arch": arch, "commit": commit, "date": "2026-11-26", "seconds": 100.4,
+            "export": compat.EXPORT,
             "conversion_seconds": 50.6, "variants": {"int8": variant, "float32": variant},
             "qat": {"coverage": {"mode": "partial", "annotated_layers": 3, "layers": 4,
                                  "coverage": 0.5}, "error": None}}
@@ -37,5 +38,15 @@ def test_render_names_failures_crashes_and_what_has_not_run():
                                                             "DenseNet121")]
     assert f"Not run yet: {', '.join(missing)}" in page
     assert "2026-11-25 (commit not recorded); 2026-11-26 at abc1234" in page
+    assert "\\* Measured before" not in page
     full = compat.render([_row(a) for a in compat.ARCHITECTURES])
     assert "Not run yet" not in full and f"{len(compat.ARCHITECTURES)} architectures, 0" in full
+
+
+def test_rows_measured_with_the_old_export_are_marked() -> None:
+    old = {k: v for k, v in _row("MobileNet").items() if k != "export"}
+    page = compat.render([old, _row("ResNet50")])
+    assert "| 51\\* | 100\\* |" in page.split("| MobileNet |")[1].splitlines()[0]
+    assert "| 51 | 100 |" in page.split("| ResNet50 |")[1].splitlines()[0]
+    assert "\\* Measured before the variants were converted from a SavedModel of the forward" \
+        in page
