@@ -106,6 +106,34 @@ def test_a_failing_conversion_is_recorded_not_raised(tiny_models: dict, tmp_path
     assert not artifacts.tflite_path(tmp_path / "b", "broken").exists()
 
 
+def test_a_model_litert_cannot_run_is_a_failed_variant(tmp_path: Path) -> None:
+    """A 16x8 LayerNormalization that LiteRT aborts the process on, given zeros (an int16
+    RSQRT of zero): the variant fails when it is made, with the reason, instead of killing
+    the stage (the check runs in a child process); evaluate and benchmark then skip it. On
+    ConvNeXt the same check catches `SquaredDifference only supports FLOAT32 and INT32`."""
+    from pipeline.build.tfcompat import import_tf
+
+    _, keras = import_tf(seed=0)
+    inputs = keras.Input(shape=(8, 8, 1))
+    x = keras.layers.Conv2D(4, 3)(inputs)
+    x = keras.layers.LayerNormalization()(x)
+    model = keras.Model(inputs, keras.layers.Dense(3)(keras.layers.Flatten()(x)))
+    calibration = np.random.default_rng(0).random((8, 8, 8, 1), np.float32)
+    zeros = np.zeros((1, 8, 8, 1), np.float32)
+    int16x8 = parse_variant("int16x8", {
+        "source": "float", "optimizations": ["DEFAULT"], "representative_data": True,
+        "supported_ops": ["EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8"]})
+    result = quantize.quantize_variant(model, int16x8, calibration, tmp_path / "v",
+                                       comparison=zeros)
+    assert result["status"] == "failed", result
+    assert result["error"].startswith("CannotRun: LiteRT aborted the process (exit -6) "
+                                      "running it on the xnnpack kernels"), result["error"]
+    assert not artifacts.tflite_path(tmp_path / "v", "int16x8").exists()
+    float32 = parse_variant("float32", {"source": "float"})
+    assert quantize.quantize_variant(model, float32, None, tmp_path / "f",
+                                     comparison=zeros)["status"] == "ok"
+
+
 def test_qat_can_annotate_chosen_layers(tiny_models: dict, small_dataset: data.Dataset) -> None:
     float_model = tiny_models["float"]
     whole, whole_cover = qat.annotate(float_model, [])

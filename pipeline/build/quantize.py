@@ -1,8 +1,9 @@
 """Produce one variant: convert, inspect, check its promise, measure per-layer error
 (imports TensorFlow).
 
-A variant that fails (the converter refuses, or an integer-only variant still computes in
-float) is recorded as failed with the message; the other variants go on. The folder format
+A variant that fails (the converter refuses, LiteRT cannot run the result on one of its
+kernel paths, or an integer-only variant still computes in float) is recorded as failed with
+the message; the other variants go on. The folder format
 is `pipeline.artifacts`.
 """
 
@@ -19,7 +20,7 @@ from pipeline.artifacts import (LAYER_ERRORS, MAX_ERROR_CHARS, PRECISION, RECIPE
                                 new_record, tflite_path)
 from pipeline.build import convert, debug, litert_quantizer
 from pipeline.io import atomic_dir, write_bytes, write_json, write_text
-from pipeline.measure import inspection
+from pipeline.measure import inspection, litert
 from pipeline.variants import VariantSpec
 
 log = logging.getLogger(__name__)
@@ -95,6 +96,10 @@ def quantize_variant(model: Any, spec: VariantSpec, calibration: np.ndarray | No
             else:
                 flatbuffer = convert.convert(model, spec, calibration)
             path = write_bytes(tflite_path(out, spec.name), flatbuffer)
+            sample = next((s for s in (comparison, calibration, selection)
+                           if s is not None and len(s)), None)
+            if sample is not None:  # refused by LiteRT's kernels: failed here, not later
+                litert.check_runs(path, sample[:1])
             if spec.quantizer:
                 rows = litert_quantizer.asked_and_got(Path(model), recipe, path)
                 write_text(out / PRECISION, _csv(rows))

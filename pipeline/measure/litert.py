@@ -99,6 +99,65 @@ def io_dtypes(interpreter: Any) -> tuple[str, str]:
             np.dtype(interpreter.get_output_details()[0]["dtype"]).name)
 
 
+class CannotRun(Exception):
+    """LiteRT cannot run a model on some kernel path (an op type its kernels lack)."""
+
+
+def check_runs(path: str | Path, sample: np.ndarray,
+               kernel_paths: tuple[str, ...] = KERNEL_PATHS, timeout: float = 600.0) -> None:
+    """Run the model once on `sample` (one input, float) on every kernel path, in a child
+    process. The converter can write a model that LiteRT's kernels refuse (a 16x8
+    LayerNormalization: `SquaredDifference only supports FLOAT32 and INT32 now, got 7`), or
+    that aborts the process on some input (an int16 RSQRT of zero); either is the variant's
+    failure, found when it is made, never the stage's crash.
+
+    Raises:
+        CannotRun: naming the kernel path and LiteRT's reason.
+    """
+    import os
+    import subprocess
+    import sys
+    import tempfile
+
+    root = str(Path(__file__).resolve().parents[2])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [root, *filter(None, [os.environ.get("PYTHONPATH")])])}
+    with tempfile.TemporaryDirectory(prefix="check-runs-") as tmp:
+        x = Path(tmp) / "x.npy"
+        np.save(x, np.asarray(sample, np.float32)[:1])
+        proc = subprocess.run([sys.executable, "-m", "pipeline.measure.litert", str(path),
+                               str(x), *kernel_paths], env=env, capture_output=True,
+                              text=True, timeout=timeout)
+    if proc.returncode == 0:
+        return
+    lines = [line for line in proc.stderr.splitlines() if line.startswith(_CHECK)]
+    last = lines[-1][len(_CHECK):] if lines else "?"
+    if proc.returncode < 0 or not last.startswith("LiteRT"):  # killed by a signal
+        raise CannotRun(f"LiteRT aborted the process (exit {proc.returncode}) running it on "
+                        f"the {last} kernels")
+    raise CannotRun(last)
+
+
+_CHECK = "check_runs: "
+
+
+def _check_main(argv: list[str]) -> None:
+    """`python -m pipeline.measure.litert MODEL X.npy PATH...` (`check_runs`' child)."""
+    import sys
+
+    path, x, paths = argv[0], np.load(argv[1]), argv[2:]
+    for kernels in paths:
+        print(f"{_CHECK}{kernels}", file=sys.stderr, flush=True)
+        try:
+            runner = Runner(path, kernels=kernels)
+            runner.score(x)
+        except Exception as exc:  # LiteRT on the converter's output
+            reason = " ".join(str(exc).split())[:300]
+            print(f"{_CHECK}LiteRT cannot run it on the {kernels} kernels: "
+                  f"{type(exc).__name__}: {reason}", file=sys.stderr, flush=True)
+            sys.exit(1)
+
+
 class Runner:
     """Inference on one `.tflite` model, float in and float out, one batch per invoke.
 
@@ -212,3 +271,9 @@ class Runner:
             `(n, num_classes)` float32.
         """
         return np.concatenate(list(self.predict_batches(x, workers)))
+
+
+if __name__ == "__main__":
+    import sys
+
+    _check_main(sys.argv[1:])
