@@ -143,7 +143,7 @@ def run_one(name: str, work: Path, data: Path, timeout: float) -> dict[str, Any]
 def cell(row: dict[str, Any]) -> str:
     if row["status"] != "ok":
         first = first_line(row.get("error") or "no reason recorded", 10_000)
-        return "failed: " + (first[:110] + "..." if len(first) > 110 else first).replace("|",
+        return "failed: " + (first[:160] + "..." if len(first) > 160 else first).replace("|",
                                                                                      "/")
     return f"ok {row['accuracy_drop']:+.3f}, {row['compression_ratio']:.1f}x"
 
