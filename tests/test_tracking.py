@@ -328,3 +328,28 @@ def test_an_experiment_an_older_lab_created_gets_the_kind_and_view(tmp_path: Pat
     assert json.loads(tags["mlflow.sharedViewState.lab"]) == tracking.VIEW_STATE
     assert tracking.ui_link("http://127.0.0.1:5000/", old).endswith(
         f"/#/experiments/{old}/runs?viewStateShareKey=lab&workflowType=machine_learning")
+
+
+def test_a_run_is_ended_even_while_another_process_locks_the_store(tmp_path: Path) -> None:
+    """SQLite says "database is locked" while another connection writes (a reader polling
+    the store, a second stage): ending the run retries instead of leaving it RUNNING."""
+    import sqlite3
+    import threading
+
+    from mlflow.tracking import MlflowClient
+
+    from pipeline.report import tracking
+
+    db = tmp_path / "mlflow.db"
+    client = MlflowClient(f"sqlite:///{db}")
+    run_id = client.create_run(client.create_experiment("locked")).info.run_id
+    locker = sqlite3.connect(db, check_same_thread=False)
+    locker.execute("BEGIN EXCLUSIVE")  # what a writer in another process holds
+    released = threading.Timer(24.0, locker.rollback)  # longer than MLflow's 20 s busy wait
+    released.start()
+    try:
+        tracking._set_terminated(client, run_id, "KILLED")
+    finally:
+        released.join()
+        locker.close()
+    assert client.get_run(run_id).info.status == "KILLED"

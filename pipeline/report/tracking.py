@@ -171,7 +171,25 @@ def _run(client: Any, experiment_id: str, name: str, tags: Mapping[str, str],
     finally:
         if run_id is not None:
             with signals.deferred():
-                client.set_terminated(run_id, status)
+                _set_terminated(client, run_id, status)
+
+
+def _set_terminated(client: Any, run_id: str, status: str, attempts: int = 8) -> None:
+    """End a run, retrying while the store is busy: a SQLite store that another process is
+    reading says "database is locked" (MLflow: TEMPORARILY_UNAVAILABLE), and a run must not be
+    left RUNNING for that."""
+    from mlflow.exceptions import MlflowException
+
+    for attempt in range(attempts):
+        try:
+            client.set_terminated(run_id, status)
+            return
+        except MlflowException as exc:
+            if exc.error_code != "TEMPORARILY_UNAVAILABLE" or attempt == attempts - 1:
+                raise
+            log.warning("the tracking store is busy (%s); ending run %s %s again",
+                        str(exc).splitlines()[0], run_id, status)
+            time.sleep(0.5 * 2 ** attempt)  # 0.5 s, 1 s, ...: about a minute in all
 
 
 def _log(client: Any, run_id: str, params: Mapping[str, str] = {},
