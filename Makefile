@@ -71,7 +71,7 @@ test-fast: venv
 bench: repro
 	$(BIN)/python -m pipeline.bench
 
-## Keras' own architectures through every variant: writes docs/compatibility.md (hours: 7 to 40 minutes per architecture).
+## Keras' own architectures through every variant: writes docs/compatibility.md (hours: 3 to 50 minutes per architecture).
 compat: venv
 	$(BIN)/python -m pipeline.compat
 
