@@ -237,6 +237,40 @@ class BenchmarkConfig:
 
 
 @dataclasses.dataclass
+class NpuTarget:
+    """One Ethos-U configuration for Arm Vela, named as in Vela's `Arm/vela.ini`."""
+
+    system_config: str = MISSING  # e.g. Ethos_U55_High_End_Embedded
+    memory_mode: str = MISSING  # e.g. Shared_Sram
+
+
+# Accelerators Vela compiles for (its --accelerator-config values this lab pins configs of).
+NPU_ACCELERATORS = ("ethos-u55-32", "ethos-u55-64", "ethos-u55-128", "ethos-u55-256",
+                    "ethos-u65-256", "ethos-u65-512", "ethos-u85-128", "ethos-u85-256",
+                    "ethos-u85-512", "ethos-u85-1024", "ethos-u85-2048")
+
+
+@dataclasses.dataclass
+class FootprintConfig:
+    micro: bool = True  # TensorFlow Lite for Microcontrollers: arena, and its kernels' outputs
+    micro_samples: int = 200  # test samples run on TFLM's kernels (a seeded subset); 0: none
+    smallest_arena: bool = True  # also search the smallest arena each model runs in
+    gpu: bool = True  # LiteRT's analyzer: GPU delegate compatibility
+    # Ethos-U NPUs every integer variant is compiled for (accelerator -> Vela config)
+    npu: dict[str, NpuTarget] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        positive("footprint.micro_samples", self.micro_samples, allow_zero=True)
+        for name in self.npu:
+            one_of("footprint.npu", name, NPU_ACCELERATORS)
+
+    @property
+    def targets(self) -> tuple[str, ...]:
+        """What `report.target` can name: the CPU, the microcontroller, each NPU."""
+        return ("cpu", "micro", *self.npu)
+
+
+@dataclasses.dataclass
 class TrackingConfig:
     uri: str = "sqlite:///mlflow.db"  # MLflow store; MLFLOW_TRACKING_URI overrides it
     experiment: str = "tflite-quantization-lab"
@@ -251,10 +285,16 @@ class ReportConfig:
     reference: str = "float32"  # variant that accuracy_drop, agreement, compression compare to
     max_accuracy_drop: float = 0.01  # accuracy budget (absolute) for the recommendation
     prefer: str = "smallest"  # which recommendation becomes the registry's candidate
+    target: str = "cpu"  # device the budgets apply to: cpu, micro, or a footprint.npu key
+    max_arena_bytes: int | None = None  # working memory budget on the target; None: any
+    max_flash_bytes: int | None = None  # storage budget on the target; None: any
 
     def __post_init__(self) -> None:
         positive("report.max_accuracy_drop", self.max_accuracy_drop, allow_zero=True)
         one_of("report.prefer", self.prefer, PREFERENCES)
+        for key in ("max_arena_bytes", "max_flash_bytes"):
+            if getattr(self, key) is not None:
+                positive(f"report.{key}", getattr(self, key))
 
 
 @dataclasses.dataclass
@@ -268,6 +308,7 @@ class Config:
     quantization: QuantizationConfig = dataclasses.field(default_factory=QuantizationConfig)
     evaluate: EvaluateConfig = dataclasses.field(default_factory=EvaluateConfig)
     benchmark: BenchmarkConfig = dataclasses.field(default_factory=BenchmarkConfig)
+    footprint: FootprintConfig = dataclasses.field(default_factory=FootprintConfig)
     tracking: TrackingConfig = dataclasses.field(default_factory=TrackingConfig)
     report: ReportConfig = dataclasses.field(default_factory=ReportConfig)
 
@@ -297,6 +338,7 @@ def parse_config(raw: Mapping[str, Any]) -> Config:
         ValueError: naming the offending key, and the valid keys or values.
     """
     cfg: Config = typed(Config, raw)
+    one_of("report.target", cfg.report.target, cfg.footprint.targets)
     variants = parse_variants(cfg.quantization.variants, cfg.report.reference)
     return dataclasses.replace(
         cfg, model=parse_model(cfg.model),

@@ -76,6 +76,15 @@ class Layout:
         return self.benchmarks / f"{name}.json"
 
     @property
+    def footprints(self) -> Path:
+        return self._at("footprint")
+
+    def footprint(self, name: str) -> Path:
+        """A variant's device footprint folder (`footprint.json`, Vela's reports and
+        compiled models under `vela/<accelerator>/`)."""
+        return self.footprints / name
+
+    @property
     def reports(self) -> Path:
         return self._at("reports")
 
@@ -94,3 +103,4 @@ class Layout:
 REPORT_FILES = ("summary.md", "summary.csv", "summary.json", "recommendation.json",
                 "report.html", "plots")
 METRICS_FILE = "metrics.json"
+FOOTPRINT_FILE = "footprint.json"  # in each variant's footprint folder

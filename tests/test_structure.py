@@ -105,8 +105,8 @@ def test_tensorflow_free_folders_never_import_tensorflow() -> None:
 def test_tensorflow_free_stages_run_without_tensorflow(tmp_path: Path, tiny_cfg: Config,
                                                        tiny_raw: dict, variant_dirs: Path,
                                                        small_dataset: data.Dataset) -> None:
-    """The real stage scripts of reference, evaluate, benchmark and report, run as `dvc repro`
-    runs them, on two variants: TensorFlow is never loaded (checked at the process's exit)."""
+    """The real stage scripts of reference, evaluate, benchmark, footprint and report, run as
+    `dvc repro` runs them, on two variants: TensorFlow is never loaded (checked at the process's exit)."""
     lay = Layout(tmp_path)
     names = ["float32", "int8"]
     raw = {**tiny_raw, "quantization": {**tiny_raw["quantization"], "variants": {
@@ -127,7 +127,8 @@ def test_tensorflow_free_stages_run_without_tensorflow(tmp_path: Path, tiny_cfg:
              "script = sys.argv[1]; sys.argv = sys.argv[1:]\n"
              "runpy.run_path(script, run_name='__main__')\n")
     commands = [["reference"], *(["evaluate", n] for n in names),
-                *(["benchmark", n] for n in names), ["report"]]
+                *(["benchmark", n] for n in names), *(["footprint", n] for n in names),
+                ["report"]]
     for stage, *args in commands:
         proc = subprocess.run([sys.executable, "-c", guard, str(ROOT / "stages" / f"{stage}.py"),
                                *args, "--root", str(tmp_path), "--params", str(params)],

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 
-from pipeline.bench import conversion, evaluation, overhead, scale, searchtime
+from pipeline.bench import conversion, evaluation, footprint, overhead, scale, searchtime
 
-SECTIONS = ("overhead", "cores", "stability", "search", "pipeline", "conversion", "scale")
+SECTIONS = ("overhead", "cores", "stability", "search", "pipeline", "footprint", "conversion",
+            "scale")
 
 
 def main() -> None:
@@ -20,6 +21,8 @@ def main() -> None:
         searchtime.main()
     if "pipeline" in args.only:
         overhead.main()
+    if "footprint" in args.only:
+        footprint.main()
     if "conversion" in args.only:
         conversion.main()
     if "scale" in args.only:

@@ -12,10 +12,12 @@ from pipeline import stats
 from pipeline.measure.evaluate import SQNR_CAP_DB
 from pipeline.report.document import (Block, Bullets, Code, Document, Figure, Paragraph,
                                       Section, Table, Text, code, strong, text)
+from pipeline.report.recommend import on_device
 from pipeline.report.summary import first_line
 from pipeline.variants import VariantSpec
 
 TITLE = "Quantization report"
+DEVICE_PLOT = "Device: "  # caption prefix of the device plots (pipeline.report.writer)
 MAX_CLASS_COLUMNS = 20  # above this, per-class accuracy stays in the JSON files
 
 
@@ -263,6 +265,99 @@ def _models(rows: Mapping[str, Mapping[str, Any]]) -> Section:
                    (Table(("variant", "weights by dtype", "ops by type"), tuple(table_rows)),))
 
 
+def _bytes(value: int | None) -> str:
+    return "-" if value is None else f"{value:,} B"
+
+
+def _device(ok: Mapping[str, Mapping[str, Any]], rec: Mapping[str, Any],
+            plots: Mapping[str, str]) -> Section | None:
+    """What each variant costs on the device: a table for the CPU and microcontroller, one
+    per NPU, the budgets and what they excluded, and the Pareto plots."""
+    measured = {n: r for n, r in ok.items() if "footprint" in r}
+    if not measured:
+        return None
+    target = rec.get("target", "cpu")
+    budgets = [f"arena <= {rec['max_arena_bytes']:,} B" if rec.get("max_arena_bytes") else "",
+               f"flash <= {rec['max_flash_bytes']:,} B" if rec.get("max_flash_bytes") else ""]
+    budgets = [b for b in budgets if b]
+    items: list[Text] = [text(strong("Target: "), code(target), "; budgets: ",
+                              ", ".join(budgets) if budgets else "none", ".")]
+    if rec.get("smallest_arena"):
+        n = rec["smallest_arena"]
+        items.append(text(strong("Smallest working memory on the target: "), code(n),
+                          f", {_bytes(on_device(ok[n], target)[0])}"))
+    items += [text(code(n), " ", strong("excluded"), f": {why}")
+              for n, why in rec.get("excluded", {}).items()]
+    micro_rows = []
+    for name, row in measured.items():
+        m = row["footprint"].get("micro", {})
+        gpu = ("-" if "gpu_compatible" not in row else "yes" if row["gpu_compatible"]
+               else f"no ({row.get('gpu_first_incompatible_op', '?')})")
+        if m.get("status") == "ok":
+            arena = (f"{m['arena_bytes']:,} B ({m['arena_persistent_bytes']:,} persistent + "
+                     f"{m['arena_nonpersistent_bytes']:,} non-persistent)")
+            smallest = _bytes(m.get("smallest_arena_bytes"))
+            if "accuracy" in m:
+                paths = (f"{m['accuracy']:.3f} "
+                         f"{ci(row['micro.accuracy_ci_low'], row['micro.accuracy_ci_high'])}"
+                         f" vs builtin {m['builtin_accuracy']:.3f}; agreement "
+                         f"{m['agreement']:.3f}; "
+                         + ("bit-identical" if m["bit_identical"]
+                            else f"{m['differing_outputs']} outputs differ, max "
+                                 f"{m['max_abs_diff']:.3g}")
+                         + (" (disagree)" if m.get("disagree") else ""))
+            else:
+                paths = "-"
+        else:
+            arena, smallest, paths = (f"cannot run: {first_line(m.get('error'), 160)}"
+                                      if m else "-"), "-", "-"
+        micro_rows.append((text(code(name)), text(f"{row['macs']:,}"),
+                           text(_bytes(row["size_bytes"])), text(arena), text(smallest),
+                           text(paths), text(gpu)))
+    samples = next((r["footprint"]["micro"].get("samples") for r in measured.values()
+                    if r["footprint"].get("micro", {}).get("samples")), None)
+    blocks: list[Block] = [
+        Bullets(tuple(items)),
+        Paragraph(text(strong("CPU and microcontroller. "),
+                       "MACs counted from each graph (as Arm's Vela counts them); flash: the ",
+                       code(".tflite"), " file; arena: the tensor arena TensorFlow Lite for "
+                       "Microcontrollers allocates (its recording allocator's figures), and the "
+                       "smallest arena it runs in (bisection); TFLM accuracy on its reference "
+                       f"kernels on a seeded subset of {samples or 0} test samples, against "
+                       "LiteRT's built-in kernels on the same samples; GPU: LiteRT's model "
+                       "analyzer.")),
+        Table(("variant", "MACs", "flash", "TFLM arena", "smallest arena",
+               "TFLM accuracy [95% CI]", "GPU delegate"), tuple(micro_rows))]
+    targets = sorted({t for r in measured.values() for t in r.get("npu", {})})
+    for t in targets:
+        npu_rows = []
+        for name, row in measured.items():
+            v = row.get("npu", {}).get(t)
+            if not v:
+                continue
+            if v["status"] != "ok":
+                npu_rows.append((text(code(name)), text(f"{v['status']}: "
+                                                        f"{first_line(v.get('error'), 160)}"),
+                                 *(text("-") for _ in range(5))))
+                continue
+            cpu = ", ".join(f"{op} x{c}" for op, c in v["cpu_op_types"].items())
+            npu_rows.append((
+                text(code(name)), text(_bytes(v["sram_bytes"])), text(_bytes(v["flash_bytes"])),
+                text(f"{v['npu_ops_share']:.1%} ({v['npu_ops']} NPU, {v['cpu_ops']} CPU"
+                     + (f": {cpu}" if cpu else "") + ")"),
+                text(f"{v['cycles']:,}"), text(f"{v['inference_ms']:.3f} ms"),
+                text(f"{v['macs']:,}")))
+        blocks += [Paragraph(text(strong(f"{t}. "), "Arm Vela's compilation of every integer "
+                                  "variant (", code(f"footprint/<variant>/vela/{t}/"), " keeps "
+                                  "its per-operator table and the compiled model): SRAM and "
+                                  "flash it places data in, operators on the NPU, estimated "
+                                  "cycles and inference time.")),
+                   Table(("variant", "SRAM", "flash", "NPU ops", "cycles", "inference",
+                          "MACs (Vela)"), tuple(npu_rows))]
+    blocks += [Figure(caption, path) for caption, path in plots.items()]
+    return Section(text("Fits on the device"), tuple(blocks))
+
+
 def _kernel_paths(ok: Mapping[str, Mapping[str, Any]]) -> Section | None:
     """Accuracy and latency on every kernel path, side by side; flagged where they differ."""
     first = next(iter(ok.values()))
@@ -474,7 +569,10 @@ def build(rows: Mapping[str, Mapping[str, Any]], specs: Mapping[str, VariantSpec
     sections = [_recommendation(rows, rec, keras_accuracy, reference),
                 _evidence(rows, rec), _all_variants(rows, specs),
                 *_searches(rows, plots)]
-    trade_offs = {c: p for c, p in (plots or {}).items() if not c.startswith("Search")}
+    device_plots = {c.removeprefix(DEVICE_PLOT): p for c, p in (plots or {}).items()
+                    if c.startswith(DEVICE_PLOT)}
+    trade_offs = {c: p for c, p in (plots or {}).items()
+                  if not c.startswith(("Search", DEVICE_PLOT))}
     if trade_offs:
         sections.append(Section(text("Trade-offs"), (
             Paragraph(text("Red: the Pareto front, the variants no other variant beats on both "
@@ -485,8 +583,9 @@ def build(rows: Mapping[str, Mapping[str, Any]], specs: Mapping[str, VariantSpec
         machine = Paragraph(text(f"Measured on {m['cpu']} ({m['cores']} cores), Python "
                                  f"{m['python']}, ai-edge-litert {m['ai_edge_litert']}."))
         latency = _latency(ok)
-        sections += [Section(latency.title, (*latency.blocks, machine)), _memory(ok),
-                     _per_class(ok)]
+        device = _device(ok, rec, device_plots)
+        sections += [Section(latency.title, (*latency.blocks, machine)),
+                     *([device] if device else []), _memory(ok), _per_class(ok)]
         paths = _kernel_paths(ok)
         if paths:
             sections.append(paths)

@@ -42,7 +42,46 @@ NOT_METRICS = frozenset({"status", "error", "input_dtype", "output_dtype", "insp
                          "worst_layers", "denylisted_nodes", "settings", "headline", "machine",
                          "budget_verdict", "paired", "kernel_paths", "kernel_paths_disagree",
                          "asked_vs_got", "worst_tensors", "backend", "kernels", "search",
-                         "per_class_accuracy", "top_k"})
+                         "per_class_accuracy", "top_k", "footprint", "gpu_compatible",
+                         "gpu_first_incompatible_op", "micro_error", "npu"})
+# Per Ethos-U target, as `<accelerator>.<figure>` (e.g. `ethos-u55-128.sram_bytes`).
+NPU_METRICS = ("sram_bytes", "flash_bytes", "macs", "cycles", "npu_cycles", "inference_ms",
+               "npu_ops", "cpu_ops", "npu_ops_share")
+MICRO_METRICS = ("arena_bytes", "arena_persistent_bytes", "arena_nonpersistent_bytes",
+                 "smallest_arena_bytes")
+
+
+def device_row(fp: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A variant's footprint (`pipeline.measure.footprint.measure`) as summary row keys:
+    `macs`, the TFLM arena figures, `micro.*` (its kernels against LiteRT's built-in ones on
+    the same samples, with the accuracy's Wilson interval), `gpu_*`, `<accelerator>.*`, and
+    `footprint` (the whole record, for the report's tables)."""
+    if not fp or fp.get("status") != "ok":
+        return {}
+    row: dict[str, Any] = {"macs": fp["macs"], "footprint": dict(fp)}
+    if "gpu" in fp:
+        row["gpu_compatible"] = fp["gpu"]["gpu_compatible"]
+        row["gpu_incompatible_ops"] = fp["gpu"]["gpu_incompatible_ops"]
+        if "gpu_first_incompatible_op" in fp["gpu"]:
+            row["gpu_first_incompatible_op"] = fp["gpu"]["gpu_first_incompatible_op"]
+    m = fp.get("micro")
+    if m and m["status"] == "ok":
+        row.update({k: m[k] for k in MICRO_METRICS if k in m})
+        if "samples" in m:
+            low, high = stats.wilson(m["correct"], m["samples"])
+            row.update({"micro.accuracy": m["accuracy"], "micro.accuracy_ci_low": low,
+                        "micro.accuracy_ci_high": high,
+                        "micro.builtin_accuracy": m["builtin_accuracy"],
+                        "micro.agreement": m["agreement"], "micro.samples": m["samples"],
+                        "micro.bit_identical": int(m["bit_identical"]),
+                        "micro.max_abs_diff": m["max_abs_diff"]})
+    elif m:
+        row["micro_error"] = m["error"]
+    row["npu"] = {k: dict(v) for k, v in fp.get("npu", {}).items()}
+    for target, v in fp.get("npu", {}).items():
+        if v["status"] == "ok":
+            row.update({f"{target}.{k}": v[k] for k in NPU_METRICS})
+    return row
 
 
 def metrics_of(row: Mapping[str, Any]) -> dict[str, float]:
@@ -79,7 +118,8 @@ def uncertainty(ev: Mapping[str, Any], is_reference: bool, budget: float) -> dic
 def summarize(specs: Mapping[str, VariantSpec], records: Mapping[str, Mapping[str, Any]],
               evaluations: Mapping[str, Mapping[str, Any]],
               benchmarks: Mapping[str, Mapping[str, Any]], reference: str,
-              budget: float) -> dict[str, dict[str, Any]]:
+              budget: float, footprints: Mapping[str, Mapping[str, Any]] | None = None,
+              ) -> dict[str, dict[str, Any]]:
     """One row per variant: its metrics (relative ones against `reference`, with their
     uncertainty), or its failure.
 
@@ -90,6 +130,7 @@ def summarize(specs: Mapping[str, VariantSpec], records: Mapping[str, Mapping[st
         benchmarks: Per variant, the benchmark stage's output.
         reference: The variant that the others are compared to (normally `float32`).
         budget: The accuracy budget (`report.max_accuracy_drop`), for the verdicts.
+        footprints: Per variant, the footprint stage's output (`device_row`), if measured.
 
     Returns:
         `{variant: row}`. A row has `status` (`ok` or `failed`) and `error`; an `ok` row also
@@ -163,7 +204,11 @@ def summarize(specs: Mapping[str, VariantSpec], records: Mapping[str, Mapping[st
             **{f"accuracy.{k}": v["accuracy"] for k, v in ev.get("kernel_paths", {}).items()},
             **{f"kernel_path_agreement.{k}": v["agreement"]
                for k, v in ev.get("kernel_paths", {}).items()},
+            **device_row((footprints or {}).get(name)),
         }
+        micro = rows[name].get("footprint", {}).get("micro", {})
+        if micro.get("disagree"):  # TFLM's kernels against LiteRT's built-in ones
+            rows[name]["kernel_paths_disagree"] = True
     return {name: rows[name] for name in specs}
 
 

@@ -29,6 +29,31 @@ def _csv(header: list[str], rows: list[list[Any]]) -> str:
     return buf.getvalue()
 
 
+def device_plots(ok: Mapping[str, Mapping[str, Any]], d: Path) -> dict[str, Path]:
+    """Accuracy against TFLite Micro's arena and against each NPU's cycles (Pareto plots), for
+    the variants measured there."""
+    acc = {n: (r["accuracy_ci_low"], r["accuracy_ci_high"]) for n, r in ok.items()}
+    pngs: dict[str, Path] = {}
+    arena = {n: r.get("smallest_arena_bytes", r.get("arena_bytes")) for n, r in ok.items()}
+    arena = {n: a for n, a in arena.items() if a is not None}
+    if arena:
+        pngs[f"{content.DEVICE_PLOT}accuracy against TFLite Micro arena"] = plots.tradeoff(
+            {n: (a / 1024, ok[n]["accuracy"]) for n, a in arena.items()},
+            "smallest TFLite Micro arena (KiB)", "accuracy against arena",
+            d / "accuracy_vs_arena.png",
+            intervals={n: ((a / 1024,) * 2, acc[n]) for n, a in arena.items()})
+    targets = sorted({t for r in ok.values() for t in r.get("npu", {})})
+    for t in targets:
+        cycles = {n: r[f"{t}.cycles"] for n, r in ok.items() if f"{t}.cycles" in r}
+        if cycles:
+            pngs[f"{content.DEVICE_PLOT}accuracy against {t} cycles"] = plots.tradeoff(
+                {n: (c, ok[n]["accuracy"]) for n, c in cycles.items()},
+                f"{t} cycles per inference (Vela's estimate)", f"accuracy against {t} cycles",
+                d / f"accuracy_vs_cycles_{t}.png", log_x=True,
+                intervals={n: ((c,) * 2, acc[n]) for n, c in cycles.items()})
+    return pngs
+
+
 def write_plots(out_dir: Path, rows: Mapping[str, Mapping[str, Any]],
                 histories: Mapping[str, Mapping[str, list[float]]],
                 variants_dir: Path | None = None) -> dict[str, str]:
@@ -54,6 +79,7 @@ def write_plots(out_dir: Path, rows: Mapping[str, Mapping[str, Any]],
         "Size per variant": plots.bars({n: r["size_bytes"] / 1024 for n, r in ok.items()},
                                        "size (KiB)", "size per variant", d / "size.png"),
     }
+    pngs.update(device_plots(ok, d))
     if any(histories.values()):
         pngs["Training curves"] = plots.training_curves(dict(histories), d / "training.png")
     for name, row in ok.items():  # each search's trajectory, copied beside the other plots

@@ -9,15 +9,15 @@ from typing import Any
 
 from pipeline.config import Config
 from pipeline.layout import Layout
-from pipeline.steps import (benchmark, evaluate, layer_errors, prepare, qat, quantize,
-                            reference, report, track, train)
+from pipeline.steps import (benchmark, evaluate, footprint, layer_errors, prepare, qat,
+                            quantize, reference, report, track, train)
 
 
 def run(cfg: Config, raw: Mapping[str, Any], root: Path, params_file: Path,
         parent_run_id: str | None = None, extra_params: Mapping[str, str] | None = None,
         run_name: str | None = None) -> dict[str, Any]:
     """Run prepare, train, qat, layer_errors, quantize (each variant), reference, evaluate
-    and benchmark (each variant), report and track.
+    benchmark and footprint (each variant), report and track.
 
     Returns:
         The track step's result (run ids).
@@ -33,5 +33,6 @@ def run(cfg: Config, raw: Mapping[str, Any], root: Path, params_file: Path,
     for name in cfg.variants:
         evaluate.run(cfg, layout, name)
         benchmark.run(cfg, layout, name, progress=False)
+        footprint.run(cfg, layout, name)
     report.run(cfg, layout)
     return track.run(cfg, layout, raw, params_file, parent_run_id, extra_params, run_name)

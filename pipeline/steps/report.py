@@ -8,7 +8,7 @@ from pathlib import Path
 from pipeline import artifacts
 from pipeline.config import Config
 from pipeline.io import read_json
-from pipeline.layout import Layout
+from pipeline.layout import FOOTPRINT_FILE, Layout
 from pipeline.report import recommend, summary, writer
 
 
@@ -20,9 +20,11 @@ def run(cfg: Config, layout: Layout) -> dict[str, Path]:
         {v: artifacts.read_record(layout.variant(v)) for v in names},
         {v: read_json(layout.evaluation(v) / "metrics.json") for v in names},
         {v: read_json(layout.benchmark(v)) for v in names},
-        cfg.report.reference, cfg.report.max_accuracy_drop)
-    rec = recommend.recommend(rows, cfg.report.max_accuracy_drop, cfg.report.prefer,
-                              cfg.report.reference)
+        cfg.report.reference, cfg.report.max_accuracy_drop,
+        {v: read_json(layout.footprint(v) / FOOTPRINT_FILE) for v in names})
+    r = cfg.report
+    rec = recommend.recommend(rows, r.max_accuracy_drop, r.prefer, r.reference, r.target,
+                              r.max_arena_bytes, r.max_flash_bytes)
     return writer.write_report(layout.reports, rows, cfg.variants, rec, cfg.report.reference,
                                read_json(layout.keras_metrics("float"))["test_accuracy"],
                                {m: read_json(layout.history(m)) for m in ("float", "qat")},

@@ -79,7 +79,8 @@ def run(cfg: Config, layout: Layout, raw: Mapping[str, Any], params_file: Path,
                 artifacts.SEARCH_TRIALS, artifacts.SEARCH_PLOT, artifacts.SEARCH_DECISIONS,
                 artifacts.SEARCH_RULES)],
             "evaluation": layout.evaluation(v),
-            "benchmark": layout.benchmark(v)} for v in cfg.variants},
+            "benchmark": layout.benchmark(v),
+            "footprint": layout.footprint(v)} for v in cfg.variants},
         data=dataset_of(cfg, layout),
         note=recommendation_note(rec, rows),
         common_tags=tracking.provenance(Path.cwd(), raw),  # the project being run
@@ -128,6 +129,8 @@ def recommendation_note(rec: Mapping[str, Any], rows: Mapping[str, Mapping[str, 
     facts = [f"{row['size_bytes'] / 1024:.1f} KiB"
              + (f" ({row['compression_ratio']:.1f}x smaller than the reference)"
                 if row.get("compression_ratio") else "")]
+    if "smallest_arena_bytes" in row:
+        facts.append(f"TFLite Micro arena {row['smallest_arena_bytes'] / 1024:.1f} KiB")
     if "accuracy_ci_low" in row:
         facts.append(f"test accuracy {row['accuracy']:.4f} "
                      f"[{row['accuracy_ci_low']:.4f}, {row['accuracy_ci_high']:.4f}]")

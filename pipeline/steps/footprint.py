@@ -1,0 +1,50 @@
+"""Step footprint@VARIANT: what the variant costs on a device (no TensorFlow): MACs, GPU
+delegate compatibility, TensorFlow Lite for Microcontrollers' arena and its kernels' outputs
+on a seeded subset of the test split, and Arm Vela's figures for each configured Ethos-U."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from pipeline import artifacts, data
+from pipeline.config import Config
+from pipeline.io import atomic_dir, write_json
+from pipeline.layout import FOOTPRINT_FILE, Layout
+from pipeline.measure import footprint, vela
+from pipeline.variants import select
+
+
+def subset(n: int, size: int, seed: int) -> np.ndarray:
+    """Sorted indices of `size` of `n` test samples, the same for every variant."""
+    size = min(size, n)
+    return np.sort(np.random.default_rng(seed).choice(n, size=size, replace=False))
+
+
+def run(cfg: Config, layout: Layout, variant: str) -> dict[str, Any]:
+    """Write the variant's footprint folder (`footprint.json`, Vela's reports and compiled
+    models); returns the figures (`pipeline.measure.footprint.measure`)."""
+    select(cfg.variants, variant)
+    variant_dir = layout.variant(variant)
+    record = artifacts.read_record(variant_dir)
+    with atomic_dir(layout.footprint(variant)) as out:
+        if record["status"] != "ok":
+            result = artifacts.skipped("footprint")
+        else:
+            fp = cfg.footprint
+            ds = data.load(layout.dataset)
+            idx = subset(len(ds.y_test), fp.micro_samples if fp.micro else 0, cfg.seed)
+            result = footprint.measure(
+                artifacts.tflite_path(variant_dir, variant), np.asarray(ds.x_test[idx]),
+                np.asarray(ds.y_test[idx]), out,
+                integer=record["inspection"]["float_compute_ops"] == 0,
+                micro_kernels=fp.micro, smallest_arena=fp.smallest_arena, gpu=fp.gpu,
+                npu={k: vela.Target(k, t.system_config, t.memory_mode)
+                     for k, t in fp.npu.items()})
+            micro = result.get("micro", {})
+            if "accuracy" in micro:  # TFLM's kernels as one more kernel path
+                micro["disagree"] = bool(abs(micro["accuracy"] - micro["builtin_accuracy"])
+                                         > cfg.evaluate.kernel_path_tolerance)
+        write_json(out / FOOTPRINT_FILE, result)
+    return result
