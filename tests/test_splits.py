@@ -1,5 +1,6 @@
 """Which data each number touched: training and calibration read the training split,
-per-layer choices the validation split, and only evaluation reads the test split. The real
+per-layer choices the validation split, and only evaluation (of the variants on LiteRT and on
+TFLite Micro's kernels, of the Keras models) reads the test split. The real
 steps run on the tiny config with the test images watched: every read is traced to the step
 that made it and to whether an evaluation function was running (in whatever thread).
 """
@@ -23,7 +24,8 @@ EVALUATION = (("pipeline.measure.evaluate", "evaluate"),
               ("pipeline.measure.evaluate", "reference_outputs"),
               ("pipeline.build.train", "test_accuracy"),
               ("pipeline.build.qat", "test_accuracy"),
-              ("pipeline.build.model_store", "accuracy"))
+              ("pipeline.build.model_store", "accuracy"),
+              ("pipeline.measure.footprint", "measure"))  # the TFLM kernel path
 
 
 class Watch:
@@ -69,7 +71,8 @@ def test_only_evaluation_reads_the_test_split(tmp_path: Path, tiny_cfg: Config,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
     import importlib
 
-    from pipeline.steps import benchmark, evaluate, prepare, qat, quantize, reference, train
+    from pipeline.steps import (benchmark, evaluate, footprint, prepare, qat, quantize,
+                                reference, train)
 
     watch = Watch()
     load = data.load
@@ -93,8 +96,9 @@ def test_only_evaluation_reads_the_test_split(tmp_path: Path, tiny_cfg: Config,
     for variant in ("float32", "int8"):
         run(evaluate, variant)
         run(benchmark, variant, progress=False)
+        run(footprint, variant)
 
     steps = {step for step, _ in watch.reads}
-    assert steps == {"train", "qat", "reference", "evaluate"}, steps  # not quantize, benchmark
+    assert steps == {"train", "qat", "reference", "evaluate", "footprint"}, steps
     outside = [step for step, evaluating in watch.reads if not evaluating]
     assert not outside, f"test images read outside evaluation, in: {sorted(set(outside))}"

@@ -75,15 +75,19 @@ def _npu(path: Path, targets: Mapping[str, vela.Target], out_dir: Path,
     return results
 
 
-def measure(path: str | Path, x: np.ndarray, y: np.ndarray, out_dir: str | Path, *,
-            integer: bool, micro_kernels: bool = True, smallest_arena: bool = True,
-            gpu: bool = True, npu: Mapping[str, vela.Target] | None = None) -> dict[str, Any]:
-    """Measure one variant on every device tool.
+def measure(path: str | Path, x: Any, y: Any, out_dir: str | Path, *,
+            integer: bool, samples: np.ndarray | None = None, micro_kernels: bool = True,
+            smallest_arena: bool = True, gpu: bool = True,
+            npu: Mapping[str, vela.Target] | None = None) -> dict[str, Any]:
+    """Measure one variant on every device tool. Reading `x` here (the test split, in the
+    footprint stage) is the TFLM kernel path's evaluation, and nothing else reads it.
 
     Args:
         path: The `.tflite` file.
-        x: Float samples to run on TFLM's kernels (and LiteRT's built-in ones, to compare).
+        x: Float samples (an array or a memory map): those of `samples` run on TFLM's kernels
+            (and LiteRT's built-in ones, to compare).
         y: Their labels.
+        samples: Indices of the samples to run; None: all of them.
         out_dir: Where Vela's reports and compiled models go (`vela/<target>/`).
         integer: Whether the model computes in integers only (Vela compiles only those).
         micro_kernels: Allocate the model in TFLM (arena) and run `x` through it.
@@ -108,7 +112,9 @@ def measure(path: str | Path, x: np.ndarray, y: np.ndarray, out_dir: str | Path,
         result["gpu"] = graph.gpu_compatibility(path)
         seconds["gpu"] = time.perf_counter() - t0
     if micro_kernels:
-        result["micro"] = _micro(path, np.asarray(x, np.float32), np.asarray(y), smallest_arena)
+        picked = slice(None) if samples is None else samples
+        result["micro"] = _micro(path, np.asarray(x[picked], np.float32),
+                                 np.asarray(y[picked]), smallest_arena)
         seconds["micro"] = result["micro"]["seconds"]
     if npu:
         result["npu"] = _npu(path, npu, out, integer)

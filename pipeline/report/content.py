@@ -110,6 +110,11 @@ def _recommendation(rows: Mapping[str, Mapping[str, Any]], rec: Mapping[str, Any
               for n, over in rec["misses"].items()]
     items += [text(code(n), " ", strong("failed"), f": {first_line(rows[n]['error'])}")
               for n in rec["failed"]]
+    if rec.get("excluded") or rec.get("max_arena_bytes") or rec.get("max_flash_bytes"):
+        items.append(text(strong("Device: "), code(rec.get("target", "cpu")),
+                          f"; {len(rec.get('excluded', {}))} variant(s) excluded by it or its "
+                          "budgets (see Fits on the device): ",
+                          ", ".join(rec.get("excluded", {})) or "none", "."))
     items.append(text(strong("Candidate: ", code(rec["candidate"])),
                       f" ({rec['candidate_reason']}); registered as ", code("@candidate"),
                       " by the track stage."))
@@ -309,8 +314,9 @@ def _device(ok: Mapping[str, Mapping[str, Any]], rec: Mapping[str, Any],
             else:
                 paths = "-"
         else:
-            arena, smallest, paths = (f"cannot run: {first_line(m.get('error'), 160)}"
-                                      if m else "-"), "-", "-"
+            why = (m.get("error") or "").removeprefix("TFLite Micro cannot run it: ")
+            arena, smallest, paths = (f"cannot run: {first_line(why, 160)}" if m else "-"), \
+                "-", "-"
         micro_rows.append((text(code(name)), text(f"{row['macs']:,}"),
                            text(_bytes(row["size_bytes"])), text(arena), text(smallest),
                            text(paths), text(gpu)))
@@ -330,10 +336,13 @@ def _device(ok: Mapping[str, Mapping[str, Any]], rec: Mapping[str, Any],
                "TFLM accuracy [95% CI]", "GPU delegate"), tuple(micro_rows))]
     targets = sorted({t for r in measured.values() for t in r.get("npu", {})})
     for t in targets:
-        npu_rows = []
+        npu_rows, skipped = [], []
         for name, row in measured.items():
             v = row.get("npu", {}).get(t)
             if not v:
+                continue
+            if v["status"] == "skipped":
+                skipped.append(name)
                 continue
             if v["status"] != "ok":
                 npu_rows.append((text(code(name)), text(f"{v['status']}: "
@@ -354,6 +363,11 @@ def _device(ok: Mapping[str, Mapping[str, Any]], rec: Mapping[str, Any],
                                   "cycles and inference time.")),
                    Table(("variant", "SRAM", "flash", "NPU ops", "cycles", "inference",
                           "MACs (Vela)"), tuple(npu_rows))]
+        if skipped:
+            blocks.append(Paragraph(text(
+                "Not compiled (they compute in float, which Vela leaves on the CPU): ",
+                *[p for i, n in enumerate(skipped) for p in ((", ",) if i else ()) + (code(n),)],
+                ".")))
     blocks += [Figure(caption, path) for caption, path in plots.items()]
     return Section(text("Fits on the device"), tuple(blocks))
 

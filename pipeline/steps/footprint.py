@@ -36,9 +36,8 @@ def run(cfg: Config, layout: Layout, variant: str) -> dict[str, Any]:
             ds = data.load(layout.dataset)
             idx = subset(len(ds.y_test), fp.micro_samples if fp.micro else 0, cfg.seed)
             result = footprint.measure(
-                artifacts.tflite_path(variant_dir, variant), np.asarray(ds.x_test[idx]),
-                np.asarray(ds.y_test[idx]), out,
-                integer=record["inspection"]["float_compute_ops"] == 0,
+                artifacts.tflite_path(variant_dir, variant), ds.x_test, ds.y_test, out,
+                samples=idx, integer=record["inspection"]["float_compute_ops"] == 0,
                 micro_kernels=fp.micro, smallest_arena=fp.smallest_arena, gpu=fp.gpu,
                 npu={k: vela.Target(k, t.system_config, t.memory_mode)
                      for k, t in fp.npu.items()})
