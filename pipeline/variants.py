@@ -48,7 +48,7 @@ CONVERTER_FIELDS = ("optimizations", "supported_ops", "supported_types", "infere
 QUANTIZER_FIELDS = ("recipe", "rules", "io")
 SEARCH_FIELDS = ("objective", "precisions", "max_trials", "time_limit", "rank", "budget")
 # The search: what a layer may be (cheapest first), what it minimizes, how it ranks layers.
-PRECISIONS = ("int4", "int8", "int16", "float")
+PRECISIONS = ("int4", "int8", "dynamic8", "int16", "float")
 OBJECTIVES = ("size", "latency")
 RANKINGS = ("error", "impact")
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -130,8 +130,9 @@ class VariantSpec:
             a static recipe makes them.
         objective: search: `size` (the smallest model) or `latency` (the lowest p50).
         precisions: search: what a layer may be, cheapest first (`int4`: weight-only;
-            `int8`, `int16`: static, calibrated activations; `float`). It starts with every
-            layer at the first.
+            `int8`, `int16`: static, calibrated activations; `dynamic8`: int8 weights,
+            activations quantized on the fly; `float`). It starts with every layer at the
+            first, and checks every layer at each of the others too.
         max_trials: search: at most this many candidate models.
         time_limit: search: at most this many seconds.
         rank: search: `error` (the layers' error against the float model, lowest SNR first)
@@ -159,7 +160,8 @@ class VariantSpec:
     rules: list[LayerRule] = dataclasses.field(default_factory=list)
     io: str = "float"
     objective: str = "size"
-    precisions: list[str] = dataclasses.field(default_factory=lambda: ["int4", "int8", "float"])
+    precisions: list[str] = dataclasses.field(
+        default_factory=lambda: ["int4", "int8", "dynamic8", "float"])
     max_trials: int = 30
     time_limit: float = 600.0
     rank: str = "error"

@@ -90,6 +90,21 @@ def test_recommendation_and_its_one_candidate() -> None:
     assert "every quantized variant misses" in none["candidate_reason"]
 
 
+def test_a_search_another_variant_beats_on_both_axes_is_not_recommended() -> None:
+    rows = fake_rows()
+    rows["auto"] = {"status": "ok", "accuracy": 0.982, "accuracy_drop": 0.008,
+                    "size_bytes": 35, "latency_ms_p50": 2.0, "float_compute_ops": 0,
+                    "search": {"objective": "size"}}
+    rec = recommend.recommend(rows, 0.01, "smallest", "ref")
+    assert rec["dominated"] == {"auto": ["i"]}  # i: smaller (30) and more accurate (0.983)
+    assert rec["candidate"] == "i"
+    rows["auto"]["size_bytes"] = 25  # now the smallest within the budget: not dominated
+    rec = recommend.recommend(rows, 0.01, "smallest", "ref")
+    assert rec["dominated"] == {} and rec["candidate"] == "auto"
+    rows["auto"]["search"] = {"objective": "latency"}  # f faster, i as fast: both more accurate
+    assert recommend.dominated_searches(rows) == {"auto": ["f", "i"]}
+
+
 def test_the_recommendation_prefers_within_and_says_when_it_could_not() -> None:
     rows = fake_rows()
     rows["i"]["accuracy_drop_ci_high"] = 0.012  # its interval crosses the budget

@@ -1,7 +1,10 @@
-"""The accuracy-aware search, on a model built to need it: one small layer has a unit with
+"""The accuracy-aware search, on models built to need it: one small layer has a unit with
 huge activations (its outgoing weights are zero, so the float model does not care), which
 wrecks static int8 for that layer and the next. Plain int8 misses the budget; the search
-must keep those layers in float, the rest int8, and be smaller than float32.
+must keep that layer in float, and be smaller than float32. And on a model where int4
+weights hurt, no fixed variant may beat what it finds on both size and accuracy. The
+assertions hold on any CPU: they test what the search promises, not the path it took on
+this one's trained weights.
 """
 
 from __future__ import annotations
@@ -71,9 +74,15 @@ def test_the_search_keeps_the_bad_layer_precise_and_the_rest_cheap(
     assert found["val_drop"] <= 0.02 and len(trials) >= 2
     precision = decisions(tmp_path / "auto")
     assert precision["narrow"] == "float"  # the outlier layer kept precise
-    assert precision["big"] == "int8" and precision["conv_a"] == "int8"  # the rest cheap
+    # The rest cheap: which other layers the path raises depends on the trained weights,
+    # which differ in their last bits between CPUs (a fresh clone elsewhere trained
+    # different ones and kept `big` in float too); what the search promises is a model
+    # within the budget that is cheaper than every uniform model within it.
+    assert "int8" in precision.values()
     size = artifacts.tflite_path(tmp_path / "auto", "auto").stat().st_size
-    assert size < 0.5 * outlier_model.stat().st_size  # smaller than float32
+    assert size < outlier_model.stat().st_size  # smaller than float32
+    within = [t for t in trials if float(t["val_drop"]) <= 0.02 and t["accepted"] == "True"]
+    assert size == min(int(t["size_bytes"]) for t in within)
     assert (tmp_path / "auto" / artifacts.SEARCH_PLOT).stat().st_size > 5000
     rules = (tmp_path / "auto" / artifacts.SEARCH_RULES).read_text()
     assert "backend: litert_quantizer" in rules and "narrow" in rules
@@ -132,3 +141,73 @@ def test_each_layer_starts_at_the_cheapest_precision_the_quantizer_allows_for_it
     assert rows["DEPTHWISE_CONV_2D"]["precision"] == "int8"
     assert "not allowed for DEPTHWISE_CONV_2D" in rows["DEPTHWISE_CONV_2D"]["why"]
     assert rows["CONV_2D"]["precision"] == "int4"
+
+
+@pytest.fixture(scope="module")
+def int4_hurts(dataset: data.Dataset, tmp_path_factory: pytest.TempPathFactory
+               ) -> tuple[Path, object]:
+    """A trained digits CNN where int4 weights hurt: one conv channel is dead (always 0
+    after its ReLU), and the dense layer's weights from it are 10x its largest others. The
+    float model does not care; int4's per-channel scale, set by them, rounds the rest of the
+    layer to almost nothing."""
+    from pipeline.build import convert
+    from pipeline.build.tfcompat import import_tf
+    from pipeline.variants import VariantSpec
+
+    _, keras = import_tf(seed=0)
+    L = keras.layers
+    inputs = keras.Input((8, 8, 1))
+    x = L.Conv2D(8, 3, activation="relu", name="conv")(inputs)
+    x = L.Dense(64, activation="relu", name="big")(L.Flatten()(x))
+    model = keras.Model(inputs, L.Dense(10, activation="softmax", name="out")(x))
+    model.compile(optimizer=keras.optimizers.Adam(0.01), loss="sparse_categorical_crossentropy")
+    model.fit(np.asarray(dataset.x_train), dataset.y_train, epochs=8, batch_size=64, verbose=0)
+    w, b = model.get_layer("conv").get_weights()
+    w[..., 0], b[0] = 0.0, -1.0  # channel 0: always 0 after the ReLU
+    model.get_layer("conv").set_weights([w, b])
+    w, b = model.get_layer("big").get_weights()  # rows: (6, 6, 8) flattened
+    dead = np.arange(w.shape[0]) % 8 == 0
+    w[dead] = 10 * np.abs(w[~dead]).max(axis=0)
+    model.get_layer("big").set_weights([w, b])
+    path = tmp_path_factory.mktemp("int4_hurts") / "float.tflite"
+    path.write_bytes(convert.convert(model, VariantSpec(name="float32", source="float")))
+    return path, model
+
+
+@pytest.mark.slow
+def test_the_search_on_a_model_where_int4_hurts_is_not_dominated_by_a_fixed_variant(
+        int4_hurts: tuple[Path, object], dataset: data.Dataset, tmp_path: Path) -> None:
+    """Whatever path the search takes on this CPU, no fixed variant of the same model is at
+    least as small and at least as accurate (on the validation split it searched on)."""
+    from pipeline.measure.litert import Runner
+
+    float_tflite, model = int4_hurts
+    calibration = data.calibration_samples(dataset, 100, 0)
+    spec = parse_variant("auto", {"source": "float", "backend": "search"})  # the defaults
+    assert spec.precisions == ["int4", "int8", "dynamic8", "float"]
+    record = quantize.quantize_variant(float_tflite, spec, calibration, tmp_path / "auto",
+                                       validation=(dataset.x_val, dataset.y_val, 0.02))
+    assert record["status"] == "ok", record.get("error")
+    fixed = {
+        "int4_weight_only": {"backend": "litert_quantizer", "recipe": "weight_only_wi4_afp32"},
+        "aeq_dynamic": {"backend": "litert_quantizer", "recipe": "dynamic_wi8_afp32"},
+        "aeq_int8_static": {"backend": "litert_quantizer", "recipe": "static_wi8_ai8"},
+        "dynamic_range": {"optimizations": ["DEFAULT"]},
+        "float16": {"optimizations": ["DEFAULT"], "supported_types": ["float16"]},
+        "int8": {"optimizations": ["DEFAULT"], "representative_data": True}}
+    paths = {"auto": artifacts.tflite_path(tmp_path / "auto", "auto"), "float32": float_tflite}
+    for name, fields in fixed.items():
+        variant = parse_variant(name, {"source": "float", **fields})
+        source = float_tflite if variant.quantizer else model
+        rec = quantize.quantize_variant(source, variant, calibration, tmp_path / name)
+        assert rec["status"] == "ok", (name, rec.get("error"))
+        paths[name] = artifacts.tflite_path(tmp_path / name, name)
+    x, y = dataset.x_val, np.asarray(dataset.y_val)
+    scores = {n: (p.stat().st_size, float(np.mean(Runner(p).predict(x).argmax(1) == y)))
+              for n, p in paths.items()}
+    assert scores["int4_weight_only"][1] < scores["float32"][1] - 0.1  # int4 does hurt here
+    size, accuracy = scores["auto"]
+    beaten_by = [n for n, (s, a) in scores.items() if n != "auto" and s <= size
+                 and a >= accuracy and (s < size or a > accuracy)]
+    assert not beaten_by, (scores, record["search"])
+    assert record["search"]["budget_met"]

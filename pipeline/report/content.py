@@ -110,6 +110,13 @@ def _recommendation(rows: Mapping[str, Mapping[str, Any]], rec: Mapping[str, Any
               for n, over in rec["misses"].items()]
     items += [text(code(n), " ", strong("failed"), f": {first_line(rows[n]['error'])}")
               for n in rec["failed"]]
+    for n, better in rec.get("dominated", {}).items():
+        cost = "fast" if rows[n]["search"].get("objective") == "latency" else "small"
+        items.append(text(code(n), " ", strong("is dominated"), " by ",
+                          *[p for i, b in enumerate(better) for p in ((", ",) if i else ())
+                            + (code(b),)],
+                          f" (as {cost} or more, and at least as accurate): the search found "
+                          "nothing the fixed variants had not, so it is not recommended."))
     if rec.get("excluded") or rec.get("max_arena_bytes") or rec.get("max_flash_bytes"):
         items.append(text(strong("Device: "), code(rec.get("target", "cpu")),
                           f"; {len(rec.get('excluded', {}))} variant(s) excluded by it or its "

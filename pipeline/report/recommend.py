@@ -80,6 +80,24 @@ def excluded_by_device(row: Mapping[str, Any], target: str, max_arena_bytes: int
     return None
 
 
+def dominated_searches(rows: Mapping[str, Mapping[str, Any]]) -> dict[str, list[str]]:
+    """Each search variant that another variant of the same run beats on both accuracy and
+    the search's objective (size, or p50 latency): `{search variant: [those variants]}`. A
+    search that ends there found nothing the fixed variants had not; it is not recommended."""
+    ok = {n: r for n, r in rows.items() if r.get("status", "ok") == "ok"}
+    found: dict[str, list[str]] = {}
+    for name, row in ok.items():
+        if not row.get("search"):
+            continue
+        key = "latency_ms_p50" if row["search"].get("objective") == "latency" else "size_bytes"
+        better = [n for n, r in ok.items() if n != name and r[key] <= row[key]
+                  and r["accuracy"] >= row["accuracy"]
+                  and (r[key] < row[key] or r["accuracy"] > row["accuracy"])]
+        if better:
+            found[name] = sorted(better, key=lambda n: (ok[n][key], -ok[n]["accuracy"]))
+    return found
+
+
 def recommend(rows: Mapping[str, Mapping[str, Any]], max_accuracy_drop: float,
               prefer: str, reference: str, target: str = "cpu",
               max_arena_bytes: int | None = None,
@@ -103,14 +121,16 @@ def recommend(rows: Mapping[str, Mapping[str, Any]], max_accuracy_drop: float,
         (`{variant: amount over budget}`), `failed` (names), `kernel_paths_disagree` (names),
         `candidate` (a name), `candidate_reason` (one sentence), `warnings`, `target`,
         `max_arena_bytes`, `max_flash_bytes`, `excluded` (`{variant: the budget that
-        excluded it}`) and `smallest_arena` (the variant with the smallest working memory
+        excluded it}`), `dominated` (`dominated_searches`: not recommended) and
+        `smallest_arena` (the variant with the smallest working memory
         on the target, or None).
     """
     ok = {n: r for n, r in rows.items() if r.get("status", "ok") == "ok"}
     excluded = {n: why for n, r in ok.items()
                 if (why := excluded_by_device(r, target, max_arena_bytes, max_flash_bytes))}
     arenas = {n: a for n, r in ok.items() if (a := on_device(r, target)[0]) is not None}
-    fit = {n: r for n, r in ok.items() if n not in excluded}
+    dominated = dominated_searches(ok)
+    fit = {n: r for n, r in ok.items() if n not in excluded and n not in dominated}
     verdicts = {n: stats.verdict(r["accuracy_drop"],
                                  r.get("accuracy_drop_ci_high", r["accuracy_drop"]),
                                  max_accuracy_drop) for n, r in ok.items()}
@@ -146,6 +166,7 @@ def recommend(rows: Mapping[str, Mapping[str, Any]], max_accuracy_drop: float,
         "max_arena_bytes": max_arena_bytes,
         "max_flash_bytes": max_flash_bytes,
         "excluded": excluded,
+        "dominated": dominated,
         "smallest_arena": min(arenas, key=lambda n: (arenas[n], -ok[n]["accuracy"]))
         if arenas else None,
     }

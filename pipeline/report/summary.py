@@ -196,7 +196,8 @@ def summarize(specs: Mapping[str, VariantSpec], records: Mapping[str, Mapping[st
             "denylisted_nodes": rec.get("denylisted_nodes", []),
             "worst_tensors": rec.get("worst_tensors", []),
             "asked_vs_got": rec.get("asked_vs_got", []),
-            "search": rec.get("search"),
+            "search": ({**rec["search"], "objective": specs[name].objective}
+                       if rec.get("search") else None),
             "backend": specs[name].backend,
             "kernels": ev.get("kernels", "xnnpack"),
             "kernel_paths": ev.get("kernel_paths", {}),
