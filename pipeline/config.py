@@ -37,6 +37,12 @@ DATA_SOURCES = ("digits", "image_folder", *SPLIT_SOURCES)
 
 
 @dataclasses.dataclass
+class NormalizeConfig:
+    mean: list[float] = dataclasses.field(default_factory=list)  # per channel, of [0, 1] pixels
+    std: list[float] = dataclasses.field(default_factory=list)  # per channel, > 0
+
+
+@dataclasses.dataclass
 class DataConfig:
     name: str = "digits"  # source: digits, image_folder, npz, mnist, fashion_mnist, cifar10
     test_fraction: float = 0.2  # share of samples held out for the test split
@@ -44,9 +50,31 @@ class DataConfig:
     path: str | None = None  # image folder or .npz file, for name: image_folder / npz
     image_size: list[int] = dataclasses.field(default_factory=lambda: [32, 32])  # (h, w)
     channels: int = 1  # image_folder: 1 (grey) or 3 (RGB)
+    # classes of the task; null: from the labels (a split may lack some: the model decides)
+    num_classes: int | None = None
+    # The model's input range, from [0, 1] pixels: x * scale + offset ([-1, 1]: 2, -1;
+    # 0..255: 255, 0), or per-channel (x - mean) / std with normalize. Applied once, when
+    # samples are read: training, calibration, evaluation and the device all see it.
+    scale: float = 1.0
+    offset: float = 0.0
+    normalize: NormalizeConfig | None = None
 
     def __post_init__(self) -> None:
         one_of("data.name", self.name, DATA_SOURCES)
+        if self.num_classes is not None and self.num_classes < 2:
+            raise ValueError(f"data.num_classes must be at least 2, got {self.num_classes!r}")
+        if self.scale == 0:
+            raise ValueError("data.scale must not be 0 (every input would be the offset)")
+        if self.normalize is not None:
+            n = self.normalize
+            if not n.mean or len(n.mean) != len(n.std):
+                raise ValueError("data.normalize needs mean and std, one value per channel, "
+                                 f"the same count; got mean {n.mean}, std {n.std}")
+            for s in n.std:
+                positive("data.normalize.std", s)
+            if (self.scale, self.offset) != (1.0, 0.0):
+                raise ValueError("data.normalize and data.scale/data.offset both set: use "
+                                 "one (normalize for per-channel mean and std)")
         for key, value in (("data.test_fraction", self.test_fraction),
                            ("data.val_fraction", self.val_fraction)):
             if not 0 < value < 1:
@@ -56,6 +84,21 @@ class DataConfig:
         if len(self.image_size) != 2 or min(self.image_size) < 1:
             raise ValueError(f"data.image_size must be [height, width], got {self.image_size}")
         one_of("data.channels", self.channels, (1, 3))
+
+    def input_range(self, channels: int) -> dict[str, Any]:
+        """The model's input range for the store (`pipeline.data.input_range`).
+
+        Raises:
+            ValueError: if `normalize` has neither one value nor one per channel.
+        """
+        from pipeline.data import input_range
+
+        n = self.normalize
+        if n and len(n.mean) not in (1, channels):
+            raise ValueError(f"data.normalize has {len(n.mean)} values per statistic, the "
+                             f"samples {channels} channel(s): give one, or one per channel")
+        return input_range(self.scale, self.offset,
+                           {"mean": n.mean, "std": n.std} if n else None)
 
 
 # --- models: each architecture has only the keys it uses ------------------------------------
@@ -182,6 +225,9 @@ class QuantizationConfig:
 KERNEL_PATHS = ("xnnpack", "builtin", "reference")
 
 
+LABELS = ("data", "model")  # evaluate.labels
+
+
 @dataclasses.dataclass
 class EvaluateConfig:
     batch_size: int = 256  # samples per invoke (models that cannot be resized use 1)
@@ -190,9 +236,13 @@ class EvaluateConfig:
     # Kernel paths every variant is evaluated on; the first gives its figures.
     kernel_paths: list[str] = dataclasses.field(default_factory=lambda: ["xnnpack", "builtin"])
     kernel_path_tolerance: float = 0.01  # accuracy difference between paths that is flagged
+    # What the variants are scored against: the data's labels, or the reference variant's
+    # own predictions (`model`: label-free, for a model without its labelled test set)
+    labels: str = "data"
 
     def __post_init__(self) -> None:
         positive("evaluate.batch_size", self.batch_size)
+        one_of("evaluate.labels", self.labels, LABELS)
         positive("evaluate.top_k", self.top_k)
         if not self.kernel_paths:
             raise ValueError("evaluate.kernel_paths must list at least one kernel path")

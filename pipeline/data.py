@@ -10,7 +10,9 @@ The store is a folder (`Layout.dataset`) with one `.npy` file per split and arra
   with its own test split numbers its test samples after its training samples), so which
   sample went where can be checked;
 - `meta.json`: `divide_by` (pixels are divided by it when read, giving [0, 1] float32), the
-  number of classes, the sample shape, and each split's size.
+  model's input range (`input_range`: `multiply` and `add`, per channel or one for all,
+  applied after that: `x * multiply + add`; from `data.scale`/`data.offset` or
+  `data.normalize`), the number of classes, the sample shape, and each split's size.
 
 Reading never loads a split whole: `Images` reads the rows asked for with positioned reads
 (`x[a:b]`, `x[indices]`), so a stage's memory follows what it uses (one sample for the
@@ -34,6 +36,30 @@ from pipeline.io import atomic_dir, write_json
 
 SPLITS = ("train", "val", "test")
 META = "meta.json"
+IDENTITY = {"multiply": 1.0, "add": 0.0, "describe": "[0, 1]"}  # pixels / divide_by, as is
+
+
+def input_range(scale: float = 1.0, offset: float = 0.0,
+                normalize: dict[str, list[float]] | None = None) -> dict[str, Any]:
+    """The affine map from [0, 1] pixels to the model's input range, for the store's meta.
+
+    `scale` and `offset`: `x * scale + offset` ([-1, 1]: 2 and -1; 0..255: 255 and 0).
+    `normalize`: per-channel `{"mean": [...], "std": [...]}` of [0, 1] pixels:
+    `(x - mean) / std`.
+
+    Returns:
+        `multiply`, `add` (a number, or a list per channel) and `describe` (one line).
+    """
+    if normalize:
+        mean = [float(m) for m in normalize["mean"]]
+        std = [float(s) for s in normalize["std"]]
+        return {"multiply": [1 / s for s in std], "add": [-m / s for m, s in zip(mean, std)],
+                "describe": f"(x - {mean}) / {std} of [0, 1] pixels, per channel"}
+    if scale == 1.0 and offset == 0.0:
+        return dict(IDENTITY)
+    return {"multiply": float(scale), "add": float(offset),
+            "describe": f"[{offset:g}, {offset + scale:g}] ([0, 1] pixels x {scale:g} "
+                        f"{'+' if offset >= 0 else '-'} {abs(offset):g})"}
 
 
 class Images:
@@ -45,11 +71,17 @@ class Images:
     Args:
         path: The `.npy` file (C order, written by `write_split`).
         divide_by: Pixels are divided by it when read (255 for 8-bit images).
+        multiply, add: The model's input range, applied after: `x * multiply + add` (one
+            value, or one per channel).
     """
 
-    def __init__(self, path: str | Path, divide_by: float = 1.0) -> None:
+    def __init__(self, path: str | Path, divide_by: float = 1.0,
+                 multiply: Any = 1.0, add: Any = 0.0) -> None:
         self.path = Path(path)
         self.divide_by = float(divide_by)
+        self.multiply = np.asarray(multiply, np.float32)
+        self.add = np.asarray(add, np.float32)
+        self._affine = bool(np.any(self.multiply != 1) or np.any(self.add != 0))
         with self.path.open("rb") as f:
             major, _ = np.lib.format.read_magic(f)
             read_header = (np.lib.format.read_array_header_1_0 if major == 1
@@ -75,6 +107,9 @@ class Images:
         out = raw.astype(np.float32)
         if self.divide_by != 1.0:
             out /= np.float32(self.divide_by)
+        if self._affine:  # the model's own input range, applied once, here
+            out *= self.multiply
+            out += self.add
         return out
 
     def _read_rows(self, fd: int, start: int, count: int) -> np.ndarray:
@@ -146,6 +181,7 @@ class Dataset:
     x_test: Any
     y_test: np.ndarray
     num_classes: int
+    labelled: bool = True  # False: an image folder without class folders (labels all 0)
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -189,8 +225,9 @@ class SplitWriter:
 
 @contextlib.contextmanager
 def writer(path: str | Path, *, num_classes: int, sample_shape: tuple[int, ...],
-           dtype: Any, divide_by: float, source: str,
-           counts: dict[str, int]) -> Iterator[dict[str, SplitWriter]]:
+           dtype: Any, divide_by: float, source: str, counts: dict[str, int],
+           input_range: dict[str, Any] | None = None,
+           labelled: bool = True) -> Iterator[dict[str, SplitWriter]]:
     """Write a store folder atomically: yields one `SplitWriter` per split; the folder
     replaces `path` only if the block completes (`close` each writer with its labels)."""
     with atomic_dir(path) as tmp:
@@ -203,16 +240,19 @@ def writer(path: str | Path, *, num_classes: int, sample_shape: tuple[int, ...],
         write_json(tmp / META, {
             "num_classes": int(num_classes), "sample_shape": list(sample_shape),
             "dtype": np.dtype(dtype).name, "divide_by": float(divide_by), "source": source,
+            "input_range": input_range or IDENTITY, "labelled": bool(labelled),
             "splits": {s: int(counts[s]) for s in SPLITS}})
 
 
 def save(ds: Dataset, path: str | Path, divide_by: float = 1.0, source: str = "arrays",
-         origins: dict[str, np.ndarray] | None = None, batch: int = 1024) -> Path:
+         origins: dict[str, np.ndarray] | None = None, batch: int = 1024,
+         input_range: dict[str, Any] | None = None) -> Path:
     """Write in-memory splits (raw pixels, divided by `divide_by` when read) to a store.
 
     Args:
         origins: Each split's positions in the source; default: train, val and test
             numbered one after the other.
+        input_range: `{"multiply", "add", "describe"}` (`input_range`); default: [0, 1].
     """
     first = np.asarray(ds.x_train[:1])
     counts = {s: len(getattr(ds, f"y_{s}")) for s in SPLITS}
@@ -221,7 +261,7 @@ def save(ds: Dataset, path: str | Path, divide_by: float = 1.0, source: str = "a
         origins = {s: np.arange(starts[i], starts[i + 1]) for i, s in enumerate(SPLITS)}
     with writer(path, num_classes=ds.num_classes, sample_shape=tuple(first.shape[1:]),
                 dtype=first.dtype, divide_by=divide_by, source=source,
-                counts=counts) as writers:
+                counts=counts, input_range=input_range) as writers:
         for s in SPLITS:
             x = getattr(ds, f"x_{s}")
             for start in range(0, len(x), batch):
@@ -241,10 +281,13 @@ def load(path: str | Path) -> Dataset:
         raise FileNotFoundError(f"prepared dataset {path} does not exist; run the prepare stage")
     meta = json.loads((path / META).read_text(encoding="utf-8"))
     arrays: dict[str, Any] = {}
+    scaling = meta.get("input_range", IDENTITY)
     for s in SPLITS:
-        arrays[f"x_{s}"] = Images(path / f"x_{s}.npy", meta["divide_by"])
+        arrays[f"x_{s}"] = Images(path / f"x_{s}.npy", meta["divide_by"],
+                                  scaling["multiply"], scaling["add"])
         arrays[f"y_{s}"] = np.load(path / f"y_{s}.npy")
-    return Dataset(num_classes=int(meta["num_classes"]), **arrays)
+    return Dataset(num_classes=int(meta["num_classes"]), labelled=meta.get("labelled", True),
+                   **arrays)
 
 
 def origins(path: str | Path) -> dict[str, np.ndarray]:

@@ -156,6 +156,21 @@ def load_keras(name: str) -> tuple[Pixels, np.ndarray, Pixels, np.ndarray]:
             raw_pixels(x_test), np.asarray(y_test).reshape(-1).astype(np.int64))
 
 
+def num_classes(cfg: DataConfig, *labels: np.ndarray) -> int:
+    """The task's classes: `data.num_classes` when set, else one past the largest label.
+
+    Raises:
+        ValueError: if a label is not below `data.num_classes`.
+    """
+    top = int(max(int(y.max()) for y in labels if len(y))) + 1
+    if cfg.num_classes is None:
+        return top
+    if top > cfg.num_classes:
+        raise ValueError(f"data.num_classes is {cfg.num_classes}, but the data has label "
+                         f"{top - 1}; labels must be 0..{cfg.num_classes - 1}")
+    return cfg.num_classes
+
+
 def _with_test_split(train: Pixels, y_train: np.ndarray, test: Pixels, y_test: np.ndarray,
                      cfg: DataConfig, seed: int, out: Path) -> Dataset:
     """Store a source that comes with its own test split; validation is carved from its
@@ -165,15 +180,17 @@ def _with_test_split(train: Pixels, y_train: np.ndarray, test: Pixels, y_test: n
         test = ((test[0] / np.float32(test[1])).astype(np.float32), 1.0)
     kept, val = _split(np.arange(len(y_train)), y_train, cfg.val_fraction, seed)
     x_train = train[0]
+    scaling = cfg.input_range(x_train.shape[-1])
     ds = Dataset(x_train[kept], y_train[kept], x_train[val], y_train[val], test[0], y_test,
-                 num_classes=int(max(y_train.max(), y_test.max())) + 1)
+                 num_classes=num_classes(cfg, y_train, y_test))
     origins = {"train": kept, "val": val, "test": len(y_train) + np.arange(len(y_test))}
-    return _store(ds, train[1], cfg.name, out, origins)
+    return _store(ds, train[1], cfg.name, out, origins, scaling)
 
 
 def _store(ds: Dataset, divide_by: float, source: str, out: Path,
-           origins: dict[str, np.ndarray]) -> Dataset:
-    data.save(ds, out, divide_by=divide_by, source=source, origins=origins)
+           origins: dict[str, np.ndarray], input_range: dict | None = None) -> Dataset:
+    data.save(ds, out, divide_by=divide_by, source=source, origins=origins,
+              input_range=input_range)
     return data.load(out)
 
 
@@ -189,9 +206,12 @@ def _image_files(cfg: DataConfig) -> tuple[list[Path], np.ndarray]:
     if not root.is_dir():
         raise FileNotFoundError(f"data.path: image folder {root} does not exist")
     classes = sorted(p for p in root.iterdir() if p.is_dir())
-    if not classes:
-        raise ValueError(f"data.path: {root} has no class folders (expected one subfolder "
-                         "of images per class)")
+    if not classes:  # unlabelled: the images themselves, for label-free evaluation
+        found = sorted(p for p in root.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not found:
+            raise ValueError(f"data.path: {root} has no class folders (one subfolder of "
+                             "images per class) and no images (unlabelled data)")
+        return found, np.zeros(len(found), dtype=np.int64)
     files, labels = [], []
     for label, folder in enumerate(classes):
         found = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
@@ -218,12 +238,14 @@ def prepare_image_folder(cfg: DataConfig, seed: int, out: Path) -> Dataset:
     from tqdm import tqdm
 
     files, labels = _image_files(cfg)
+    labelled = not all(f.parent == _path(cfg) for f in files)
     splits = split_indices(labels, cfg.test_fraction, cfg.val_fraction, seed)
     height, width = cfg.image_size
     mode, channels = ("L", 1) if cfg.channels == 1 else ("RGB", 3)
-    with data.writer(out, num_classes=int(labels.max()) + 1,
+    with data.writer(out, num_classes=num_classes(cfg, labels),
                      sample_shape=(height, width, channels), dtype=np.uint8, divide_by=255.0,
-                     source=cfg.name, counts={s: len(i) for s, i in splits.items()}) as writers, \
+                     source=cfg.name, counts={s: len(i) for s, i in splits.items()},
+                     input_range=cfg.input_range(channels), labelled=labelled) as writers, \
             tqdm(total=len(files), desc="decoding images", unit="image", disable=None) as bar:
         for split in SPLITS:
             for i in splits[split]:
@@ -250,5 +272,5 @@ def prepare(cfg: DataConfig, seed: int, out: str | Path) -> Dataset:
     (x, divide_by), y = load_digits()
     idx = split_indices(y, cfg.test_fraction, cfg.val_fraction, seed)
     ds = Dataset(x[idx["train"]], y[idx["train"]], x[idx["val"]], y[idx["val"]],
-                 x[idx["test"]], y[idx["test"]], num_classes=int(y.max()) + 1)
-    return _store(ds, divide_by, cfg.name, out, idx)
+                 x[idx["test"]], y[idx["test"]], num_classes=num_classes(cfg, y))
+    return _store(ds, divide_by, cfg.name, out, idx, cfg.input_range(x.shape[-1]))

@@ -76,6 +76,12 @@ def test_metrics_agree_with_a_direct_computation(models: dict[str, Path],
     assert result["output_sqnr_db"] == pytest.approx(10 * np.log10(np.sum(ref ** 2.0) / noise),
                                                      rel=1e-4)
     assert result["output_mae"] == pytest.approx(np.mean(np.abs(out - ref)), rel=1e-4)
+    p, q = np.clip(ref.astype(np.float64), 1e-7, None), np.clip(out.astype(np.float64), 1e-7,
+                                                               None)
+    p, q = p / p.sum(1, keepdims=True), q / q.sum(1, keepdims=True)
+    assert result["output_kl"] == pytest.approx(np.mean(np.sum(p * np.log(p / q), 1)),
+                                                rel=1e-6)
+    assert result["output_kl"] > 0
     matrix = np.array(result["confusion_matrix"])
     assert matrix.sum() == len(y) and np.trace(matrix) == np.sum(pred == y)
     for c, acc in enumerate(result["per_class_accuracy"]):
@@ -83,6 +89,7 @@ def test_metrics_agree_with_a_direct_computation(models: dict[str, Path],
     # Against itself: identical outputs, so the SQNR cap and no error.
     same = evaluate.evaluate(models["float32"], x, y, ref)
     assert same["output_sqnr_db"] == evaluate.SQNR_CAP_DB and same["output_mae"] == 0
+    assert same["output_kl"] == 0
     assert same["agreement"] == 1.0
     everything = evaluate.evaluate(models["int8"], x, y, top_k=10)
     assert everything["top_k_accuracy"] == 1.0 and "agreement" not in everything

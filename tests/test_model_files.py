@@ -236,9 +236,12 @@ def test_a_model_that_does_not_fit_the_data_is_refused_before_anything_runs(
     functional(classes=5).save(tmp_path / "five.keras")
     with pytest.raises(ValueError, match=r"output is \(None, 5\), but the data has 10 "):
         train_step(file_cfg(tiny_cfg, tmp_path / "five.keras"), workspace)
-    functional(classes=12).save(tmp_path / "twelve.keras")  # scores past the last class
-    with pytest.raises(ValueError, match=r"output is \(None, 12\), but the data has 10 "):
-        train_step(file_cfg(tiny_cfg, tmp_path / "twelve.keras"), workspace)
+    functional(classes=12).save(tmp_path / "twelve.keras")  # scores past the last label ...
+    declared = file_cfg(tiny_cfg, tmp_path / "twelve.keras")
+    declared = dataclasses.replace(declared, data=dataclasses.replace(declared.data,
+                                                                      num_classes=10))
+    with pytest.raises(ValueError, match=r"scores 12 classes, but data.num_classes is 10"):
+        train_step(declared, workspace)  # ... refused when the config says there are 10
     from pipeline.build.tfcompat import import_tf
 
     _, keras = import_tf()

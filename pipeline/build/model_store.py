@@ -388,9 +388,11 @@ def io_specs(model: Any) -> tuple[tuple[int | None, ...], tuple[int | None, ...]
 
 
 def check_fits(model: Any, input_shape: tuple[int, ...], num_classes: int,
-               where: str = "model.path") -> None:
+               where: str = "model.path", declared: int | None = None) -> None:
     """Refuse a model that cannot take the data's samples (shape, float32 input, a batch
-    axis of any size or 1) or whose output is not one score per class of the data.
+    axis of any size or 1) or that has fewer scores than the data has classes. A model with
+    more (a test split that lacks some of its classes) is the task: it decides the classes,
+    unless `declared` (`data.num_classes`) says how many there are.
 
     Raises:
         ValueError: naming what the model has and what the data needs.
@@ -398,7 +400,8 @@ def check_fits(model: Any, input_shape: tuple[int, ...], num_classes: int,
     model_in, model_out, dtype = io_specs(model)
     if dtype != "float32":
         raise ValueError(f"{where}: the model takes {dtype} inputs; the lab feeds float32 "
-                         "images scaled to [0, 1]")
+                         "images in the data's input range ([0, 1] unless data.scale, "
+                         "data.offset or data.normalize say otherwise)")
     if model_in and model_in[0] not in (None, 1):
         raise ValueError(f"{where}: the model's batch size is fixed at {model_in[0]}; export "
                          "it with a free batch size (None) or 1")
@@ -410,11 +413,17 @@ def check_fits(model: Any, input_shape: tuple[int, ...], num_classes: int,
         raise ValueError(f"{where}: the model takes inputs of shape {shown}, but the data's "
                          f"samples are {tuple(input_shape)}; change data.image_size / "
                          "data.channels or bring a model that fits")
-    width = model_out[-1] if len(model_out) == 2 else "?"
-    if width != num_classes:
+    width = model_out[-1] if len(model_out) == 2 else None
+    if width is None or width < num_classes:
         raise ValueError(f"{where}: the model's output is {tuple(model_out)}, but the data "
                          f"has {num_classes} classes: it needs one score per class, "
-                         f"(batch, {num_classes})")
+                         f"(batch, {num_classes}) or more")
+    if declared is not None and width != declared:
+        raise ValueError(f"{where}: the model scores {width} classes, but data.num_classes "
+                         f"is {declared}")
+    if width > num_classes:
+        log.info("%s scores %d classes; the data's labels use %d of them", where, width,
+                 num_classes)
 
 
 def predict(model: Any, x: Any, batch_size: int = 256) -> np.ndarray:

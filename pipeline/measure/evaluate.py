@@ -47,6 +47,16 @@ def reference_outputs(tflite_path: str | Path, x: Any, out: str | Path,
     return Path(out)
 
 
+def kl_divergence(p: np.ndarray, q: np.ndarray, eps: float = 1e-7) -> np.ndarray:
+    """KL(p || q) per row, in nats, of two score arrays `(n, classes)` read as probability
+    distributions (clipped at `eps` and renormalised; softmax outputs are already ones)."""
+    p = np.clip(np.asarray(p, np.float64), eps, None)
+    q = np.clip(np.asarray(q, np.float64), eps, None)
+    p /= p.sum(axis=1, keepdims=True)
+    q /= q.sum(axis=1, keepdims=True)
+    return np.sum(p * np.log(p / q), axis=1)
+
+
 class _Totals:
     """Running sums of every metric over the batches seen so far."""
 
@@ -55,6 +65,7 @@ class _Totals:
         self.confusion = np.zeros((num_classes, num_classes), np.int64)  # (true, predicted)
         self.n = self.top_k_hits = self.agree = 0
         self.signal = self.noise = self.abs_error = 0.0  # sums over every output element
+        self.kl = 0.0  # sum over samples of KL(reference || variant), in nats
         # Paired with the reference, sample by sample: (reference right, variant right).
         self.paired = {"both": 0, "only_reference": 0, "only_variant": 0, "neither": 0}
 
@@ -83,6 +94,7 @@ class _Totals:
             self.signal += float(np.dot(flat, flat))
             self.noise += float(np.dot(err, err))
             self.abs_error += float(np.abs(err).sum())
+            self.kl += float(kl_divergence(ref, scores).sum())
 
     def metrics(self, has_reference: bool) -> dict[str, Any]:
         per_class_total = self.confusion.sum(axis=1)
@@ -102,7 +114,8 @@ class _Totals:
             sqnr = (SQNR_CAP_DB if self.noise <= self.signal * 10 ** (-SQNR_CAP_DB / 10)
                     else 10 * math.log10(self.signal / self.noise))
             result.update(agreement=self.agree / self.n, output_sqnr_db=sqnr,
-                          output_mae=self.abs_error / elements, paired=dict(self.paired))
+                          output_mae=self.abs_error / elements, output_kl=self.kl / self.n,
+                          paired=dict(self.paired))
         return result
 
 
@@ -120,7 +133,7 @@ def evaluate(tflite_path: str | Path, x: Any, y: np.ndarray,
             `agreement`, `output_sqnr_db` and `output_mae`; None leaves those out.
         batch_size: Samples per invoke (falls back to 1 if the model cannot be resized).
         top_k: k of `top_k_accuracy`.
-        num_classes: Classes of the task; default: the model's output width.
+        num_classes: Classes of the task; the model's output width when that is more.
         workers: Interpreters scoring separate batches at once (one per core uses the
             machine; the scores are the same as with one).
         kernels: The kernel path (`pipeline.measure.litert.KERNEL_PATHS`).
@@ -131,7 +144,8 @@ def evaluate(tflite_path: str | Path, x: Any, y: np.ndarray,
         `accuracy`, `top_k`, `top_k_accuracy`, `per_class_accuracy`, `confusion_matrix`
         (rows: true class, columns: predicted), `num_samples`, `size_bytes`, `input_dtype`,
         `output_dtype`, `batch_size`, `workers`, `samples_per_second`, and with a reference
-        `agreement`, `output_sqnr_db`, `output_mae` and `paired` (how many test samples both,
+        `agreement`, `output_sqnr_db`, `output_mae`, `output_kl` (mean KL divergence of the
+        reference's scores from this model's, nats) and `paired` (how many test samples both,
         only the reference, only this model, or neither classify right: the 2x2 table of the
         paired comparison, `pipeline.stats.Paired`).
 
@@ -144,7 +158,8 @@ def evaluate(tflite_path: str | Path, x: Any, y: np.ndarray,
                          + ("" if reference is None else f", {len(reference)} reference rows"))
     runner = Runner(path, batch_size=batch_size, kernels=kernels)
     width = int(np.prod(runner.output["shape"][1:]))
-    totals = _Totals(num_classes or width, top_k)
+    # The model's classes, when the data's labels use fewer of them (a split may lack some).
+    totals = _Totals(max(num_classes or 0, width), top_k)
     pending: list[np.ndarray] = []  # scores of batches not yet added to the totals
     done = seen = 0
 

@@ -27,6 +27,8 @@ def fmt(metric: str, value: Any) -> str:
         return value
     if metric == "output_sqnr_db":
         return f"{value:.1f} dB"
+    if metric == "output_kl":
+        return f"{value:.3g}"
     if metric in ("speedup_vs_float32", "compression_ratio"):
         return f"{value:.2f}x"
     if metric.startswith(("size_bytes", "weight_bytes")):
@@ -75,12 +77,31 @@ def too_small_warning(rows: Mapping[str, Mapping[str, Any]], reference: str,
                 + (f"; that takes about {needed:,} samples." if needed else "."))
 
 
+def _data_facts(facts: Mapping[str, Any], reference: str) -> list[Block]:
+    """What the numbers were measured against: the inputs' range, and the labels."""
+    blocks: list[Block] = []
+    if facts.get("labels") == "model":
+        blocks.append(Paragraph(text(
+            strong("No accuracy was measured. "), code("evaluate.labels: model"),
+            ": the test split's labels are the reference ", code(reference), "'s own top-1 "
+            "predictions, so every \"accuracy\" in this report is a variant's top-1 agreement "
+            "with the reference (which scores 1.0), every \"drop\" its disagreement, and the "
+            "budget applies to that. Output SQNR and KL divergence against the reference say "
+            "how far the scores moved.")))
+    if facts.get("inputs"):
+        blocks.append(Paragraph(text(strong("Inputs: "), facts["inputs"],
+                                     " (data.scale / data.offset / data.normalize; the same "
+                                     "for training, calibration, evaluation and the device).")))
+    return blocks
+
+
 def _recommendation(rows: Mapping[str, Mapping[str, Any]], rec: Mapping[str, Any],
-                    keras_accuracy: float | None, reference: str) -> Section:
+                    keras_accuracy: float | None, reference: str,
+                    facts: Mapping[str, Any] | None = None) -> Section:
     budget = rec["max_accuracy_drop"]
     evidence = rec["evidence"]
     s, f = rec["smallest"], rec["fastest"]
-    blocks: list[Block] = [Paragraph(text(
+    blocks: list[Block] = [*_data_facts(facts or {}, reference), Paragraph(text(
         f"Accuracy budget: a drop of at most {budget:.4f} against the reference ",
         code(reference), ". Each drop is measured on the same test samples as the "
         "reference's, with a 95% interval; a variant is ", strong("within"),
@@ -165,8 +186,8 @@ def _evidence(rows: Mapping[str, Mapping[str, Any]], rec: Mapping[str, Any]) -> 
 
 
 SUMMARY_COLUMNS = ("accuracy", "accuracy_drop", "agreement", "top_k_accuracy",
-                   "output_sqnr_db", "size_bytes", "compression_ratio", "latency_ms_p50",
-                   "speedup_vs_float32", "float_compute_ops")
+                   "output_sqnr_db", "output_kl", "size_bytes", "compression_ratio",
+                   "latency_ms_p50", "speedup_vs_float32", "float_compute_ops")
 INTERVALS = {"accuracy": ("accuracy_ci_low", "accuracy_ci_high", 3),
              "accuracy_drop": ("accuracy_drop_ci_low", "accuracy_drop_ci_high", 4),
              "speedup_vs_float32": ("speedup_ci_low", "speedup_ci_high", 2)}
@@ -202,6 +223,8 @@ def _all_variants(rows: Mapping[str, Mapping[str, Any]],
             "the speed-up). "
             "output_sqnr_db: signal-to-quantization-noise ratio of the dequantized outputs "
             f"against the reference's on the same inputs ({SQNR_CAP_DB:.0f} = identical). "
+            "output_kl: mean KL divergence of the reference's scores from the variant's "
+            "(nats; 0 = identical). "
             "latency_ms_p50 and speedup_vs_float32: the first benchmark setting. "
             "float_compute_ops: compute ops with a float activation input or output "
             "(QUANTIZE/DEQUANTIZE not counted).")
@@ -574,7 +597,8 @@ def _qat(qat: Mapping[str, Any]) -> Section:
 def build(rows: Mapping[str, Mapping[str, Any]], specs: Mapping[str, VariantSpec],
           rec: Mapping[str, Any], reference: str, keras_accuracy: float | None = None,
           plots: Mapping[str, str] | None = None,
-          qat: Mapping[str, Any] | None = None) -> Document:
+          qat: Mapping[str, Any] | None = None,
+          facts: Mapping[str, Any] | None = None) -> Document:
     """The whole report.
 
     Args:
@@ -585,9 +609,11 @@ def build(rows: Mapping[str, Mapping[str, Any]], specs: Mapping[str, VariantSpec
         keras_accuracy: The float Keras model's test accuracy, if known.
         plots: `{caption: path relative to the report folder}` of the PNGs to show.
         qat: The qat step's metrics (`test_accuracy`, `coverage` or `error`).
+        facts: About the data: `inputs` (the input range, one line) and `labels`
+            (`evaluate.labels`: `data`, or `model` for label-free scores).
     """
     ok = {n: r for n, r in rows.items() if r["status"] == "ok"}
-    sections = [_recommendation(rows, rec, keras_accuracy, reference),
+    sections = [_recommendation(rows, rec, keras_accuracy, reference, facts),
                 _evidence(rows, rec), _all_variants(rows, specs),
                 *_searches(rows, plots)]
     device_plots = {c.removeprefix(DEVICE_PLOT): p for c, p in (plots or {}).items()

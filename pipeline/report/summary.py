@@ -21,7 +21,7 @@ WEIGHT_DTYPES = ("float32", "float16", "int8", "int16", "int32", "int64")
 INSPECTION_METRICS = ("float_compute_ops", "weight_bytes",
                       *(f"weight_bytes_{d}" for d in WEIGHT_DTYPES))
 # Evaluation and benchmark figures beyond the base set (the headline setting's latency).
-EVALUATION_METRICS = ("top_k_accuracy", "output_sqnr_db", "output_mae")
+EVALUATION_METRICS = ("top_k_accuracy", "output_sqnr_db", "output_mae", "output_kl")
 BENCHMARK_METRICS = ("speedup_vs_float32", "speedup_ci_low", "speedup_ci_high",
                      "latency_ms_p50_ci_low", "latency_ms_p50_ci_high", "latency_ms_min",
                      "latency_ms_max", "latency_ms_p99", "latency_cv", "init_ms",

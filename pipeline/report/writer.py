@@ -109,7 +109,8 @@ def write_report(out_dir: str | Path, rows: Mapping[str, Mapping[str, Any]],
                  keras_accuracy: float | None = None,
                  histories: Mapping[str, Mapping[str, list[float]]] | None = None,
                  qat: Mapping[str, Any] | None = None,
-                 variants_dir: Path | None = None) -> dict[str, Path]:
+                 variants_dir: Path | None = None,
+                 facts: Mapping[str, Any] | None = None) -> dict[str, Path]:
     """Write the report into `out_dir`: `summary.md`, `report.html` (self-contained),
     `summary.csv`, `summary.json`, `metrics.json` (DVC metrics of the variants that
     succeeded), `recommendation.json`, and `plots/` (PNGs and the CSVs of DVC's plots).
@@ -119,13 +120,14 @@ def write_report(out_dir: str | Path, rows: Mapping[str, Mapping[str, Any]],
         histories: `{model: Keras history}` for the training curves (e.g. float, qat).
         qat: The qat step's metrics (what QAT covered, or why it was not possible).
         variants_dir: The variants' folders (for each search's trajectory plot).
+        facts: About the data (`pipeline.report.content.build`).
 
     Returns:
         The written paths by kind.
     """
     out = Path(out_dir)
     figures = write_plots(out, rows, histories or {}, variants_dir)
-    doc = content.build(rows, specs, rec, reference, keras_accuracy, figures, qat)
+    doc = content.build(rows, specs, rec, reference, keras_accuracy, figures, qat, facts)
     return {
         "markdown": write_text(out / "summary.md", render.markdown(doc)),
         "html": write_text(out / "report.html", render.page(doc, out)),

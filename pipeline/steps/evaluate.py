@@ -13,6 +13,7 @@ from pipeline.io import atomic_dir, write_json
 from pipeline.layout import Layout
 from pipeline.measure import evaluate
 from pipeline.report import plots
+from pipeline.steps.labels import label_free, test_labels
 from pipeline.variants import select
 
 
@@ -32,12 +33,16 @@ def run(cfg: Config, layout: Layout, variant: str) -> dict[str, Any]:
     ds = data.load(layout.dataset)
     ref = np.load(layout.reference_outputs, mmap_mode="r")  # read batch by batch
     result = evaluate.on_kernel_paths(
-        artifacts.tflite_path(variant_dir, variant), ds.x_test, ds.y_test, ref,
+        artifacts.tflite_path(variant_dir, variant), ds.x_test, test_labels(cfg, layout, ds),
+        ref,
         cfg.evaluate.kernel_paths, cfg.evaluate.kernel_path_tolerance,
         batch_size=cfg.evaluate.batch_size, top_k=cfg.evaluate.top_k,
         num_classes=ds.num_classes, workers=cfg.evaluate.workers)
     matrix = result.pop("confusion_matrix")
-    result = {"status": "ok", **result}
+    result = {"status": "ok", "labels": cfg.evaluate.labels, **result}
+    if label_free(cfg):
+        result["note"] = ("agreement with the reference (evaluate.labels=model): no accuracy "
+                          "was measured")
     with atomic_dir(layout.evaluation(variant)) as out:
         write_json(out / "confusion_matrix.json", matrix)
         plots.confusion_matrix(matrix, f"{variant}: accuracy {result['accuracy']:.4f}",

@@ -13,6 +13,7 @@ from pipeline.config import Config
 from pipeline.io import atomic_dir, write_json
 from pipeline.layout import FOOTPRINT_FILE, Layout
 from pipeline.measure import footprint, vela
+from pipeline.steps.labels import test_labels
 from pipeline.variants import select
 
 
@@ -36,7 +37,8 @@ def run(cfg: Config, layout: Layout, variant: str) -> dict[str, Any]:
             ds = data.load(layout.dataset)
             idx = subset(len(ds.y_test), fp.micro_samples if fp.micro else 0, cfg.seed)
             result = footprint.measure(
-                artifacts.tflite_path(variant_dir, variant), ds.x_test, ds.y_test, out,
+                artifacts.tflite_path(variant_dir, variant), ds.x_test,
+                test_labels(cfg, layout, ds) if fp.micro else ds.y_test, out,
                 samples=idx, integer=record["inspection"]["float_compute_ops"] == 0,
                 micro_kernels=fp.micro, smallest_arena=fp.smallest_arena, gpu=fp.gpu,
                 npu={k: vela.Target(k, t.system_config, t.memory_mode)

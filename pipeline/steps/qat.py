@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 from pipeline import data
@@ -10,6 +11,7 @@ from pipeline.build import qat as qat_mod
 from pipeline.config import Config
 from pipeline.io import write_json
 from pipeline.layout import Layout
+from pipeline.steps import labels
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +38,10 @@ def run(cfg: Config, layout: Layout) -> float | None:
             with qat_mod.third_party("the float model could not be loaded for QAT"):
                 float_model = model_store.load(
                     float_dir, custom_objects=getattr(cfg.model, "custom_objects", ()))
+            if labels.label_free(cfg):  # fine-tune towards the float model's own answers
+                ds = dataclasses.replace(ds, **{
+                    f"y_{s}": model_store.predict(float_model, getattr(ds, f"x_{s}")
+                                                  ).argmax(axis=1) for s in data.SPLITS})
             qat_model, hist, accuracy, cover = qat_mod.fine_tune(float_model, ds, cfg.qat,
                                                                  cfg.seed)
             with qat_mod.third_party("the QAT model could not be stored"):

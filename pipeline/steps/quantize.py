@@ -10,6 +10,7 @@ from pipeline.build import model_store
 from pipeline.build import quantize as quantize_mod
 from pipeline.config import Config
 from pipeline.layout import Layout
+from pipeline.steps import labels
 from pipeline.steps.layer_errors import table_for
 from pipeline.variants import select
 
@@ -53,7 +54,14 @@ def run(cfg: Config, layout: Layout, variant: str) -> dict[str, Any]:
         if spec.full_integer:
             table = table_for(layout, spec)
         budget = spec.budget if spec.budget is not None else cfg.report.max_accuracy_drop
-        validation = (ds.x_val, ds.y_val, budget) if spec.search else None
+        validation = None
+        if spec.search:  # label-free: the float model's own answers on the validation split
+            y_val = ds.y_val
+            if labels.label_free(cfg):
+                from pipeline.measure.litert import Runner
+
+                y_val = Runner(source).predict(ds.x_val).argmax(axis=1)
+            validation = (ds.x_val, y_val, budget)
         record = quantize_mod.quantize_variant(source, spec, calibration, out_dir, selection,
                                                table, reference, comparison, validation)
     log.info("%s: %s in %.1f s -> %s", variant, record["status"], record["seconds"], out_dir)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline import artifacts
+from pipeline import artifacts, data
 from pipeline.config import Config
 from pipeline.io import read_json
 from pipeline.layout import FOOTPRINT_FILE, Layout
@@ -28,4 +28,7 @@ def run(cfg: Config, layout: Layout) -> dict[str, Path]:
     return writer.write_report(layout.reports, rows, cfg.variants, rec, cfg.report.reference,
                                read_json(layout.keras_metrics("float"))["test_accuracy"],
                                {m: read_json(layout.history(m)) for m in ("float", "qat")},
-                               read_json(layout.keras_metrics("qat")), layout.variants)
+                               read_json(layout.keras_metrics("qat")), layout.variants,
+                               facts={"labels": cfg.evaluate.labels,
+                                      "inputs": data.meta(layout.dataset).get(
+                                          "input_range", data.IDENTITY)["describe"]})

@@ -115,8 +115,15 @@ def dataset_of(cfg: Config, layout: Layout, examples: int = 2) -> tracking.Data 
         name=cfg.data.name, digest=data.content_digest(layout.dataset),
         path=str(Path(layout.dataset).resolve()), source=str(info.get("source", "")),
         splits=info.get("splits", {}), sample_shape=tuple(ds.input_shape),
-        num_classes=ds.num_classes,
+        num_classes=max(ds.num_classes, _model_classes(cfg, layout)),
         example=ds.x_val[:examples].astype("float32"))
+
+
+def _model_classes(cfg: Config, layout: Layout) -> int:
+    """How many classes the models score (the reference's evaluation: its per-class
+    accuracies), 0 if it has not run; more than the data's when a split lacks some."""
+    metrics = layout.evaluation(cfg.report.reference) / "metrics.json"
+    return len(read_json(metrics).get("per_class_accuracy", [])) if metrics.is_file() else 0
 
 
 def recommendation_note(rec: Mapping[str, Any], rows: Mapping[str, Mapping[str, Any]]) -> str:

@@ -12,11 +12,12 @@ from pipeline.build import train as train_mod
 from pipeline.config import FROM_FILE, Config
 from pipeline.io import write_json
 from pipeline.layout import Layout
+from pipeline.steps import labels
 
 log = logging.getLogger(__name__)
 
 
-def run(cfg: Config, layout: Layout) -> float:
+def run(cfg: Config, layout: Layout) -> float | None:
     """Write the float model's folder, its history and its test accuracy; returns the latter.
 
     Raises:
@@ -24,14 +25,22 @@ def run(cfg: Config, layout: Layout) -> float:
             does not fit the data (nothing is written).
     """
     ds = data.load(layout.dataset)
+    labels.check(cfg, ds, f"data.path {cfg.data.path}")
+    if not ds.labelled and cfg.model.arch != FROM_FILE:
+        raise ValueError(f"data.path {cfg.data.path} {labels.UNLABELLED}")
     if cfg.model.arch == FROM_FILE:
         model, kind, blocker = model_store.load_user_model(
             cfg.model.path, cfg.model.safe_mode, cfg.model.custom_objects)
-        model_store.check_fits(model, ds.input_shape, ds.num_classes)
-        accuracy = model_store.accuracy(model, ds.x_test, ds.y_test)
+        model_store.check_fits(model, ds.input_shape, ds.num_classes,
+                               declared=cfg.data.num_classes)
+        # Label-free: the model is its own reference; its variants are scored against it.
+        accuracy = (None if labels.label_free(cfg)
+                    else model_store.accuracy(model, ds.x_test, ds.y_test))
         hist: dict[str, list[float]] = {}  # not trained here
         info = {"origin": str(Path(cfg.model.path).expanduser().resolve()), "kind": kind}
-        log.info("model %s (%s): test accuracy %.4f", cfg.model.path, kind, accuracy)
+        log.info("model %s (%s): test accuracy %s", cfg.model.path, kind,
+                 "not measured (evaluate.labels=model)" if accuracy is None
+                 else f"{accuracy:.4f}")
     else:
         model, hist, accuracy = train_mod.train(ds, cfg.model, cfg.train, cfg.seed)
         info, blocker = {"origin": "trained", "kind": "tf_keras"}, None
