@@ -49,6 +49,7 @@ class Tensor:
     shape: tuple[int, ...]
     type: str  # `float32`, `int8`, `int4`, ...
     constant: bool  # has data in the file (weights, biases, shapes)
+    nbytes: int = 0  # bytes of that data as stored (int4 packs two values a byte)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,17 +80,18 @@ def read(path: str | Path) -> Graph:
     model = schema.Model.GetRootAs(buf, 0)
     codes = [_op_type(model.OperatorCodes(i)) for i in range(model.OperatorCodesLength())]
     sub = model.Subgraphs(0)
-    has_data = set()
+    stored: dict[int, int] = {}  # buffer -> bytes
     for i in range(model.BuffersLength()):
         b = model.Buffers(i)
         if b.DataLength() > 0 or b.Size() > 0:  # inline data, or offset/size past 2 GB
-            has_data.add(i)
+            stored[i] = int(b.DataLength() or b.Size())
     tensors = []
     for i in range(sub.TensorsLength()):
         t = sub.Tensors(i)
         shape = tuple(int(d) for d in t.ShapeAsNumpy()) if t.ShapeLength() else ()
         tensors.append(Tensor((t.Name() or b"").decode(), shape,
-                              TENSOR_TYPES.get(t.Type(), str(t.Type())), t.Buffer() in has_data))
+                              TENSOR_TYPES.get(t.Type(), str(t.Type())), t.Buffer() in stored,
+                              stored.get(t.Buffer(), 0)))
     ops = []
     for i in range(sub.OperatorsLength()):
         o = sub.Operators(i)

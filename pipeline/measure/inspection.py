@@ -1,6 +1,10 @@
 """What a `.tflite` model really is: operators by type, tensors by dtype, weight bytes by
 dtype, and how many compute ops still run in float (no TensorFlow).
 
+Weights are read from the flatbuffer (`pipeline.measure.graph`): their stored type (INT4
+and INT2 included, which the interpreter reports as int8) and their bytes as stored (int4
+packs two values a byte), so the weight bytes add up to no more than the file.
+
 A compute op "runs in float" when any of its activation inputs or outputs is a float tensor.
 QUANTIZE and DEQUANTIZE only convert, so they are not counted (they are listed by type).
 """
@@ -12,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from pipeline.measure import graph
 
 CONVERSION_OPS = frozenset({"QUANTIZE", "DEQUANTIZE"})
 FLOAT_DTYPES = frozenset({"float32", "float16", "float64"})
@@ -38,9 +44,9 @@ def inspect(path: str | Path) -> dict[str, Any]:
     consumed = {i for op in ops for i in op["inputs"] if i >= 0}
     constants = consumed - produced - graph_inputs  # weights, biases, shapes
     weight_bytes: Counter[str] = Counter()
-    for i in constants:
-        weight_bytes[dtype[i]] += int(np.prod(tensors[i]["shape"])) * np.dtype(
-            tensors[i]["dtype"]).itemsize
+    for t in graph.read(path).tensors:  # stored types and packed sizes
+        if t.constant:
+            weight_bytes[t.type] += t.nbytes
     float_ops = [
         op["op_name"] for op in ops
         if op["op_name"] not in CONVERSION_OPS

@@ -17,7 +17,7 @@ from pipeline.variants import VariantSpec
 METRICS = ("accuracy", "accuracy_drop", "agreement", "size_bytes", "compression_ratio",
            "latency_ms_mean", "latency_ms_p50", "latency_ms_p90", "latency_ms_std")
 # Weight storage types reported for every variant (0 where absent), so columns line up.
-WEIGHT_DTYPES = ("float32", "float16", "int8", "int16", "int32", "int64")
+WEIGHT_DTYPES = ("float32", "float16", "int8", "int16", "int32", "int64", "int4", "int2")
 INSPECTION_METRICS = ("float_compute_ops", "weight_bytes",
                       *(f"weight_bytes_{d}" for d in WEIGHT_DTYPES))
 # Evaluation and benchmark figures beyond the base set (the headline setting's latency).
