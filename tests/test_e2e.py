@@ -26,7 +26,7 @@ from test_structure import finder_closure
 from pipeline.io import read_json
 from pipeline.report.summary import ALL_METRICS
 
-OUTPUT_DIRS = ("data", "models", "evaluation", "benchmark", "reports")
+OUTPUT_DIRS = ("data", "models", "evaluation", "benchmark", "footprint", "reports")
 
 
 def project_copy(dest: Path) -> Path:

@@ -109,7 +109,7 @@ def _steps(cfg: config_mod.Config, lay: Layout, variants: tuple[str, ...]) -> di
     results = {v: evaluate.run(cfg, lay, v) for v in variants}
     for v in variants:
         benchmark.run(cfg, lay, v, progress=False)
-        footprint.run(cfg, lay, v)
+    footprint.run(cfg, lay)
     return results
 
 

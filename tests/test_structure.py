@@ -127,8 +127,7 @@ def test_tensorflow_free_stages_run_without_tensorflow(tmp_path: Path, tiny_cfg:
              "script = sys.argv[1]; sys.argv = sys.argv[1:]\n"
              "runpy.run_path(script, run_name='__main__')\n")
     commands = [["reference"], *(["evaluate", n] for n in names),
-                *(["benchmark", n] for n in names), *(["footprint", n] for n in names),
-                ["report"]]
+                *(["benchmark", n] for n in names), ["footprint"], ["report"]]
     for stage, *args in commands:
         proc = subprocess.run([sys.executable, "-c", guard, str(ROOT / "stages" / f"{stage}.py"),
                                *args, "--root", str(tmp_path), "--params", str(params)],

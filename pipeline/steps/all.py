@@ -17,7 +17,7 @@ def run(cfg: Config, raw: Mapping[str, Any], root: Path, params_file: Path,
         parent_run_id: str | None = None, extra_params: Mapping[str, str] | None = None,
         run_name: str | None = None) -> dict[str, Any]:
     """Run prepare, train, qat, layer_errors, quantize (each variant), reference, evaluate
-    benchmark and footprint (each variant), report and track.
+    benchmark (each variant), footprint, report and track.
 
     Returns:
         The track step's result (run ids).
@@ -33,6 +33,6 @@ def run(cfg: Config, raw: Mapping[str, Any], root: Path, params_file: Path,
     for name in cfg.variants:
         evaluate.run(cfg, layout, name)
         benchmark.run(cfg, layout, name, progress=False)
-        footprint.run(cfg, layout, name)
+    footprint.run(cfg, layout)
     report.run(cfg, layout)
     return track.run(cfg, layout, raw, params_file, parent_run_id, extra_params, run_name)
