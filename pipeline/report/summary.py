@@ -51,6 +51,12 @@ MICRO_METRICS = ("arena_bytes", "arena_persistent_bytes", "arena_nonpersistent_b
                  "smallest_arena_bytes")
 
 
+def device_metric(key: str) -> bool:
+    """Whether a metric is a device tool's figure that exists only where the tool ran the
+    variant (TFLM's arena and kernels, Vela's per accelerator): absent, not 0, elsewhere."""
+    return key in MICRO_METRICS or key.startswith(("micro.", "ethos-u"))
+
+
 def device_row(fp: Mapping[str, Any] | None) -> dict[str, Any]:
     """A variant's footprint (`pipeline.measure.footprint.measure`) as summary row keys:
     `macs`, the TFLM arena figures, `micro.*` (its kernels against LiteRT's built-in ones on
