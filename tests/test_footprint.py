@@ -175,3 +175,25 @@ def test_an_arena_budget_excludes_a_variant_and_the_report_says_so(
     text = render.markdown(doc)
     assert "## Fits on the device" in text
     assert "float32` **excluded**: arena" in text
+
+
+def test_a_model_the_tools_cannot_read_fails_its_footprint_alone(
+        tmp_path: Path, tiny_cfg: Config, variant_dirs: Path,
+        small_dataset: data.Dataset) -> None:
+    import shutil
+
+    from pipeline.artifacts import tflite_path
+    from pipeline.layout import Layout
+    from pipeline.steps import footprint as footprint_step
+
+    lay = Layout(tmp_path)
+    data.save(small_dataset, lay.dataset)
+    for name in ("float32", "int8"):
+        shutil.copytree(variant_dirs / name, lay.variant(name))
+    tflite_path(lay.variant("int8"), "int8").write_bytes(b"not a flatbuffer at all")
+    bad = footprint_step.run_variant(tiny_cfg, lay, "int8")
+    assert bad["status"] == "failed" and "not a TFLite model" in bad["error"]
+    good = footprint_step.run_variant(tiny_cfg, lay, "float32")  # the others go on
+    assert good["status"] == "ok" and good["micro"]["status"] == "ok"
+    # The row keeps its other figures, none of these, and says why.
+    assert summary.device_row(bad) == {"footprint_error": bad["error"]}

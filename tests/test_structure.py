@@ -106,7 +106,8 @@ def test_tensorflow_free_stages_run_without_tensorflow(tmp_path: Path, tiny_cfg:
                                                        tiny_raw: dict, variant_dirs: Path,
                                                        small_dataset: data.Dataset) -> None:
     """The real stage scripts of reference, evaluate, benchmark, footprint and report, run as
-    `dvc repro` runs them, on two variants: TensorFlow is never loaded (checked at the process's exit)."""
+    `dvc repro` runs them, on two variants: TensorFlow is never loaded (checked at the
+    process's exit)."""
     lay = Layout(tmp_path)
     names = ["float32", "int8"]
     raw = {**tiny_raw, "quantization": {**tiny_raw["quantization"], "variants": {

@@ -4,13 +4,14 @@
     python -m pipeline.measure.graph models/tflite/int8/int8.tflite   # MACs per op type
 
 The MACs are counted as Arm's Vela counts them on an Ethos-U55, so that the two agree on
-integer models per op type (Vela adds MACs of its own for an activation it cannot fuse, which
-it runs as a 1x1 pooling pass; `pipeline.measure.vela` lists those apart): a convolution costs `kh * kw * in_channels` per output element, a depthwise
-convolution and a pooling `kh * kw` per output element, a fully connected layer (and a batch
-matmul) `in_features` per output element, a MEAN the size of the axes it reduces per output
+integer models per op type (Vela adds MACs of its own for an activation it cannot fuse,
+which it runs as a 1x1 pooling pass; `pipeline.measure.vela` lists those apart): a
+convolution costs `kh * kw * in_channels` per output element, a depthwise convolution and a
+pooling `kh * kw` per output element, a fully connected layer (and a batch matmul)
+`in_features` per output element, a MEAN the size of the axes it reduces per output
 element, a SOFTMAX two per element (the max and the sum it reduces over the classes);
-element-wise ops and data movement cost none. Float models are counted the same
-way (Vela leaves them on the CPU and counts 0).
+element-wise ops and data movement cost none. Float models are counted the same way (Vela
+leaves them on the CPU and counts 0).
 """
 
 from __future__ import annotations

@@ -323,6 +323,8 @@ def _device(ok: Mapping[str, Mapping[str, Any]], rec: Mapping[str, Any],
                           f", {_bytes(on_device(ok[n], target)[0])}"))
     items += [text(code(n), " ", strong("excluded"), f": {why}")
               for n, why in rec.get("excluded", {}).items()]
+    items += [text(code(n), " ", strong("not measured"), f": {first_line(r['footprint_error'])}")
+              for n, r in ok.items() if r.get("footprint_error")]
     micro_rows = []
     for name, row in measured.items():
         m = row["footprint"].get("micro", {})

@@ -43,7 +43,8 @@ NOT_METRICS = frozenset({"status", "error", "input_dtype", "output_dtype", "insp
                          "budget_verdict", "paired", "kernel_paths", "kernel_paths_disagree",
                          "asked_vs_got", "worst_tensors", "backend", "kernels", "search",
                          "per_class_accuracy", "top_k", "footprint", "gpu_compatible",
-                         "gpu_first_incompatible_op", "micro_error", "npu"})
+                         "gpu_first_incompatible_op", "micro_error", "npu",
+                         "footprint_error"})
 # Per Ethos-U target, as `<accelerator>.<figure>` (e.g. `ethos-u55-128.sram_bytes`).
 NPU_METRICS = ("sram_bytes", "flash_bytes", "macs", "cycles", "npu_cycles", "inference_ms",
                "npu_ops", "cpu_ops", "npu_ops_share")
@@ -62,8 +63,10 @@ def device_row(fp: Mapping[str, Any] | None) -> dict[str, Any]:
     `macs`, the TFLM arena figures, `micro.*` (its kernels against LiteRT's built-in ones on
     the same samples, with the accuracy's Wilson interval), `gpu_*`, `<accelerator>.*`, and
     `footprint` (the whole record, for the report's tables)."""
-    if not fp or fp.get("status") != "ok":
+    if not fp:
         return {}
+    if fp.get("status") != "ok":
+        return {"footprint_error": fp.get("error") or "failed"}
     row: dict[str, Any] = {"macs": fp["macs"], "footprint": dict(fp)}
     if "gpu" in fp:
         row["gpu_compatible"] = fp["gpu"]["gpu_compatible"]

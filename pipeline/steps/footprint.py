@@ -8,6 +8,7 @@ variants as 15 stages, over 10% of the default `make repro`)."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import numpy as np
@@ -19,6 +20,8 @@ from pipeline.layout import FOOTPRINT_FILE, Layout
 from pipeline.measure import footprint, vela
 from pipeline.steps.labels import test_labels
 from pipeline.variants import select
+
+log = logging.getLogger(__name__)
 
 
 def subset(n: int, size: int, seed: int) -> np.ndarray:
@@ -45,13 +48,19 @@ def run_variant(cfg: Config, layout: Layout, variant: str) -> dict[str, Any]:
             fp = cfg.footprint
             ds = data.load(layout.dataset)
             idx = subset(len(ds.y_test), fp.micro_samples if fp.micro else 0, cfg.seed)
-            result = footprint.measure(
-                artifacts.tflite_path(variant_dir, variant), ds.x_test,
-                test_labels(cfg, layout, ds) if fp.micro else ds.y_test, out,
-                samples=idx, integer=record["inspection"]["float_compute_ops"] == 0,
-                micro_kernels=fp.micro, smallest_arena=fp.smallest_arena, gpu=fp.gpu,
-                npu={k: vela.Target(k, t.system_config, t.memory_mode)
-                     for k, t in fp.npu.items()})
+            try:
+                result = footprint.measure(
+                    artifacts.tflite_path(variant_dir, variant), ds.x_test,
+                    test_labels(cfg, layout, ds) if fp.micro else ds.y_test, out,
+                    samples=idx, integer=record["inspection"]["float_compute_ops"] == 0,
+                    micro_kernels=fp.micro, smallest_arena=fp.smallest_arena, gpu=fp.gpu,
+                    npu={k: vela.Target(k, t.system_config, t.memory_mode)
+                         for k, t in fp.npu.items()})
+            except Exception as exc:  # a tool (or our graph reader) on a user's model: this
+                # variant's footprint fails with the reason; the variant and the run go on
+                log.error("footprint of %s failed: %s: %s", variant, type(exc).__name__, exc)
+                result = {"status": "failed",
+                          "error": f"footprint: {type(exc).__name__}: {exc}"}
             micro = result.get("micro", {})
             if "accuracy" in micro:  # TFLM's kernels as one more kernel path
                 micro["disagree"] = bool(abs(micro["accuracy"] - micro["builtin_accuracy"])
