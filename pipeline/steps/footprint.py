@@ -32,12 +32,16 @@ def subset(n: int, size: int, seed: int) -> np.ndarray:
 
 def run(cfg: Config, layout: Layout) -> dict[str, dict[str, Any]]:
     """Write every variant's footprint folder (`run_variant`); returns `{variant: figures}`."""
-    return {v: run_variant(cfg, layout, v) for v in cfg.variants}
+    ds = data.load(layout.dataset)  # once: the test labels (maybe the reference's) too
+    labels = test_labels(cfg, layout, ds) if cfg.footprint.micro else ds.y_test
+    return {v: run_variant(cfg, layout, v, ds, labels) for v in cfg.variants}
 
 
-def run_variant(cfg: Config, layout: Layout, variant: str) -> dict[str, Any]:
+def run_variant(cfg: Config, layout: Layout, variant: str, ds: data.Dataset | None = None,
+                labels: np.ndarray | None = None) -> dict[str, Any]:
     """Write the variant's footprint folder (`footprint.json`, Vela's reports and compiled
-    models); returns the figures (`pipeline.measure.footprint.measure`)."""
+    models); returns the figures (`pipeline.measure.footprint.measure`). `ds` and `labels`
+    (the test split's, `test_labels`) are read here when not given."""
     select(cfg.variants, variant)
     variant_dir = layout.variant(variant)
     record = artifacts.read_record(variant_dir)
@@ -46,12 +50,13 @@ def run_variant(cfg: Config, layout: Layout, variant: str) -> dict[str, Any]:
             result = artifacts.skipped("footprint")
         else:
             fp = cfg.footprint
-            ds = data.load(layout.dataset)
+            ds = ds or data.load(layout.dataset)
+            if labels is None:
+                labels = test_labels(cfg, layout, ds) if fp.micro else ds.y_test
             idx = subset(len(ds.y_test), fp.micro_samples if fp.micro else 0, cfg.seed)
             try:
                 result = footprint.measure(
-                    artifacts.tflite_path(variant_dir, variant), ds.x_test,
-                    test_labels(cfg, layout, ds) if fp.micro else ds.y_test, out,
+                    artifacts.tflite_path(variant_dir, variant), ds.x_test, labels, out,
                     samples=idx, integer=record["inspection"]["float_compute_ops"] == 0,
                     micro_kernels=fp.micro, smallest_arena=fp.smallest_arena, gpu=fp.gpu,
                     npu={k: vela.Target(k, t.system_config, t.memory_mode)
