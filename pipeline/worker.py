@@ -35,7 +35,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-IDLE_SECONDS = 300.0  # a worker nobody used for this long exits
+# A worker with no stage running and no request for this long exits (LAB_WORKER_IDLE: seconds).
+IDLE_SECONDS = float(os.environ.get("LAB_WORKER_IDLE", 300.0))
 START_SECONDS = 120.0  # how long a stage waits for a new worker to import TensorFlow
 ENV_SWITCH = "LAB_WORKER"  # "0": no worker
 ENV_CHILD = "LAB_IN_WORKER"  # set in the forked process: never ask for a worker from it
@@ -188,6 +189,9 @@ def _child(request: dict[str, Any], fds: list[int]) -> None:
     os._exit(code)
 
 
+_running: set[int] = set()  # the stages running now (forked pids): the worker is not idle
+
+
 def _serve_one(conn: socket.socket) -> None:
     message, fds, _, _ = socket.recv_fds(conn, 1 << 20, 3)
     request = json.loads(message.split(b"\n", 1)[0])
@@ -199,14 +203,16 @@ def _serve_one(conn: socket.socket) -> None:
         os.close(fd)
 
     def wait() -> None:
-        _, status = os.waitpid(pid, 0)
-        code = os.waitstatus_to_exitcode(status)
-        code = 128 - code if code < 0 else code  # killed by a signal: as a shell reports it
         try:
+            _, status = os.waitpid(pid, 0)
+            code = os.waitstatus_to_exitcode(status)
+            code = 128 - code if code < 0 else code  # killed by a signal: as a shell says
             conn.sendall(json.dumps({"exit": code}).encode() + b"\n")
         finally:
             conn.close()
+            _running.discard(pid)
 
+    _running.add(pid)
     conn.sendall(json.dumps({"pid": pid}).encode() + b"\n")
     threading.Thread(target=wait, daemon=True).start()
 
@@ -230,6 +236,8 @@ def serve(path: Path, root: Path) -> None:
             try:
                 conn, _ = server.accept()
             except socket.timeout:
+                if _running:  # a stage longer than the idle time: still at work
+                    continue
                 break
             try:
                 _serve_one(conn)
