@@ -113,3 +113,34 @@ def test_converter_fields_are_refused_on_the_quantizer(field: str, tiny_cfg: Con
     with pytest.raises(ValueError, match=f"{field} belong to the converter backend"):
         parse_variant("x", raw)
     assert litert_quantizer.describe({"algorithm_key": "no_quantize"}) == "float"
+
+
+def test_a_model_past_256_kib_of_weights_runs_on_tflite_micro_too(tmp_path: Path) -> None:
+    """Past 256 KiB of weights the LiteRT Quantizer writes them outside the flatbuffer, by
+    offset, which TFLite Micro does not read (it computed garbage in a 3.3 MB arena on the
+    default MNIST model). The lab's files carry their weights inline: TFLM agrees with
+    LiteRT's built-in kernels bit for bit, in an arena that holds no weights."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    from pipeline.build.tfcompat import import_tf
+    from pipeline.measure import footprint
+
+    tf, keras = import_tf(seed=0)
+    model = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Flatten(),
+                              keras.layers.Dense(512, activation="relu"),
+                              keras.layers.Dense(10, activation="softmax")])
+    float_tflite = tmp_path / "float.tflite"
+    float_tflite.write_bytes(tf.lite.TFLiteConverter.from_keras_model(model).convert())
+    x = np.random.default_rng(0).random((40, 28, 28, 1), dtype=np.float32)
+    spec = parse_variant("aeq_big", {"source": "float", "backend": "litert_quantizer",
+                                     "recipe": "static_wi8_ai8"})
+    flatbuffer, _ = litert_quantizer.quantize(float_tflite, spec, x[:20])
+    root = schema.Model.GetRootAsModel(flatbuffer, 0)
+    assert sum(root.Buffers(i).DataLength() for i in range(root.BuffersLength())) > 400_000
+    assert all(root.Buffers(i).Offset() <= 1 for i in range(root.BuffersLength()))
+    path = tmp_path / "aeq_big.tflite"
+    path.write_bytes(flatbuffer)
+    micro = footprint.measure(path, x, np.zeros(40, np.int64), tmp_path / "fp", integer=True,
+                              smallest_arena=False, gpu=False, npu={})["micro"]
+    assert micro["status"] == "ok" and micro["bit_identical"], micro
+    assert micro["arena_bytes"] < 100_000  # activations only: the weights stay in flash
