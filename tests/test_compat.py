@@ -29,7 +29,8 @@ def test_render_names_failures_crashes_and_what_has_not_run():
              "crash": "exit 1: boom"}]
     page = compat.render(compat.merge([], rows))
     lines = {line.split(" | ")[0]: line for line in page.splitlines() if line.startswith("| ")}
-    assert lines["| MobileNet"].startswith("| MobileNet | ok +0.010, 3.5x | ok +0.010, 3.5x |")
+    assert lines["| MobileNet"].startswith(
+        "| MobileNet | *random weights* | ok +0.010, 3.5x | ok +0.010, 3.5x |")
     assert "failed: RuntimeError: no / op" in lines["| ResNet50"]  # a pipe would split the cell
     assert "partial: 3/4 layers, 50.0% of weights | 51 | 100 |" in lines["| ResNet50"]
     assert "**crash**: exit 1: boom" in lines["| DenseNet121"]
@@ -50,3 +51,30 @@ def test_rows_measured_with_the_old_export_are_marked() -> None:
     assert "| 51 | 100 |" in page.split("| ResNet50 |")[1].splitlines()[0]
     assert "\\* Measured before the variants were converted from a SavedModel of the forward" \
         in page
+
+
+def _trained(arch: str, float_accuracy: float) -> dict:
+    row = _row(arch)
+    for v in row["variants"].values():
+        v.update(accuracy_drop_ci_low=-0.004, accuracy_drop_ci_high=0.021,
+                 budget_verdict="unresolved")
+    return {**row, "float_accuracy": float_accuracy}
+
+
+def test_trained_rows_carry_the_interval_the_verdict_and_whether_the_model_learned() -> None:
+    page = compat.render([_trained("MobileNet", 0.962), _trained("ResNet50", 0.113)])
+    mobilenet = page.split("| MobileNet |")[1].splitlines()[0]
+    assert mobilenet.startswith(" 0.962 | ok +0.010 [-0.004, +0.021] unresolved, 3.5x |")
+    resnet = page.split("| ResNet50 |")[1].splitlines()[0]
+    assert resnet.startswith(" **did not learn** (0.113): its drops say nothing |")
+
+
+def test_the_matrix_trains_on_real_mnist_digits(tmp_path) -> None:
+    import numpy as np
+
+    path = compat.mnist32(tmp_path / "m.npz", train=200, test=50)
+    with np.load(path) as f:
+        assert f["x_train"].shape == (200, 32, 32, 3) and f["x_test"].shape == (50, 32, 32, 3)
+        assert f["x_train"].dtype == np.uint8 and f["x_train"].max() == 255
+        assert (f["x_train"][:, :2] == 0).all()  # padded, not stretched
+        assert len(np.unique(f["y_train"])) == 10

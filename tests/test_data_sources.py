@@ -121,6 +121,20 @@ def test_keras_dataset_needs_the_internet_and_says_so() -> None:
         (x_train, _), y_train, _, _ = sources.load_keras("mnist")
     except ValueError as exc:
         assert "Keras could not download the dataset" in str(exc)
-        assert "Offline, use data.name=digits, npz or image_folder" in str(exc)
+        assert "Offline, use data.name=mnist (packaged), digits, npz or image_folder" in str(exc)
     else:  # online: the real dataset
         assert x_train.shape[1:] == (28, 28, 1) and int(y_train.max()) == 9
+
+
+def test_mnist_is_read_offline_from_the_pinned_package(tmp_path: Path) -> None:
+    """The default data: the real MNIST (its published class counts), its own 10,000 test
+    images kept, validation carved from its 60,000 training images, pixels in [0, 1]."""
+    ds = sources.prepare(DataConfig(name="mnist", val_fraction=0.1), 0, tmp_path / "out")
+    assert ds.x_test.shape == (10_000, 28, 28, 1) and ds.x_train.shape[1:] == (28, 28, 1)
+    assert (len(ds.x_train), len(ds.x_val)) == (54_000, 6_000)
+    assert np.bincount(ds.y_test).tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028,
+                                               974, 1009]
+    assert np.bincount(np.concatenate([ds.y_train, ds.y_val])).tolist() == [
+        5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
+    first = ds.x_test[:100]
+    assert first.dtype == np.float32 and first.min() == 0.0 and first.max() == 1.0

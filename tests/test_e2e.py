@@ -211,6 +211,10 @@ def test_dvc_repro_end_to_end(tmp_path: Path, mlflow_server: str) -> None:
     # The parent says what to ship in one sentence; every run names the data it was measured on.
     assert parent.data.tags["mlflow.note.content"].startswith(f"Ship **{candidate}**, ")
     lock = yaml.safe_load((project / "dvc.lock").read_text())
+    # Every stage that ran recorded its wall time (what `make bench` sums per group).
+    times = {json.loads(f.read_text())["stage"]: json.loads(f.read_text())["seconds"]
+             for f in (project / ".stage-times").glob("*.json")}
+    assert set(times) == set(lock["stages"]) and all(s > 0 for s in times.values())
     digest = next(o["md5"] for o in lock["stages"]["prepare"]["outs"]
                   if o["path"] == "data/prepared")
     assert {(i.dataset.name, i.dataset.digest) for i in parent.inputs.dataset_inputs} == {

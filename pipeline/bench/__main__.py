@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 
-from pipeline.bench import conversion, evaluation, footprint, overhead, scale, searchtime
+from pipeline.bench import (conversion, evaluation, footprint, overhead, scale, searchtime,
+                            stagetimes)
 
-SECTIONS = ("overhead", "cores", "stability", "search", "pipeline", "footprint", "conversion",
-            "scale")
+SECTIONS = ("stages", "overhead", "cores", "stability", "search", "pipeline", "footprint",
+            "conversion", "scale")
 
 
 def main() -> None:
@@ -16,6 +17,8 @@ def main() -> None:
     parser.add_argument("--sizes", nargs=2, type=int, default=(2000, 8000),
                         help="image counts of the scale check")
     args = parser.parse_args()
+    if "stages" in args.only:
+        stagetimes.main()
     evaluation.main(args.only)
     if "search" in args.only:
         searchtime.main()

@@ -36,8 +36,6 @@ def _resolver(kernels: str) -> Any:
         raise ValueError(f"unknown kernel path {kernels!r}; valid: {', '.join(KERNEL_PATHS)}")
     return resolvers[kernels]
 
-_NUMPY_DTYPES = {"float32": np.float32, "int8": np.int8, "uint8": np.uint8, "int16": np.int16}
-
 
 def load_interpreter(path: str | Path, num_threads: int = 1, kernels: str = "xnnpack") -> Any:
     """Load a `.tflite` file and allocate its tensors.
