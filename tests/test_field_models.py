@@ -99,7 +99,8 @@ def test_make_field_puts_the_labs_best_integer_variant_beside_the_authors_int8(
     assert row["best_integer"] == "int8_full"
     best = variants["int8_full"]
     assert 0 < best["smallest_arena_bytes"] <= best["arena_bytes"]
-    assert variants["float32"]["size_bytes"] > 3 * best["size_bytes"]
+    # A small model: its graph weighs too, so int8 halves it rather than quarters it.
+    assert variants["float32"]["size_bytes"] > 1.5 * best["size_bytes"]
     authors = row["authors"]
     assert authors["size_bytes"] > 0 and 0.0 <= authors["agreement"] <= 1.0
     assert 0 < authors["smallest_arena_bytes"] <= authors["arena_bytes"]
