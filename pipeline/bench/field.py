@@ -105,13 +105,14 @@ def authors_row(tflite: Path, job: Path, cfg_npu: dict[str, Any]) -> dict[str, A
     """The authors' int8 file measured as the lab measures its variants: size, footprint, and
     agreement and output SQNR against the lab's float32 conversion on the same test split."""
     from pipeline import data
+    from pipeline.artifacts import tflite_path
     from pipeline.layout import Layout
     from pipeline.measure import footprint, litert, vela
 
     lay = Layout(job)
     ds = data.load(lay.dataset)
     x = np.asarray(ds.x_test)
-    reference = litert.Runner(lay.variant("float32") / "float32.tflite").predict(x)
+    reference = litert.Runner(tflite_path(lay.variant("float32"), "float32")).predict(x)
     scores = litert.Runner(tflite).predict(x)
     noise = float(np.sum((scores - reference) ** 2))
     targets = {k: vela.Target(k, t["system_config"], t["memory_mode"])
