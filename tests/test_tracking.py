@@ -353,3 +353,38 @@ def test_a_run_is_ended_even_while_another_process_locks_the_store(tmp_path: Pat
         released.join()
         locker.close()
     assert client.get_run(run_id).info.status == "KILLED"
+
+
+def test_an_interrupt_inside_a_store_call_waits_for_it(tmp_path: Path) -> None:
+    """SIGTERM delivered while MLflow's SQLite store is writing (here: inside its INSERT of a
+    param, through SQLAlchemy's own event hook): the call completes, the interrupt is raised
+    after it, and the run ends KILLED. Raised inside the store, it used to leave the process's
+    own transaction open, and ending the run then failed with "database is locked"."""
+    from mlflow.tracking import MlflowClient
+    from sqlalchemy import event
+
+    from pipeline import signals
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment_id = client.create_experiment("interrupted")
+    fired: list[str] = []
+
+    def interrupt(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if not fired and statement.lstrip().upper().startswith("INSERT INTO PARAMS"):
+            fired.append(statement)
+            os.kill(os.getpid(), signal.SIGTERM)  # its handler runs at once, in this call
+
+    event.listen(client._tracking_client.store.engine, "before_cursor_execute", interrupt)
+    guarded = tracking.Uncut(client)
+    ids = []
+    started = time.monotonic()
+    with signals.as_interrupt(), pytest.raises(KeyboardInterrupt, match="SIGTERM"):
+        with tracking._run(guarded, experiment_id, "interrupted", {}) as run_id:
+            ids.append(run_id)
+            guarded.log_param(run_id, "a", "1")
+            ids.append("not reached")
+    assert fired and ids == [run_id]
+    run = client.get_run(run_id)
+    assert run.data.params == {"a": "1"}  # the call the signal came in completed
+    assert run.info.status == "KILLED"
+    assert time.monotonic() - started < 15  # ended at once, not after the busy retries

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import json
 import logging
@@ -150,6 +151,29 @@ def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
             text = ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
             flat[name] = text[:MAX_PARAM_LENGTH]
     return flat
+
+
+class Uncut:
+    """An MLflow client whose calls an interrupt waits for (`pipeline.signals.deferred`).
+
+    A `KeyboardInterrupt` raised inside MLflow's store code can leave its SQLite transaction
+    open: the process's own connection then holds the database's write lock, ending the runs
+    KILLED fails with "database is locked" after a minute of retries, and they stay RUNNING.
+    Through this wrapper an interrupt lands between two store calls, never inside one."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._client, name)
+        if not callable(attr):
+            return attr
+
+        @functools.wraps(attr)
+        def uncut(*args: Any, **kwargs: Any) -> Any:
+            with signals.deferred():
+                return attr(*args, **kwargs)
+        return uncut
 
 
 @contextlib.contextmanager
@@ -353,11 +377,12 @@ def log_model(client: Any, experiment_id: str, run_id: str, variant: str, tflite
         signature = ModelSignature(
             inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, *data.sample_shape))]),
             outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, data.num_classes))]))
-        mlflow.pyfunc.log_model(name=variant, model_id=model.model_id,
-                                python_model=str(PYFUNC_FILE),
-                                artifacts={"tflite": str(tflite)}, signature=signature,
-                                input_example=data.example,
-                                pip_requirements=_requirements())
+        with signals.deferred():  # MLflow's store calls inside it are not cut (Uncut)
+            mlflow.pyfunc.log_model(name=variant, model_id=model.model_id,
+                                    python_model=str(PYFUNC_FILE),
+                                    artifacts={"tflite": str(tflite)}, signature=signature,
+                                    input_example=data.example,
+                                    pip_requirements=_requirements())
     except BaseException:
         client.finalize_logged_model(model.model_id, "FAILED")
         raise
@@ -494,7 +519,7 @@ def log_pipeline(*, uri: str, experiment: str, run_name: str, config: Mapping[st
         mlflow.set_tracking_uri(uri)  # log_model logs into the global store
         # One progress bar per logged model's files is noise in a stage's log.
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-        client = MlflowClient(tracking_uri=uri)
+        client = Uncut(MlflowClient(tracking_uri=uri))  # interrupts wait for each call
         experiment_id = ensure_experiment(client, experiment)
         children: dict[str, str] = {}
         model_ids: dict[str, str] = {}
