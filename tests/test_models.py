@@ -10,7 +10,7 @@ import pytest
 
 from pipeline import config as config_mod
 from pipeline import artifacts, data
-from pipeline.build import debug, qat, quantize, train
+from pipeline.build import debug, model_store, qat, quantize, train
 from pipeline.measure import litert
 
 
@@ -26,11 +26,15 @@ def test_architecture_converts_and_runs_in_every_variant(model: str, dataset: da
                                y_test=dataset.y_test[:8])
     float_model, _, _ = train.train(tiny, cfg.model, cfg.train, cfg.seed)
     qat_model, _, _, _ = qat.fine_tune(float_model, tiny, cfg.qat, cfg.seed)
+    # As the stages do: every variant is converted from its model's forward pass, exported
+    # once (converting from the Keras model saves it again each time, about 3x slower).
+    saved = {"float": model_store.export_inference(float_model, tmp_path / "float_saved"),
+             "qat": model_store.export_inference(qat_model, tmp_path / "qat_saved")}
     calibration = data.calibration_samples(tiny, 4, cfg.seed)
     float_tflite = None  # what the LiteRT Quantizer and the search start from, as in the step
     tables: dict[str, quantize.LayerTable] = {}  # per debugger setting, as the layer_errors step
     for name, spec in cfg.variants.items():
-        source = qat_model if spec.source == "qat" else float_model
+        source = saved[spec.source]
         validation = None
         if spec.quantizer or spec.search:
             assert float_tflite is not None, "float32 is converted first"
@@ -40,7 +44,7 @@ def test_architecture_converts_and_runs_in_every_variant(model: str, dataset: da
         if spec.full_integer:
             key = debug.setting_key(spec)
             if key not in tables:
-                tables[key] = quantize.layer_table(float_model, spec, calibration, None)
+                tables[key] = quantize.layer_table(saved["float"], spec, calibration, None)
             table = tables[key]
         record = quantize.quantize_variant(source, spec, calibration, tmp_path / name,
                                            table=table, validation=validation)

@@ -186,6 +186,12 @@ def test_every_variant_is_a_logged_model_with_its_metrics_and_data(
     assert sorted(i.dataset.name for i in parent.inputs.dataset_inputs) == [
         "digits/test", "digits/train", "digits/val"]
     child = client.get_run(logged["child_run_ids"]["int8"])
+    # Every column of the view is something a variant's run has (not an empty column).
+    has = ({f"metrics.`{k}`" for k in child.data.metrics}
+           | {f"params.`{k}`" for k in child.data.params}
+           | {f"tags.`{k}`" for k in child.data.tags})
+    named = [c for c in view["selectedColumns"] if not c.startswith("attributes.")]
+    assert set(named) <= has, set(named) - has
     assert [(i.dataset.name, i.dataset.digest) for i in child.inputs.dataset_inputs] == [
         ("digits/test", digits.digest[:36])]
     assert child.data.tags["mlflow.note.content"].startswith("**int8** (converter")

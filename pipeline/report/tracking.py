@@ -55,7 +55,7 @@ VIEW_STATE = {
     "modelVersionFilter": "All Runs",
     "selectedColumns": ["attributes.`Dataset`", "attributes.`Models`",
                         *(f"metrics.`{m}`" for m in VIEW_METRICS), "tags.`budget.verdict`",
-                        "params.`backend`"]}
+                        "tags.`backend`"]}  # each child's tag (its param is variant.backend)
 # Linked to each variant's logged model (the Models tab's columns); the test-set figures
 # also name the data they were measured on.
 MODEL_METRICS = ("accuracy", "accuracy_ci_low", "accuracy_ci_high", "accuracy_drop",
