@@ -17,6 +17,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from pipeline import quiet
 from pipeline.cli import USER_ERRORS
 from pipeline.config import parse_config, render_params
 from pipeline.io import read_json, write_text
@@ -31,6 +32,7 @@ log = logging.getLogger("pipeline")
 def main(cfg: DictConfig) -> float:
     """Run every step for one composed config; returns the candidate's test accuracy (the
     report step's decision, `reports/recommendation.json`), for sweepers that optimize."""
+    quiet.setup()
     raw = OmegaConf.to_container(cfg, resolve=True)
     assert isinstance(raw, dict)
     try:

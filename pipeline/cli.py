@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pipeline import signals
+from pipeline import quiet, signals
 
 log = logging.getLogger("pipeline")
 
@@ -85,6 +85,7 @@ def stage(doc: str | None, step: Callable[..., Any], per_variant: bool = False,
         warm: A TensorFlow stage: run it in the project's warm worker (`pipeline.worker`),
             which has TensorFlow imported already, unless `LAB_WORKER=0`.
     """
+    quiet.setup()
     variant = next((a for a in sys.argv[1:] if not a.startswith("-")), None)
     name = Path(sys.argv[0]).stem + (f"@{variant}" if per_variant and variant else "")
     if warm:

@@ -220,10 +220,13 @@ def _serve_one(conn: socket.socket) -> None:
 def serve(path: Path, root: Path) -> None:
     """Import TensorFlow, then fork one process per stage request until idle."""
     os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     sys.path.insert(0, str(root))
-    for module in PRELOAD:
-        __import__(module)
+    from pipeline import quiet
+
+    quiet.setup()  # inherited by every forked stage
+    with quiet.native():
+        for module in PRELOAD:
+            __import__(module)
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     tmp = path.with_suffix(f".{os.getpid()}.tmp")
     server.bind(str(tmp))

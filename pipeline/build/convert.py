@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from pipeline import quiet
 from pipeline.build.tfcompat import import_tf
 from pipeline.variants import VariantSpec
 
@@ -79,6 +80,7 @@ def convert(model: Any, spec: VariantSpec, calibration: np.ndarray | None = None
     converter = configure(new_converter(model), spec, calibration)
     log.info("converting variant %s from %s ...", spec.name,
              "its SavedModel" if isinstance(model, Path) else "the Keras model")
-    flatbuffer = bytes(converter.convert())
+    with quiet.native():  # the converter's "fully_quantize: 0, ..." line
+        flatbuffer = bytes(converter.convert())
     log.info("converted %s in %.1f s", spec.name, time.perf_counter() - started)
     return flatbuffer

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from pipeline import quiet
 from pipeline.build.convert import configure, new_converter
 from pipeline.build.tfcompat import import_tf
 from pipeline.variants import VariantSpec
@@ -53,8 +54,9 @@ def _debugger(model: Any, spec: VariantSpec, calibration: np.ndarray,
         denylisted_nodes=list(denylisted_nodes) or None)
     with warnings.catch_warnings():  # it runs tf.lite.Interpreter, which warns of deprecation
         warnings.simplefilter("ignore", UserWarning)
-        return tf.lite.experimental.QuantizationDebugger(
-            converter=converter, debug_dataset=dataset, debug_options=options)
+        with quiet.native():  # it converts: the converter's "fully_quantize: 0, ..." line
+            return tf.lite.experimental.QuantizationDebugger(
+                converter=converter, debug_dataset=dataset, debug_options=options)
 
 
 def layer_errors(model: Any, spec: VariantSpec, calibration: np.ndarray,
@@ -125,7 +127,8 @@ def convert_selective(model: Any, spec: VariantSpec, calibration: np.ndarray,
     log.info("selective quantization of %s: %d layer(s) kept in float", spec.name,
              len(denylisted_nodes))
     debugger = _debugger(model, spec, calibration, denylisted_nodes)
-    return bytes(debugger.get_nondebug_quantized_model())
+    with quiet.native():
+        return bytes(debugger.get_nondebug_quantized_model())
 
 
 def to_csv(rows: Sequence[dict[str, Any]]) -> str:

@@ -16,10 +16,13 @@ def import_tf(seed: int | None = None) -> tuple[ModuleType, ModuleType]:
     Returns:
         `(tensorflow, tf_keras)`.
     """
+    from pipeline import quiet
+
     os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # hide oneDNN/CPU-feature banners
-    import tensorflow as tf
-    import tf_keras
+    quiet.setup()  # TensorFlow's log level, before its first import
+    with quiet.native():  # absl's and CUDA's lines at import
+        import tensorflow as tf
+        import tf_keras
 
     if seed is not None:
         tf_keras.utils.set_random_seed(seed)  # python, numpy and TF generators
