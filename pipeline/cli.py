@@ -43,6 +43,9 @@ def record_stage_time(stage: str, started: float = _STARTED) -> None:
 def setup_logging(level: int = logging.INFO) -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")
+    for handler in logging.root.handlers:
+        if not any(isinstance(f, quiet.RecordFilter) for f in handler.filters):
+            handler.addFilter(quiet.RecordFilter())
 
 
 def parser(description: str | None) -> argparse.ArgumentParser:

@@ -8,7 +8,7 @@ inference_type: 6, ...`, and every LiteRT Quantizer calibration LiteRT's warning
 to ignore errors. The lab's own progress lines, and anything else a library prints, stay.
 
 - `setup()`: the environment and warning filters, once per process (every stage, the warm
-  worker), before TensorFlow is imported.
+  worker), before TensorFlow is imported; `RecordFilter` on the log handlers.
 - `native()`: around a call whose C++ code writes to the process's stderr (fd 2) directly,
   out of Python's reach: what it writes is passed on as it comes, less the `NOISE` lines.
 """
@@ -16,6 +16,7 @@ to ignore errors. The lab's own progress lines, and anything else a library prin
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
 import sys
@@ -38,6 +39,12 @@ NOISE = re.compile("|".join((
 ENVIRONMENT = {"TF_CPP_MIN_LOG_LEVEL": "3"}
 # Python warnings of the same kind: (message regex, category).
 WARNINGS = ((r".*experimental_preserve_all_tensors.*", UserWarning),)
+# Python log records of the same kind: (logger, message regex). The lab exports its own
+# forward pass (absl: its inputs' generated names; tensorflow: the temporary assets folder)
+# and compiles the models it loads itself.
+RECORDS = (("absl", r"Function `\w+` contains input name\(s\) .* with unsupported characters"),
+           ("tensorflow", r"Assets written to: "),
+           ("tensorflow", r"No training configuration found in the save file"))
 
 
 def setup() -> None:
@@ -46,6 +53,14 @@ def setup() -> None:
         os.environ.setdefault(key, value)
     for message, category in WARNINGS:
         warnings.filterwarnings("ignore", message=message, category=category)
+
+
+class RecordFilter(logging.Filter):
+    """Drops the `RECORDS` log records (on the handlers the lab sets up)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not any(record.name == name and re.match(pattern, record.getMessage())
+                       for name, pattern in RECORDS)
 
 
 @contextlib.contextmanager
