@@ -4,7 +4,8 @@ QAT included, written to `docs/compatibility.md`.
 Each architecture is built by `tf_keras.applications` at 32x32x3 (the smallest input they
 all take), 10 classes, and trained for real on the default data: MNIST digits padded to
 32x32 and repeated over 3 channels (`TRAIN` images, `EPOCHS` epochs, then batch-norm
-statistics re-estimated on `RECALIBRATE` of them; `TEST` test images).
+statistics re-estimated on `RECALIBRATE` of them; `TEST` test images), in [0, 1], or 0..255
+for a model that rescales its input itself (a preprocessing layer inside: `data.scale=255`).
 It is saved as a file and run through the whole pipeline as a user's model (`model=file`,
 `data=npz`), in its own process: a crash there is a crash of the lab, and the matrix says
 so. Each cell is `ok` with the accuracy drop, its 95% interval, the budget verdict and the
@@ -65,8 +66,16 @@ else:
     _, keras = import_tf(seed=0)
     model = getattr(keras.applications, name)(input_shape=(32, 32, 3), weights=None,
                                               classes=10)
+# A model with a preprocessing layer inside rescales its input itself (MobileNetV3,
+# EfficientNet, ConvNeXt, RegNet): it gets the 0..255 pixels it expects, the others [0, 1].
+import json
+rescales = any(type(l).__name__ in ("Rescaling", "Normalization")
+               for l in model._flatten_layers(include_self=False))
+scale = 255.0 if rescales else 1.0
 with np.load(data) as f:
-    x, y = f["x_train"] / np.float32(255), f["y_train"]
+    x, y = f["x_train"] * np.float32(scale / 255), f["y_train"]
+with open(out + ".json", "w") as info:
+    json.dump({"scale": scale}, info)
 model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
 model.fit(x, y, epochs=int(sys.argv[4]), batch_size=32, verbose=0)
 # Batch-norm re-estimation: after a few epochs the moving statistics lag behind the weights
@@ -157,10 +166,13 @@ def run_one(name: str, work: Path, data: Path, timeout: float) -> dict[str, Any]
                            env=env, capture_output=True, text=True, timeout=timeout)
     if build.returncode != 0:
         return {**row, "crash": f"building the model failed: {_tail(build.stderr)}"}
+    scale = read_json(Path(f"{model}.json"))["scale"]  # the input range it was trained on
+    row["input"] = "0..255 (it rescales itself)" if scale != 1 else "[0, 1]"
     job = work / "job"
     try:
         proc = subprocess.run([sys.executable, "-m", "pipeline", "model=file",
                                f"model.path={model}", "data=npz", f"data.path={data}",
+                               f"data.scale={scale}",
                                *OVERRIDES, *EXTRA.get(name, ()), f"hydra.run.dir={job}"],
                               cwd=ROOT, env=env,
                               capture_output=True, text=True, timeout=timeout)
@@ -220,7 +232,9 @@ def render(results: list[dict[str, Any]]) -> str:
         "own architectures (`tf_keras.applications`, and one Keras 3 model) at 32x32x3, 10 "
         f"classes, trained on MNIST digits padded to 32x32x3 ({TRAIN} training images, "
         f"{EPOCHS} epochs with Adam, then batch-norm statistics re-estimated on "
-        f"{RECALIBRATE} of them) and scored on {TEST} MNIST test images, run through the whole "
+        f"{RECALIBRATE} of them; pixels in [0, 1], or 0..255 for a model with a preprocessing "
+        "layer inside, which rescales its input itself) and scored on "
+        f"{TEST} MNIST test images, run through the whole "
         "pipeline as a user's model (`model=file`, `data=npz`), each in its own process. A "
         "cell is `ok` with the accuracy drop against float32, its 95% interval (Newcombe, "
         "paired), the verdict on the default budget (1 point) and the size ratio (float32 "
