@@ -69,8 +69,8 @@ else:
 # A model with a preprocessing layer inside rescales its input itself (MobileNetV3,
 # EfficientNet, ConvNeXt, RegNet): it gets the 0..255 pixels it expects, the others [0, 1].
 import json
-rescales = any(type(l).__name__ in ("Rescaling", "Normalization")
-               for l in model._flatten_layers(include_self=False))
+layers = list(model._flatten_layers(include_self=False))  # nested ones too
+rescales = any(type(l).__name__ in ("Rescaling", "Normalization") for l in layers)
 scale = 255.0 if rescales else 1.0
 with np.load(data) as f:
     x, y = f["x_train"] * np.float32(scale / 255), f["y_train"]
@@ -82,7 +82,7 @@ model.fit(x, y, epochs=int(sys.argv[4]), batch_size=32, verbose=0)
 # (MobileNet: 0.90 accuracy on its training batches, 0.10 on the test set with them). One
 # pass over RECALIBRATE training images in training mode with momentum 0 sets them to the
 # trained weights' own statistics; the saved layers keep their momentum.
-norms = [l for l in model.layers if type(l).__name__ == "BatchNormalization"]
+norms = [l for l in layers if type(l).__name__ == "BatchNormalization"]
 momenta = [l.momentum for l in norms]
 for layer in norms:
     layer.momentum = 0.0
