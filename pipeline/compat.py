@@ -286,26 +286,41 @@ def render(results: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def row(name: str, timeout: float, data: Path | None = None) -> dict[str, Any]:
+    """One architecture's row in a temporary directory of its own, on the data given, or on
+    data built there (a Ray task on another machine cannot read the launcher's)."""
+    with tempfile.TemporaryDirectory(prefix=f"compat-{name.replace(':', '_')}-") as tmp:
+        work = Path(tmp) / "work"
+        work.mkdir()
+        return run_one(name, work, data or mnist32(Path(tmp) / "data.npz"), timeout)
+
+
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
+    from pipeline.cluster import add_launcher_arguments, run_rows
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", nargs="+", default=list(ARCHITECTURES),
                         help="run these; the other rows of --out are kept")
     parser.add_argument("--timeout", type=float, default=3600.0, help="seconds per step")
     parser.add_argument("--out", type=Path, default=DOC, help="the page; its rows are kept "
                         "in the .json file beside it")
+    add_launcher_arguments(parser)
     args = parser.parse_args(argv)
     store = args.out.with_suffix(".json")
     results = read_json(store) if store.exists() else []
     with tempfile.TemporaryDirectory(prefix="compat-") as tmp:
-        data = mnist32(Path(tmp) / "data.npz")
-        for name in args.only:
-            work = Path(tmp) / name.replace(":", "_")
-            work.mkdir()
-            print(f"{name} ...", flush=True)
-            row = run_one(name, work, data, args.timeout)
-            print(f"   {row.get('crash') or 'done'} ({row.get('seconds', 0):.0f} s)",
-                  flush=True)
-            results = merge(results, [row])
+        # Here, the rows share one copy of the data; on Ray, each task builds its own.
+        data = mnist32(Path(tmp) / "data.npz") if args.launcher == "local" else None
+        print(f"{len(args.only)} architectures ({args.launcher}): {', '.join(args.only)}",
+              flush=True)
+        for (name, *_), result, error in run_rows(
+                row, [(name, args.timeout, data) for name in args.only], args.launcher,
+                args.cpus):
+            result = result or {"arch": name, "crash": f"its job failed: {error}",
+                                "date": time.strftime("%Y-%m-%d", time.gmtime())}
+            print(f"{name}: {result.get('crash') or 'done'} "
+                  f"({result.get('seconds', 0):.0f} s)", flush=True)
+            results = merge(results, [result])
             write_json(store, results)  # row by row: a long run keeps what it has done
             write_text(args.out, render(results))
     return results

@@ -47,7 +47,7 @@ def test_bad_input_in_the_app_is_one_line_not_a_traceback(tmp_path: Path) -> Non
     assert not (tmp_path / "run" / "models").exists()
 
 
-@pytest.mark.parametrize("launcher", ["parallel", "cluster"])
+@pytest.mark.parametrize("launcher", ["parallel", "cluster", "ray"])
 def test_launcher_configs_name_installed_launchers_and_change_no_lab_key(launcher: str) -> None:
     from hydra.plugins.launcher import Launcher
     from hydra.utils import get_class

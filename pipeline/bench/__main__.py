@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 
-from pipeline.bench import (conversion, evaluation, footprint, overhead, scale, searchtime,
-                            stagetimes)
+from pipeline.bench import (cluster, conversion, evaluation, footprint, overhead, scale,
+                            searchtime, stagetimes)
 
 SECTIONS = ("stages", "overhead", "cores", "stability", "search", "pipeline", "footprint",
-            "conversion", "scale")
+            "conversion", "scale", "cluster")
 
 
 def main() -> None:
@@ -30,6 +30,8 @@ def main() -> None:
         conversion.main()
     if "scale" in args.only:
         scale.main(tuple(args.sizes))
+    if "cluster" in args.only:
+        cluster.main()
 
 
 if __name__ == "__main__":

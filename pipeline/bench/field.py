@@ -255,22 +255,35 @@ def merge(old: list[dict[str, Any]], new: list[dict[str, Any]]) -> list[dict[str
     return [rows[m] for m in MODELS if m in rows]
 
 
+def row(name: str, timeout: float, variants: list[str] | None = None) -> dict[str, Any]:
+    """One model's row, in a temporary directory of its own (here or on a Ray node)."""
+    with tempfile.TemporaryDirectory(prefix=f"field-{name}-") as tmp:
+        return run_one(name, Path(tmp), timeout, variants)
+
+
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
+    from pipeline.cluster import add_launcher_arguments, run_rows
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", nargs="+", choices=MODELS, default=list(MODELS))
     parser.add_argument("--timeout", type=float, default=3600.0,
                         help="seconds per model before its row says it timed out")
     parser.add_argument("--variants", nargs="+", help="only these variants (default: all)")
     parser.add_argument("--out", type=Path, default=DOC, help="the page (JSON beside it)")
+    add_launcher_arguments(parser)
     args = parser.parse_args(argv)
     rows = []
-    for name in args.only:
-        print(f"field: {name} through every variant ...", flush=True)
-        with tempfile.TemporaryDirectory(prefix=f"field-{name}-") as tmp:
-            row = run_one(name, Path(tmp), args.timeout, args.variants)
-        rows.append(row)
-        print(f"field: {name}: {row.get('crash') or 'best integer ' + str(row['best_integer'])}"
-              f" ({row.get('seconds', '-')} s)", flush=True)
+    print(f"field: {', '.join(args.only)} through every variant ({args.launcher}) ...",
+          flush=True)
+    for (name, *_), result, error in run_rows(
+            row, [(name, args.timeout, args.variants) for name in args.only], args.launcher,
+            args.cpus):
+        result = result or {"model": name, "crash": f"its job failed: {error}",
+                            "date": time.strftime("%Y-%m-%d", time.gmtime())}
+        rows.append(result)
+        print(f"field: {name}: "
+              f"{result.get('crash') or 'best integer ' + str(result['best_integer'])}"
+              f" ({result.get('seconds', '-')} s)", flush=True)
     table = args.out.with_suffix(".json")
     old = read_json(table) if table.is_file() else []
     merged = merge(old, rows)

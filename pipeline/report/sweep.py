@@ -26,6 +26,7 @@ from pipeline.layout import Layout
 log = logging.getLogger(__name__)
 
 RUN_FILE = "sweep_run.json"
+FAILURE_FILE = "failure.json"  # in a job directory (pipeline.cluster writes it): why it failed
 
 
 def sweep_run(sweep_dir: str | Path) -> dict[str, Any] | None:
@@ -56,9 +57,12 @@ def summarize(sweep_dir: Path, swept: list[str]) -> list[dict[str, Any]]:
     for job in sorted(p for p in sweep_dir.iterdir() if p.is_dir() and p.name.isdigit()):
         lay = Layout(job)
         summary, rec_file = lay.report("summary.json"), lay.report("recommendation.json")
-        if not summary.is_file() or not rec_file.is_file():
+        failure = job / FAILURE_FILE  # written by the Ray launcher: why the job failed
+        if failure.is_file() or not summary.is_file() or not rec_file.is_file():
             rows.append({"job": int(job.name), "overrides": _overrides(job, swept),
-                         "status": "failed"})
+                         "status": "failed",
+                         "reason": read_json(failure)["reason"] if failure.is_file() else
+                         "no report: the job failed (its log is in the job directory)"})
             continue
         variants, rec = read_json(summary), read_json(rec_file)
         best = rec["candidate"]
@@ -169,6 +173,13 @@ class MlflowSweep(Callback):
         self.client: Any = None
         self.run_id: str | None = None
         self.swept: list[str] = []
+        self.sweep_dir: Path | None = None
+        self.uri = ""
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Shipped to remote jobs (the Ray launcher pickles Hydra's callbacks with each job):
+        without the client, whose database connection cannot travel; jobs do not use it."""
+        return {**self.__dict__, "client": None, "run_id": None}
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         from mlflow.entities import Param
@@ -184,6 +195,8 @@ class MlflowSweep(Callback):
                 experiment_id, run_name=f"sweep {sweep_dir.name}",
                 tags={"pipeline": "hydra-sweep", "sweep.dir": str(sweep_dir)})
         self.run_id = run.info.run_id
+        self.sweep_dir = sweep_dir
+        self.uri = uri
         params = {"sweep.params": str(OmegaConf.to_container(config.hydra.sweeper.params))
                   if config.hydra.sweeper.get("params") else "",
                   "sweep.overrides": " ".join(config.hydra.overrides.task),
@@ -193,12 +206,28 @@ class MlflowSweep(Callback):
         self.swept = swept_keys(list(config.hydra.overrides.task))
         write_json(sweep_dir / RUN_FILE, {"run_id": self.run_id, "tracking_uri": uri,
                                           "swept": self.swept})
-        # A failing job aborts the multirun before on_multirun_end: end the run FAILED then.
-        atexit.register(self._end, "FAILED")
+        # A failing job aborts the multirun before on_multirun_end (Hydra's basic sweeper
+        # raises its error): the summary, with that job's row, is written at exit then.
+        atexit.register(self._abort)
         log.info("sweep run %s in %s", self.run_id, uri)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        sweep_dir = Path(config.hydra.sweep.dir)
+        if self.run_id is not None:  # None: opening it failed (Hydra warned)
+            self._finish(aborted=False)
+
+    def _abort(self) -> None:
+        if self.run_id is None:
+            return
+        try:
+            self._finish(aborted=True)
+        finally:  # the run ends FAILED even if the summary cannot be written
+            self._end("FAILED")
+
+    def _finish(self, aborted: bool) -> None:
+        """Summary of every job (a failed one's row says why), logged on the sweep run,
+        which ends FINISHED if the sweep was not aborted and every job completed."""
+        assert self.sweep_dir is not None
+        sweep_dir = self.sweep_dir
         rows = summarize(sweep_dir, self.swept)
         files = [write_text(sweep_dir / "sweep_summary.csv", _csv(rows))]
         if any(r["status"] == "ok" for r in rows):
@@ -207,12 +236,13 @@ class MlflowSweep(Callback):
         if seeds:  # a sweep over seed: how much each variant's figures move with it
             files += [write_text(sweep_dir / "sweep_seeds.csv", _csv(seeds)),
                       _plot_seeds(seeds, sweep_dir / "sweep_seeds.png")]
-        uri = tracking.tracking_uri(config.tracking.uri)
+        uri = self.uri
         with tracking.store_lock(uri):
             for path in files:
                 self.client.log_artifact(self.run_id, str(path), artifact_path="summary")
             self.client.set_tag(self.run_id, "sweep.jobs", str(len(rows)))
-        self._end("FINISHED" if all(r["status"] == "ok" for r in rows) else "FAILED")
+        ok = not aborted and rows and all(r["status"] == "ok" for r in rows)
+        self._end("FINISHED" if ok else "FAILED")
 
     def _end(self, status: str) -> None:
         if self.run_id is not None:
