@@ -166,22 +166,28 @@ class RayLauncher(PluginRayLauncher):
             pending[ref] = (idx, overrides, cfg)
         results: dict[int, JobReturn] = {}
         started = time.monotonic()
-        while pending:
-            [ref], _ = ray.wait(list(pending), num_returns=1)
-            idx, overrides, cfg = pending.pop(ref)
-            try:
-                ret = ray.get(ref)
-            except RayError as exc:  # Ray gave up on the task: the job failed, not the sweep
-                ret = _failed(overrides, cfg, exc)
-            if ret.status != JobStatus.COMPLETED:
-                job_dir = sweep_dir / str(cfg.hydra.sweep.subdir)
-                reason = f"{type(ret._return_value).__name__}: {ret._return_value}"
-                write_json(job_dir / FAILURE_FILE, {"job": idx, "reason": reason})
-            results[idx] = ret
-            log.info("job %d %s after %.0f s; %d still running or queued", idx,
-                     "done" if ret.status == JobStatus.COMPLETED else "FAILED",
-                     time.monotonic() - started, len(pending))
-        self._end_stale_runs(sweep_dir)
+        try:
+            while pending:
+                [ref], _ = ray.wait(list(pending), num_returns=1)
+                idx, overrides, cfg = pending.pop(ref)
+                try:
+                    ret = ray.get(ref)
+                except RayError as exc:  # Ray gave up on the task: the job failed, not the sweep
+                    ret = _failed(overrides, cfg, exc)
+                if ret.status != JobStatus.COMPLETED:
+                    job_dir = sweep_dir / str(cfg.hydra.sweep.subdir)
+                    reason = f"{type(ret._return_value).__name__}: {ret._return_value}"
+                    write_json(job_dir / FAILURE_FILE, {"job": idx, "reason": reason})
+                results[idx] = ret
+                log.info("job %d %s after %.0f s; %d still running or queued", idx,
+                         "done" if ret.status == JobStatus.COMPLETED else "FAILED",
+                         time.monotonic() - started, len(pending))
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM: stop the jobs still on the cluster
+            for ref in pending:
+                ray.cancel(ref, force=True)
+            raise
+        finally:
+            self._end_stale_runs(sweep_dir)
         return [results[i] for i in sorted(results)]
 
     def _problem(self, cpus: int, total: float, hosts: set[str],
