@@ -68,12 +68,15 @@ def job_cpus(remote: dict[str, Any]) -> int:
 
 def init_kwargs(init: dict[str, Any]) -> dict[str, Any]:
     """`ray.init`'s arguments: Ray refuses resource sizes when it connects to a cluster (an
-    address given, or `RAY_ADDRESS` set), so they are kept only when it starts one."""
+    address given, or `RAY_ADDRESS` set), so they are kept only when it starts one; without
+    an address it starts one (`local`), where Ray would look for the last cluster `ray start`
+    started on this machine."""
     kwargs = {k: v for k, v in init.items() if v is not None}
     if kwargs.get("address") or os.environ.get("RAY_ADDRESS"):
         for key in ("object_store_memory", "num_cpus", "num_gpus", "resources"):
             kwargs.pop(key, None)
-    else:  # a local cluster for this run alone
+    else:  # a local cluster for this run alone, even if `ray start` left one running here
+        kwargs["address"] = "local"
         kwargs.setdefault("object_store_memory", 78643200)  # the plugin's default, for CI
         kwargs.setdefault("include_dashboard", False)  # nobody watches it; it costs seconds
     return kwargs
@@ -280,3 +283,37 @@ def add_launcher_arguments(parser: Any) -> None:
                         help="local: rows one after another here; ray: rows as Ray tasks on "
                         "the cluster RAY_ADDRESS names (or a local one)")
     parser.add_argument("--cpus", type=int, default=2, help="CPUs each row asks Ray for")
+
+
+def stop_cluster(temp_dir: str | Path, port: int) -> int:
+    """Kill the processes of the Ray cluster this machine started with `ray start --head
+    --port=<port> --temp-dir=<temp_dir>` (and nodes that joined it here), with what they
+    started, leaving any other Ray alone: `ray stop` would stop every Ray on the machine, a
+    test's or a user's too. Linux (/proc). Returns how many processes were killed."""
+    import signal
+
+    marks = (str(temp_dir), f":{port} ", f"={port} ")
+    procs: dict[int, tuple[int, str]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(
+                errors="replace")
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        procs[int(entry.name)] = (ppid, cmdline)
+    doomed = {pid for pid, (_, cmd) in procs.items() if any(m in cmd for m in marks)}
+    grew = True
+    while grew:  # and everything they started (workers, agents)
+        more = {pid for pid, (ppid, _) in procs.items() if ppid in doomed} - doomed
+        doomed |= more
+        grew = bool(more)
+    doomed.discard(os.getpid())
+    for pid in doomed:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    return len(doomed)

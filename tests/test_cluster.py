@@ -21,6 +21,7 @@ from typing import Iterator
 import pytest
 
 from conftest import TINY_OVERRIDES
+from pipeline.cluster import stop_cluster
 from test_e2e import http_json, mlflow_server  # noqa: F401  (a fixture)
 
 BIN = Path(sys.executable).parent
@@ -60,8 +61,8 @@ def ray_cluster() -> Iterator[dict[str, str]]:
                         "--num-cpus=1", "--disable-usage-stats"], env)
         assert node.returncode == 0, node.stdout + node.stderr
         yield {**env, "RAY_ADDRESS": f"127.0.0.1:{port}"}
-    finally:
-        ray_cli(["stop", "--force"], env)
+    finally:  # this cluster only: `ray stop` would also stop the other pytest worker's Ray
+        stop_cluster(temp, port)
         shutil.rmtree(temp, ignore_errors=True)
 
 
@@ -206,7 +207,8 @@ def test_ray_init_connects_without_sizes_and_starts_with_them(
     from pipeline.cluster import init_kwargs, job_cpus
 
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
-    assert init_kwargs({"address": None}) == {"object_store_memory": 78643200,
+    assert init_kwargs({"address": None}) == {"address": "local",
+                                              "object_store_memory": 78643200,
                                               "include_dashboard": False}
     assert init_kwargs({"address": "10.0.0.1:6379", "object_store_memory": 1,
                         "num_cpus": 4}) == {"address": "10.0.0.1:6379"}
@@ -241,3 +243,30 @@ def test_rows_as_ray_tasks_each_end_as_a_result_or_its_reason(
     assert list(run_rows(math.sqrt, [(4.0,)])) == [((4.0,), 2.0, None)]  # local: here
     with pytest.raises(ValueError, match="launcher must be local or ray"):
         list(run_rows(math.sqrt, [(4.0,)], launcher="slurm"))
+
+
+@pytest.mark.slow
+def test_a_sweep_asking_more_cpus_than_the_cluster_has_stops_before_any_job(
+        tmp_path: Path) -> None:
+    """One line and exit 2 before any job runs; the sweep's MLflow run ends FAILED."""
+    from mlflow.tracking import MlflowClient
+
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    proc = subprocess.run(
+        [sys.executable, "-m", "pipeline", "-m", "hydra/launcher=ray",
+         "hydra.launcher.ray.remote.num_cpus=64", "seed=1,2", *JOB_OVERRIDES,
+         f"tracking.uri={uri}"], cwd=tmp_path, env=env, capture_output=True, text=True,
+        timeout=600)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 2, out[-3000:]
+    errors = [line for line in out.splitlines() if "error: " in line]
+    assert len(errors) == 1 and errors[0].endswith(
+        "error: each job asks for 64 CPUs (hydra.launcher.ray.remote.num_cpus) but the Ray "
+        f"cluster has {os.cpu_count()}"), out[-3000:]
+    assert "Traceback" not in out
+    assert not list(tmp_path.glob("multirun/*/*/0"))  # no job ran
+    client = MlflowClient(uri)
+    [run] = client.search_runs([client.get_experiment_by_name(
+        "tflite-quantization-lab").experiment_id])
+    assert run.data.tags["pipeline"] == "hydra-sweep" and run.info.status == "FAILED"

@@ -23,6 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from pipeline.cluster import stop_cluster
 from pipeline.config import ROOT
 
 BIN = Path(sys.executable).parent
@@ -97,7 +98,7 @@ def main() -> None:
               f"{one_node / two_nodes:.2f}x faster than 1 node, jobs alone "
               f"{one_jobs / two_jobs:.2f}x (ideal 2.00x)", flush=True)
     finally:
-        subprocess.run([str(BIN / "ray"), "stop", "--force"], env=env, capture_output=True)
+        stop_cluster(temp / "ray", port)
     (temp / "joblib").mkdir()
     local = {k: v for k, v in env.items() if k != "RAY_ADDRESS"}
     joblib_job, _ = sweep(["hydra/launcher=parallel", "hydra.launcher.n_jobs=1", *one], local,
