@@ -15,6 +15,8 @@ What the plugin's own launcher (hydra-ray-launcher 1.2.2) does not, and this one
   was killed mid-logging cannot end its runs itself, so they are ended KILLED here;
 - jobs run in the launching directory on every node (relative paths in the config mean the
   same files), and the sweep directory is made absolute before the jobs are shipped;
+- every job logs to the store of the sweep run (as the launching process resolved it), not
+  to whatever `MLFLOW_TRACKING_URI` a node's own environment has;
 - progress: a line per job as it ends, with how many remain.
 """
 
@@ -152,6 +154,7 @@ class RayLauncher(PluginRayLauncher):
             sys.exit(2)
         task = ray.remote(**remote)(_run_job)
         task_function = InProject(self.task_function, os.getcwd())
+        uri = sweep_run(sweep_dir)["tracking_uri"]  # type: ignore[index]  # _problem checked
         pending: dict[Any, tuple[int, Sequence[str], DictConfig]] = {}
         for idx, overrides in enumerate(job_overrides, start=initial_job_idx):
             log.info("\t#%d : %s", idx, " ".join(filter_overrides(overrides)))
@@ -163,6 +166,8 @@ class RayLauncher(PluginRayLauncher):
                 cfg.hydra.sweep.dir = str(sweep_dir)
                 for name in THREAD_VARIABLES:  # the job's thread pools: its own CPUs
                     cfg.hydra.job.env_set[name] = str(cpus)
+                # The sweep run's store, whatever MLFLOW_TRACKING_URI a node's shell has.
+                cfg.hydra.job.env_set.MLFLOW_TRACKING_URI = uri
                 if cfg.get("evaluate") is not None and cfg.evaluate.get("num_threads") is None:
                     cfg.evaluate.num_threads = cpus
             ref = task.remote(self.hydra_context, cfg, task_function, Singleton.get_state())

@@ -44,21 +44,30 @@ def ray_cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess
                           timeout=300)
 
 
+def shell_env() -> dict[str, str]:
+    """A new shell's environment: without the MLflow store and Ray cluster that earlier tests
+    in this pytest process set (`mlflow.set_tracking_uri` exports MLFLOW_TRACKING_URI)."""
+    return {k: v for k, v in os.environ.items()
+            if k not in ("MLFLOW_TRACKING_URI", "RAY_ADDRESS")}
+
+
 @pytest.fixture
-def ray_cluster() -> Iterator[dict[str, str]]:
+def ray_cluster(tmp_path: Path) -> Iterator[dict[str, str]]:
     """A head node and a second node joining it, 1 CPU each, with token authentication (the
-    same token on every node and the launching machine), loopback only. Yields the
+    same token on every node and the launching machine). The nodes' own environment names
+    another MLflow store (`elsewhere.db`), which the jobs must not log to. Yields the
     environment of a shell on the launching machine (RAY_ADDRESS set)."""
     port = free_port()
-    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(16)}
+    env = {**shell_env(), "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(16)}
+    nodes = {**env, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'elsewhere.db'}"}
     temp = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # short: Ray's socket paths are limited
     try:
         head = ray_cli(["start", "--head", f"--port={port}", "--node-ip-address=127.0.0.1",
                         "--num-cpus=1", "--include-dashboard=false", "--disable-usage-stats",
-                        f"--temp-dir={temp}"], env)
+                        f"--temp-dir={temp}"], nodes)
         assert head.returncode == 0, head.stdout + head.stderr
         node = ray_cli(["start", f"--address=127.0.0.1:{port}", "--node-ip-address=127.0.0.1",
-                        "--num-cpus=1", "--disable-usage-stats"], env)
+                        "--num-cpus=1", "--disable-usage-stats"], nodes)
         assert node.returncode == 0, node.stdout + node.stderr
         yield {**env, "RAY_ADDRESS": f"127.0.0.1:{port}"}
     finally:  # this cluster only: `ray stop` would also stop the other pytest worker's Ray
@@ -141,6 +150,7 @@ def test_a_sweep_on_two_ray_nodes_loses_nothing_when_a_worker_dies(
     [summary] = tmp_path.glob("multirun/*/*/sweep_summary.csv")
     rows = list(csv.DictReader(summary.open()))
     assert [r["status"] for r in rows] == ["ok"] * 4
+    assert not (tmp_path / "elsewhere.db").exists()  # every job logged to the sweep's server
 
 
 def test_a_job_that_ray_gives_up_on_is_its_row_with_the_reason(tmp_path: Path) -> None:
@@ -251,7 +261,7 @@ def test_a_sweep_asking_more_cpus_than_the_cluster_has_stops_before_any_job(
     """One line and exit 2 before any job runs; the sweep's MLflow run ends FAILED."""
     from mlflow.tracking import MlflowClient
 
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env = shell_env()
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     proc = subprocess.run(
         [sys.executable, "-m", "pipeline", "-m", "hydra/launcher=ray",
