@@ -10,7 +10,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -21,22 +20,17 @@ from typing import Iterator
 import pytest
 
 from conftest import TINY_OVERRIDES
+from pipeline import config as config_mod
 from pipeline.cluster import stop_cluster
+from test_bad_input import free_port
 from test_e2e import http_json, mlflow_server  # noqa: F401  (a fixture)
 
 BIN = Path(sys.executable).parent
 VARIANTS = ("float32", "dynamic_range")  # the two the jobs build (the others deleted)
-ALL_VARIANTS = ("float16", "int8", "int8_full", "int8_selective", "uint8_full", "int16x8",
-                "qat_int8", "int4_weight_only", "int4_dynamic_blockwise", "aeq_int8_static",
-                "aeq_int16x8", "aeq_mixed", "auto")
-JOB_OVERRIDES = (*TINY_OVERRIDES, *(f"~quantization.variants.{v}" for v in ALL_VARIANTS),
+JOB_OVERRIDES = (*TINY_OVERRIDES,
+                 *(f"~quantization.variants.{v}" for v in
+                   config_mod.compose()["quantization"]["variants"] if v not in VARIANTS),
                  "evaluate.kernel_paths=[xnnpack]", "benchmark.num_threads=[1]")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def ray_cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
