@@ -25,6 +25,7 @@ RECORD = "conversion.json"
 LAYER_ERRORS = "layer_errors.csv"
 RECIPE = "recipe.json"
 PRECISION = "precision.csv"
+EQUALIZATION = "equalization.csv"  # equalized layers' channel ranges, before and after
 TENSOR_ERRORS = "tensor_errors.csv"
 OVERLAYS = "model_explorer"
 SEARCH_TRIALS = "search_trajectory.csv"  # the search (`pipeline.build.search`): each trial,

@@ -44,11 +44,23 @@ SELECTORS = ("first", "last")  # the first or last layer with weights, whatever 
 IO_MODES = ("float", "integer")  # a static recipe's model I/O: float (the default) or as it is
 CONVERTER_FIELDS = ("optimizations", "supported_ops", "supported_types", "inference_input_type",
                     "inference_output_type", "representative_data", "per_channel",
-                    "denylist_top_k", "denylist_threshold")
-QUANTIZER_FIELDS = ("recipe", "rules", "io")
+                    "denylist_top_k", "denylist_threshold", "equalize", "bias_correction")
+QUANTIZER_FIELDS = ("recipe", "rules", "io", "algorithm")
+ROUNDINGS = ("nearest", "adaround")  # converter and LiteRT Quantizer variants
+# Recipes AdaRound can round for: one bit width, per-channel scales, on every weight op.
+ADAROUND_RECIPES = ("weight_only_wi8_afp32", "weight_only_wi4_afp32", "dynamic_wi8_afp32",
+                    "dynamic_wi4_afp32", "static_wi8_ai8", "static_wi8_ai16")
+# LiteRT Quantizer: how weight ranges are chosen (`ai_edge_quantizer`'s algorithm keys). Plain
+# min/max; OCTAV and MSE search the clipping range; GPTQ and OSCAR round and clip with the
+# calibration samples' second moments (fully connected layers only: other ops keep min/max);
+# hadamard rotates weights first.
+ALGORITHMS = {"min_max": "min_max_uniform_quantize", "octav": "OCTAV", "mse": "MSE",
+              "gptq": "GPTQ", "oscar": "OSCAR", "hadamard": "DECOMPOSED_HADAMARD_ROTATION"}
+CALIBRATING_ALGORITHMS = ("gptq", "oscar")  # they read the calibration samples
 SEARCH_FIELDS = ("objective", "precisions", "max_trials", "time_limit", "rank", "budget")
 # The search: what a layer may be (cheapest first), what it minimizes, how it ranks layers.
-PRECISIONS = ("int4", "int8", "dynamic8", "int16", "float")
+PRECISIONS = ("int4", "int4_octav", "int4_mse", "int4_gptq", "int8", "int8_mse", "dynamic8",
+              "int16", "float")
 OBJECTIVES = ("size", "latency")
 RANKINGS = ("error", "impact")
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -72,6 +84,7 @@ class LayerRule:
         activation_bits: `static` only: 8 or 16.
         granularity: How weights are scaled: per channel, per tensor, or per block of 32 to
             256 values.
+        algorithm: How the weight ranges are chosen (`ALGORITHMS`); default: the variant's.
     """
 
     regex: str | None = None
@@ -81,6 +94,7 @@ class LayerRule:
     bits: int = 8
     activation_bits: int = 8
     granularity: str = "channelwise"
+    algorithm: str | None = None
 
     def __post_init__(self) -> None:
         if (self.regex is None) == (self.select is None):
@@ -97,6 +111,8 @@ class LayerRule:
         one_of("rules: bits", self.bits, (2, 4, 8))
         one_of("rules: activation_bits", self.activation_bits, (8, 16))
         one_of("rules: granularity", self.granularity, GRANULARITIES)
+        if self.algorithm is not None:
+            one_of("rules: algorithm", self.algorithm, tuple(ALGORITHMS))
 
 
 @dataclasses.dataclass
@@ -122,16 +138,30 @@ class VariantSpec:
             rmse/scale (per-layer error, `pipeline.build.debug`) in float.
         denylist_threshold: selective quantization: keep every layer whose rmse/scale is
             above this in float (a well-quantized layer is near 1/sqrt(12) ~ 0.289).
+        equalize: converter: before converting, fold batch norms and equalize the channel
+            ranges of consecutive layers (cross-layer equalization, `pipeline.build.equalize`;
+            ReLU6 between equalized layers become ReLU).
+        bias_correction: converter: before converting, move each layer's bias back by the
+            mean shift its int8 weights cause, measured on the calibration samples.
+        rounding: converter or LiteRT Quantizer: `nearest` (the default) or `adaround`:
+            each weight rounded up or down to reconstruct its layer's output on the
+            calibration samples (`pipeline.build.equalize.adaround`), stored on the grid
+            the quantizer then keeps.
         backend: `converter` or `litert_quantizer` (`BACKENDS`).
         recipe: LiteRT Quantizer: a named recipe (`RECIPES`), or None to start from nothing
             but the rules.
         rules: LiteRT Quantizer: per-layer rules applied on top of the recipe, in order.
         io: LiteRT Quantizer: `float` model input and output (the default), or `integer` as
             a static recipe makes them.
+        algorithm: LiteRT Quantizer: how the recipe's and rules' weight ranges are chosen
+            (`ALGORITHMS`): `min_max` (the default), `octav`, `mse`, `gptq`, `oscar`,
+            `hadamard`.
         objective: search: `size` (the smallest model) or `latency` (the lowest p50).
         precisions: search: what a layer may be, cheapest first (`int4`: weight-only;
             `int8`, `int16`: static, calibrated activations; `dynamic8`: int8 weights,
-            activations quantized on the fly; `float`). It starts with every layer at the
+            activations quantized on the fly; `float`; and methods as moves at no cost in
+            size: `int4_octav`, `int4_mse`, `int4_gptq`, `int8_mse`, the same with the
+            LiteRT Quantizer's OCTAV, MSE or GPTQ ranges). It starts with every layer at the
             first, and checks every layer at each of the others too.
         max_trials: search: at most this many candidate models.
         time_limit: search: at most this many seconds.
@@ -156,9 +186,13 @@ class VariantSpec:
     per_channel: bool = True
     denylist_top_k: int = 0
     denylist_threshold: float | None = None
+    equalize: bool = False
+    bias_correction: bool = False
+    rounding: str = "nearest"
     recipe: str | None = None
     rules: list[LayerRule] = dataclasses.field(default_factory=list)
     io: str = "float"
+    algorithm: str = "min_max"
     objective: str = "size"
     precisions: list[str] = dataclasses.field(
         default_factory=lambda: ["int4", "int8", "dynamic8", "float"])
@@ -174,6 +208,32 @@ class VariantSpec:
                              "file, stage and run names)")
         one_of(f"{key}.source", self.source, SOURCES)
         one_of(f"{key}.backend", self.backend, BACKENDS)
+        one_of(f"{key}.rounding", self.rounding, ROUNDINGS)
+        if (self.equalize or self.bias_correction) and (
+                self.backend != "converter" or self.source != "float" or
+                "DEFAULT" not in self.optimizations):
+            raise ValueError(f"{key}: equalize and bias_correction prepare the float Keras "
+                             "model for the converter (backend: converter, source: float, "
+                             "optimizations: [DEFAULT])")
+        if self.rounding == "adaround":
+            if self.source != "float" or self.backend == "search":
+                raise ValueError(f"{key}: rounding: adaround rounds the float model's "
+                                 "weights (source: float, backend: converter or "
+                                 "litert_quantizer)")
+            if self.backend == "converter" and ("DEFAULT" not in self.optimizations or
+                                                self.supported_types == ["float16"]):
+                raise ValueError(f"{key}: rounding: adaround needs int8 weights "
+                                 "(optimizations: [DEFAULT], not float16)")
+            if self.backend == "litert_quantizer" and (
+                    self.recipe not in ADAROUND_RECIPES or self.rules or
+                    self.algorithm != "min_max"):
+                raise ValueError(f"{key}: rounding: adaround needs one of the recipes "
+                                 f"{', '.join(ADAROUND_RECIPES)}, without rules, with "
+                                 "algorithm: min_max")
+        one_of(f"{key}.algorithm", self.algorithm, tuple(ALGORITHMS))
+        if self.algorithm != "min_max" and self.backend != "litert_quantizer":
+            raise ValueError(f"{key}.algorithm: {self.algorithm} is a LiteRT Quantizer "
+                             "algorithm (backend: litert_quantizer)")
         if self.backend == "search":
             if self.source != "float":
                 raise ValueError(f"{key}: the search quantizes the float model (source: float)")
@@ -229,9 +289,19 @@ class VariantSpec:
         return self.denylist_top_k > 0 or self.denylist_threshold is not None
 
     @property
+    def prepared(self) -> bool:
+        """True if the float Keras model is changed before conversion (equalization, bias
+        correction): its per-layer table is then its own, not the shared one."""
+        return self.equalize or self.bias_correction or self.rounding == "adaround"
+
+    @property
     def quantizer(self) -> bool:
         """True if the LiteRT Quantizer makes this variant."""
         return self.backend == "litert_quantizer"
+
+    def algorithms(self) -> set[str]:
+        """Every algorithm the variant's recipe and rules use."""
+        return {self.algorithm, *(r.algorithm for r in self.rules if r.algorithm)}
 
     @property
     def search(self) -> bool:
@@ -242,11 +312,14 @@ class VariantSpec:
     def calibrated(self) -> bool:
         """True if the variant needs calibration samples (representative data)."""
         if self.search:
-            return any(p in ("int8", "int16") for p in self.precisions)
+            return any(p.startswith(("int8", "int16")) or p.endswith(CALIBRATING_ALGORITHMS)
+                       for p in self.precisions)
         if self.quantizer:
             return bool(self.recipe and self.recipe.startswith("static_")) or any(
-                r.mode == "static" for r in self.rules)
-        return self.representative_data
+                r.mode == "static" for r in self.rules) or \
+                bool(self.algorithms() & set(CALIBRATING_ALGORITHMS)) or \
+                self.rounding == "adaround"
+        return self.representative_data or self.bias_correction or self.rounding == "adaround"
 
     @property
     def full_integer(self) -> bool:

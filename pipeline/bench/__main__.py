@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 
-from pipeline.bench import (cluster, conversion, evaluation, footprint, overhead, scale,
-                            searchtime, stagetimes)
+from pipeline.bench import (cluster, conversion, evaluation, footprint, methods, overhead,
+                            scale, searchtime, stagetimes)
 
 SECTIONS = ("stages", "overhead", "cores", "stability", "search", "pipeline", "footprint",
-            "conversion", "scale", "cluster")
+            "conversion", "scale", "cluster", "methods")
 
 
 def main() -> None:
@@ -32,6 +32,8 @@ def main() -> None:
         scale.main(tuple(args.sizes))
     if "cluster" in args.only:
         cluster.main()
+    if "methods" in args.only:
+        methods.main()
 
 
 if __name__ == "__main__":

@@ -78,13 +78,23 @@ def quantizer_for(float_tflite: Path, spec: VariantSpec) -> Any:
         ValueError: the quantizer's own refusal of a rule ("... was not found in the policy").
     """
     from ai_edge_quantizer import qtyping, quantizer
+    from ai_edge_quantizer.utils import recipe_utils
+
+    from pipeline.variants import ALGORITHMS
 
     op_names = qtyping.TFLOperationName
-    qt = quantizer.Quantizer(str(float_tflite), spec.recipe) if spec.recipe else \
-        quantizer.Quantizer(str(float_tflite))
+    algorithm = ALGORITHMS[spec.algorithm]
+    qt = quantizer.Quantizer(str(float_tflite))
+    if spec.recipe:
+        recipe = recipe_utils.resolve_recipe(spec.recipe)
+        for entry in recipe:  # the recipe's min/max entries, with the variant's algorithm
+            if entry.get("algorithm_key") == ALGORITHMS["min_max"]:
+                entry["algorithm_key"] = algorithm
+        qt.load_quantization_recipe(recipe)
     ops = weight_ops(float_tflite)
     for rule in spec.rules:
         regex = _rule_regex(rule, ops)
+        rule_algorithm = ALGORITHMS[rule.algorithm] if rule.algorithm else algorithm
         op_name = rule.op
         if rule.select is not None and op_name == "*":  # the selected layer's own op type
             op_name = (ops[0] if rule.select == "first" else ops[-1])["op"]
@@ -94,11 +104,12 @@ def quantizer_for(float_tflite: Path, spec: VariantSpec) -> Any:
             qt.update_quantization_recipe(regex, op,
                                           algorithm_key=quantizer.AlgorithmName.NO_QUANTIZE)
         elif rule.mode == "weight_only":
-            qt.add_weight_only_config(regex, op, rule.bits, granularity)
+            qt.add_weight_only_config(regex, op, rule.bits, granularity, rule_algorithm)
         elif rule.mode == "dynamic":
-            qt.add_dynamic_config(regex, op, rule.bits, granularity)
+            qt.add_dynamic_config(regex, op, rule.bits, granularity, rule_algorithm)
         else:
-            qt.add_static_config(regex, op, rule.activation_bits, rule.bits, granularity)
+            qt.add_static_config(regex, op, rule.activation_bits, rule.bits, granularity,
+                                 rule_algorithm)
     if spec.io == "float" and qt.need_calibration:  # static: keep the model's I/O float
         for io_op in (op_names.INPUT, op_names.OUTPUT):
             qt.update_quantization_recipe(".*", io_op,

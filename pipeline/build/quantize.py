@@ -10,6 +10,7 @@ is `pipeline.artifacts`.
 from __future__ import annotations
 
 import logging
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -65,8 +66,10 @@ def quantize_variant(model: Any, spec: VariantSpec, calibration: np.ndarray | No
     """
     record = new_record(spec.name)
     start = time.perf_counter()
-    with atomic_dir(out_dir) as out:
+    with atomic_dir(out_dir) as out, tempfile.TemporaryDirectory() as scratch:
         try:
+            if spec.prepared:  # a copy of the tf_keras model, equalized and corrected
+                model = prepare(model, spec, calibration, out, record)
             if spec.full_integer and calibration is not None and table is None:
                 table = layer_table(model, spec, calibration, selection)
             layers = table.rows if table and table.rows is not None else []
@@ -82,6 +85,10 @@ def quantize_variant(model: Any, spec: VariantSpec, calibration: np.ndarray | No
                 flatbuffer = run_search(Path(model), spec, calibration, validation, out,
                                         record)
             elif spec.quantizer:  # LiteRT Quantizer: `model` is the float .tflite
+                if spec.prepared:  # the prepared Keras model's own float .tflite
+                    model = write_bytes(Path(scratch) / "prepared.tflite",
+                                        convert.convert(model, VariantSpec("float32",
+                                                                           source="float")))
                 flatbuffer, recipe = litert_quantizer.quantize(Path(model), spec, calibration)
                 write_json(out / RECIPE, recipe)
             elif spec.selective:
@@ -116,6 +123,57 @@ def quantize_variant(model: Any, spec: VariantSpec, calibration: np.ndarray | No
         record["seconds"] = time.perf_counter() - start
         write_json(out / RECORD, record)
     return record
+
+
+def prepare(model: Any, spec: VariantSpec, calibration: np.ndarray | None, out: Path,
+            record: dict[str, Any]) -> Any:
+    """A copy of the float Keras model, equalized, bias-corrected and AdaRounded as the
+    variant asks (`pipeline.build.equalize`); writes `equalization.csv` (each equalized
+    layer's channel ranges before and after) and what changed into the record."""
+    from pipeline.artifacts import EQUALIZATION
+    from pipeline.build import equalize
+    from pipeline.build.tfcompat import import_tf
+
+    if isinstance(model, (str, Path)):
+        raise ValueError(f"variant {spec.name!r} changes the Keras model before converting "
+                         "it, but this model is stored as a SavedModel only (a Keras 3 "
+                         "file): equalize, bias_correction and adaround need a tf_keras "
+                         "model")
+    started = time.perf_counter()
+    _, keras = import_tf()
+    copy = keras.models.clone_model(model)
+    copy.set_weights(model.get_weights())
+    model = copy
+    if spec.calibrated and (calibration is None or not len(calibration)):
+        raise ValueError(f"variant {spec.name!r} prepares its model on calibration samples: "
+                         "none were given")
+    report = equalize.equalize(model) if spec.equalize else equalize.Report()
+    if spec.bias_correction:
+        equalize.correct_biases(model, calibration, spec.per_channel, report)
+    ratios: list[float] = []
+    if spec.rounding == "adaround":
+        assert calibration is not None
+        if not spec.equalize:  # the converter folds batch norms into the kernels: first
+            equalize.fold_batch_norms(model, report)
+        bits, per_channel, kinds = 8, spec.per_channel, equalize.WEIGHTED
+        if spec.quantizer:  # the recipe's width; int4 leaves depthwise convs in float
+            bits = 4 if "wi4" in (spec.recipe or "") else 8
+            per_channel = True
+            kinds = ("Conv2D", "Dense") if bits == 4 else equalize.WEIGHTED
+        equalize.adaround(model, calibration, bits, per_channel, report, kinds)
+        ratios = [r["adaround"] / r["nearest"] for r in report.rounding if r["nearest"] > 0]
+        record["adaround"] = report.rounding
+    if report.rows:
+        write_text(out / EQUALIZATION, _csv(report.rows))
+    figures = {f"spread_median_{when}": float(np.median([r[f"spread_{when}"]
+                                                         for r in report.rows]))
+               for when in ("before", "after") if report.rows}
+    if spec.rounding == "adaround":
+        figures.update(adaround_layers=len(report.rounding),
+                       adaround_error_ratio_median=float(np.median(ratios)) if ratios else 1.0)
+    record["preparation"] = {**report.summary(), **figures,
+                             "seconds": time.perf_counter() - started}
+    return model
 
 
 def layer_table(model: Any, spec: VariantSpec, calibration: np.ndarray,

@@ -49,7 +49,11 @@ log = logging.getLogger(__name__)
 
 # What each precision means for one layer, as a LiteRT Quantizer rule.
 RULES = {"int4": {"mode": "weight_only", "bits": 4},
+         "int4_octav": {"mode": "weight_only", "bits": 4, "algorithm": "octav"},
+         "int4_mse": {"mode": "weight_only", "bits": 4, "algorithm": "mse"},
+         "int4_gptq": {"mode": "weight_only", "bits": 4, "algorithm": "gptq"},
          "int8": {"mode": "static", "bits": 8, "activation_bits": 8},
+         "int8_mse": {"mode": "static", "bits": 8, "activation_bits": 8, "algorithm": "mse"},
          "dynamic8": {"mode": "dynamic", "bits": 8},
          "int16": {"mode": "static", "bits": 8, "activation_bits": 16},
          "float": {"mode": "float"}}
@@ -57,6 +61,9 @@ RULES = {"int4": {"mode": "weight_only", "bits": 4},
 # that precision (it refuses the recipe: int4 weights on DEPTHWISE_CONV_2D, for one).
 POLICY_CONFIG = {"int4": "weightonly_wi4_afp32", "int8": "static_wi8_ai8",
                  "dynamic8": "dynamic_wi8_afp32", "int16": "static_wi8_ai16"}
+for _method, _rule in RULES.items():  # a method's policy is its precision's
+    if "algorithm" in _rule:
+        POLICY_CONFIG[_method] = POLICY_CONFIG[_method.split("_")[0]]
 
 
 @functools.cache
@@ -68,8 +75,20 @@ def _policy() -> dict[str, frozenset[str]]:
 
 
 def allowed(op: str, precision: str) -> bool:
-    """Whether the quantizer's policy lets `op` take `precision` (float: always)."""
-    return precision == "float" or op in _policy()[precision]
+    """Whether the quantizer's policy lets `op` take `precision` (float: always), and its
+    algorithm is one the quantizer has for `op` (GPTQ: fully connected layers only)."""
+    if precision == "float":
+        return True
+    algorithm = RULES[precision].get("algorithm")
+    if algorithm is not None:
+        from ai_edge_quantizer import algorithm_manager, qtyping
+
+        from pipeline.variants import ALGORITHMS
+
+        if not algorithm_manager.is_op_registered(ALGORITHMS[algorithm],
+                                                  qtyping.TFLOperationName(op)):
+            return False
+    return op in _policy()[precision]
 
 
 def ladder_of(op: str, precisions: Sequence[str]) -> list[str]:

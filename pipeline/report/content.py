@@ -4,6 +4,7 @@ recommendation first, then the tables, plots and evidence. Rendering is elsewher
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping
 from typing import Any
@@ -573,6 +574,68 @@ def _worst_layers(rows: Mapping[str, Mapping[str, Any]]) -> Section | None:
     return Section(text("Worst-quantized layers"), tuple(blocks)) if blocks else None
 
 
+def counterpart(name: str, specs: Mapping[str, VariantSpec]) -> str | None:
+    """The variant that is `name` without its preparation (equalization, bias correction):
+    the same fields otherwise, and not prepared."""
+    def plain(spec: VariantSpec) -> dict[str, Any]:
+        return {k: v for k, v in dataclasses.asdict(spec).items()
+                if k not in ("name", "description", "equalize", "bias_correction", "rounding")}
+
+    return next((n for n, s in specs.items() if not s.prepared and n != name
+                 and plain(s) == plain(specs[name])), None)
+
+
+def _preparation(rows: Mapping[str, Mapping[str, Any]], specs: Mapping[str, VariantSpec]
+                 ) -> Section | None:
+    """What equalization and bias correction changed in each variant that asked for them,
+    against the same variant without them."""
+    table_rows = []
+    for name, row in rows.items():
+        prep = row.get("preparation")
+        if row["status"] != "ok" or not prep:
+            continue
+        other = counterpart(name, specs)
+        base = rows.get(other) if other else None
+
+        def worst(r: Mapping[str, Any] | None) -> str:
+            layers = (r or {}).get("worst_layers") or []
+            return f"{layers[0]['rmse_over_scale']:.3f}" if layers else "-"
+
+        def drop(r: Mapping[str, Any] | None) -> str:
+            if not r or r.get("status") != "ok":
+                return "-"
+            return (f"{r['accuracy_drop']:+.4f} [{r['accuracy_drop_ci_low']:+.4f}, "
+                    f"{r['accuracy_drop_ci_high']:+.4f}]")
+
+        spread = (f"{prep['spread_median_before']:.1f} -> {prep['spread_median_after']:.1f}"
+                  if "spread_median_before" in prep else "-")
+        rounded = (f" / {prep['adaround_layers']} (x{prep['adaround_error_ratio_median']:.2f})"
+                   if "adaround_layers" in prep else " / -")
+        table_rows.append((
+            text(code(name)), text(code(other) if other else "-"),
+            text(f"{prep['batch_norms_folded']} / {prep['pairs_equalized']} / "
+                 f"{prep['relu6_replaced']} / {prep['biases_corrected']}{rounded}"),
+            text(spread), text(f"{worst(base)} -> {worst(row)}"),
+            text(f"{drop(base)} -> {drop(row)}")))
+    if not table_rows:
+        return None
+    return Section(text("Equalization, bias correction and AdaRound"), (
+        Paragraph(text(
+            "Variants whose float Keras model was changed before conversion "
+            "(", code("equalize"), ", ", code("bias_correction"), ", ",
+            code("rounding: adaround"), "), against the same variant without it. Changes: "
+            "batch norms folded / layer pairs equalized / ReLU6 made ReLU (equalization needs "
+            "them homogeneous; that changes the float function) / biases corrected / layers "
+            "rounded by AdaRound (their median output error against rounding to nearest). "
+            "Spread: the median over equalized layers of their largest channel "
+            "weight range over their smallest, which one per-tensor scale must cover. Worst "
+            "layer: the highest rmse/scale of the per-layer error. Drop: accuracy drop "
+            "against float32 with its 95% interval. Per layer: ",
+            code("models/tflite/<variant>/equalization.csv"), ".")),
+        Table(("variant", "without it", "changes", "spread", "worst layer", "drop"),
+              tuple(table_rows))))
+
+
 def _qat(qat: Mapping[str, Any]) -> Section:
     """What QAT covered (`pipeline.build.qat.coverage`), or why it was not possible."""
     if qat.get("error"):
@@ -644,6 +707,9 @@ def build(rows: Mapping[str, Mapping[str, Any]], specs: Mapping[str, VariantSpec
     worst = _worst_layers(rows)
     if worst:
         sections.append(worst)
+    prepared = _preparation(rows, specs)
+    if prepared:
+        sections.append(prepared)
     quantizer = _quantizer(rows)
     if quantizer:
         sections.append(quantizer)

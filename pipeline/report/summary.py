@@ -44,7 +44,7 @@ NOT_METRICS = frozenset({"status", "error", "input_dtype", "output_dtype", "insp
                          "asked_vs_got", "worst_tensors", "backend", "kernels", "search",
                          "per_class_accuracy", "top_k", "footprint", "gpu_compatible",
                          "gpu_first_incompatible_op", "micro_error", "npu",
-                         "footprint_error"})
+                         "footprint_error", "preparation"})
 # Per Ethos-U target, as `<accelerator>.<figure>` (e.g. `ethos-u55-128.sram_bytes`).
 NPU_METRICS = ("sram_bytes", "flash_bytes", "macs", "cycles", "npu_cycles", "inference_ms",
                "npu_ops", "cpu_ops", "npu_ops_share")
@@ -205,6 +205,7 @@ def summarize(specs: Mapping[str, VariantSpec], records: Mapping[str, Mapping[st
             "denylisted_nodes": rec.get("denylisted_nodes", []),
             "worst_tensors": rec.get("worst_tensors", []),
             "asked_vs_got": rec.get("asked_vs_got", []),
+            "preparation": rec.get("preparation"),
             "search": ({**rec["search"], "objective": specs[name].objective}
                        if rec.get("search") else None),
             "backend": specs[name].backend,

@@ -25,7 +25,7 @@ def settings(cfg: Config) -> dict[str, list[VariantSpec]]:
     """The full-integer variants, grouped by their debugger setting."""
     groups: dict[str, list[VariantSpec]] = {}
     for spec in cfg.variants.values():
-        if spec.full_integer:
+        if spec.full_integer and not spec.prepared:  # prepared: the quantize step's own
             groups.setdefault(debug.setting_key(spec), []).append(spec)
     return groups
 

@@ -43,7 +43,10 @@ def run(cfg: Config, layout: Layout, variant: str) -> dict[str, Any]:
         except model_store.ModelUnavailable:
             pass  # nothing to compare with: the variant still converts
     try:
-        if spec.quantizer or spec.search:  # both start from the float model's .tflite
+        if spec.prepared:  # equalization and AdaRound change the Keras model itself
+            source = model_store.load(layout.keras(spec.source),
+                                      custom_objects=getattr(cfg.model, "custom_objects", ()))
+        elif spec.quantizer or spec.search:  # both start from the float model's .tflite
             source = model_store.float_tflite(layout.keras(spec.source))
         else:
             source = model_store.conversion_source(layout.keras(spec.source))
@@ -51,7 +54,7 @@ def run(cfg: Config, layout: Layout, variant: str) -> dict[str, Any]:
         log.error("variant %s failed: %s", variant, exc)
         record = artifacts.record_failure(variant, out_dir, str(exc))
     else:
-        if spec.full_integer:
+        if spec.full_integer and not spec.prepared:  # a prepared model has its own table
             table = table_for(layout, spec)
         budget = spec.budget if spec.budget is not None else cfg.report.max_accuracy_drop
         validation = None
