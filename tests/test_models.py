@@ -55,3 +55,23 @@ def test_architecture_converts_and_runs_in_every_variant(model: str, dataset: da
         assert scores.shape == (8, 10) and np.isfinite(scores).all(), name
         if spec.integer_only or name in ("int8", "qat_int8"):
             assert record["inspection"]["float_compute_ops"] == 0, name
+
+
+def test_batch_norm_statistics_are_re_estimated_after_training() -> None:
+    """After training, each batch norm's moving statistics become the average of its
+    batches' own over the samples given (Keras' MobileNetV2 keeps momentum 0.999, so they
+    lag far behind the trained weights), and the layers keep their momentum."""
+    from pipeline.build.tfcompat import import_tf
+
+    _, keras = import_tf(seed=0)
+    model = keras.applications.MobileNetV2(input_shape=(32, 32, 3), alpha=0.35, weights=None,
+                                           classes=10)
+    x = np.random.default_rng(0).uniform(0, 1, (300, 32, 32, 3)).astype(np.float32)
+    assert train.reestimate_batch_norms(model, x, 300) == 52
+    norm = model.get_layer("bn_Conv1")
+    conv = keras.Model(model.inputs, model.get_layer("Conv1").output)(x).numpy()
+    assert np.allclose(norm.moving_mean.numpy(), conv.mean(axis=(0, 1, 2)), atol=1e-4)
+    assert np.allclose(norm.moving_variance.numpy(), conv.var(axis=(0, 1, 2)), rtol=0.05)
+    assert norm.momentum == 0.999
+    plain = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    assert train.reestimate_batch_norms(plain, x.reshape(300, -1)[:, :4]) == 0

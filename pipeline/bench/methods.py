@@ -69,13 +69,14 @@ def table(out: Path) -> list[dict[str, Any]]:
     x, y = ds.x_test, np.asarray(ds.y_test)
     result = []
     for method, plain in PAIRS.items():
-        row, base = rows.get(method), rows.get(plain)
+        row = rows.get(method)
+        if row is None:  # not in this run's config
+            continue
         record = json.loads((out / "models" / "tflite" / method / "conversion.json").read_text())
-        entry: dict[str, Any] = {"method": method, "against": plain,
-                                 "status": row["status"] if row else "missing",
+        entry: dict[str, Any] = {"method": method, "against": plain, "status": row["status"],
                                  "seconds": record.get("seconds")}
-        if not row or row["status"] != "ok":
-            entry["error"] = (row or {}).get("error") or record.get("error")
+        if row["status"] != "ok":
+            entry["error"] = row.get("error") or record.get("error")
             result.append(entry)
             continue
         entry.update({k: row[k] for k in ("accuracy", "accuracy_drop", "accuracy_drop_ci_low",
@@ -117,6 +118,26 @@ def show(model: str, rows: list[dict[str, Any]], seconds: float) -> None:
                      if "adaround_layers" in p else ""))
 
 
+def markdown(rows: list[dict[str, Any]]) -> str:
+    """The table as Markdown, for docs/methods.md."""
+    lines = ["| method | against | accuracy | drop vs float32 [95%] | gain vs plain [95%] | "
+             "McNemar p | KB | s |", "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        if r["status"] != "ok":
+            lines.append(f"| `{r['method']}` | `{r['against']}` | failed: "
+                         f"{str(r.get('error'))[:80]} | | | | | |")
+            continue
+        gain = (f"{r['gain']:+.4f} [{r['gain_low']:+.4f}, {r['gain_high']:+.4f}]"
+                if "gain" in r else "-")
+        lines.append(
+            f"| `{r['method']}` | `{r['against']}` | {r['accuracy']:.4f} | "
+            f"{r['accuracy_drop']:+.4f} [{r['accuracy_drop_ci_low']:+.4f}, "
+            f"{r['accuracy_drop_ci_high']:+.4f}] | {gain} | "
+            f"{r.get('p_value', float('nan')):.3g} | {r['size_bytes'] / 1024:.0f} | "
+            f"{r['seconds'] or 0:.1f} |")
+    return "\n".join(lines)
+
+
 def main(models: list[str] | None = None, keep: Path | None = None) -> dict[str, Any]:
     results = {}
     with tempfile.TemporaryDirectory(prefix="bench-methods-") as tmp:
@@ -127,6 +148,7 @@ def main(models: list[str] | None = None, keep: Path | None = None) -> dict[str,
             seconds = run(model, out)
             results[model] = table(out)
             show(model, results[model], seconds)
+            print(markdown(results[model]))
     return results
 
 
