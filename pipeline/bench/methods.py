@@ -67,6 +67,7 @@ def table(out: Path) -> list[dict[str, Any]]:
     rows = json.loads((out / "reports" / "summary.json").read_text())
     ds = data.load(out / "data" / "prepared")  # pixels scaled as the pipeline feeds them
     x, y = ds.x_test, np.asarray(ds.y_test)
+    known: dict[str, np.ndarray | None] = {}  # each variant's per-sample correctness, once
     result = []
     for method, plain in PAIRS.items():
         row = rows.get(method)
@@ -82,7 +83,10 @@ def table(out: Path) -> list[dict[str, Any]]:
         entry.update({k: row[k] for k in ("accuracy", "accuracy_drop", "accuracy_drop_ci_low",
                                           "accuracy_drop_ci_high", "size_bytes")})
         entry["preparation"] = record.get("preparation")
-        a, b = correct(out, plain, x, y), correct(out, method, x, y)
+        for name in (plain, method):
+            if name not in known:
+                known[name] = correct(out, name, x, y)
+        a, b = known[plain], known[method]
         if a is not None and b is not None:
             paired = stats.Paired.from_correct(a, b)  # plain as the reference
             low, high = stats.drop_interval(paired)
