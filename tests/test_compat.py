@@ -1,7 +1,7 @@
 """`make compat` keeps its rows in a JSON file: a rerun of some architectures (`--only`)
 replaces their rows and keeps the others, and the page says what has not run yet."""
 
-from pipeline import compat
+from tools import compat
 
 
 def _row(arch, status="ok", commit="abc1234"):

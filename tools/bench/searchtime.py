@@ -1,7 +1,7 @@
 """The search's speed on the default config: seconds per trial and the whole search's wall
 time, read from the pipeline's own output (`make bench` runs `make repro` first).
 
-    python -m pipeline.bench --only search
+    python -m tools.bench --only search
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 
 from pipeline import artifacts
-from pipeline.bench.common import ROOT
+from tools.bench.common import ROOT
 from pipeline.config import load_params
 from pipeline.layout import Layout
 

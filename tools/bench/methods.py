@@ -6,8 +6,8 @@ against its min/max counterpart on the same test samples (Newcombe interval, McN
 its size, and the seconds the method took (conversion or quantization, the method
 included).
 
-    python -m pipeline.bench --only methods
-    python -m pipeline.bench.methods --models default   # one of them
+    python -m tools.bench --only methods
+    python -m tools.bench.methods --models default   # one of them
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.bench.common import ROOT
+from tools.bench.common import ROOT
 
 # Each model: the overrides it adds to `quantization=methods`.
 MODELS = {"default": [], "mobilenet_v2": ["model=mobilenet_v2"]}

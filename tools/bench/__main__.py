@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from pipeline.bench import (cluster, conversion, evaluation, footprint, methods, overhead,
+from tools.bench import (cluster, conversion, evaluation, footprint, methods, overhead,
                             scale, searchtime, stagetimes)
 
 SECTIONS = ("stages", "overhead", "cores", "stability", "search", "pipeline", "footprint",

@@ -5,7 +5,7 @@ skip `import tensorflow`; `LAB_WORKER=0` shows the cost without it.
 
 Goal: `dvc repro` at most 1.5x the single process.
 
-    python -m pipeline.bench --only pipeline
+    python -m tools.bench --only pipeline
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from pipeline.bench.common import ROOT
+from tools.bench.common import ROOT
 
 OUTPUTS = ("data", "models", "evaluation", "benchmark", "reports", "dvc.lock")
 

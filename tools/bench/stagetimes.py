@@ -3,7 +3,7 @@ this machine (recorded by every stage script, `pipeline.cli.STAGE_TIMES`), summe
 of stages. `make bench` runs `make repro` first, so these are the default config's figures;
 a stage that `dvc repro` found up to date keeps the time of the run that built it.
 
-    python -m pipeline.bench --only stages
+    python -m tools.bench --only stages
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import time
 
-from pipeline.bench.common import ROOT
+from tools.bench.common import ROOT
 from pipeline.cli import STAGE_TIMES
 from pipeline.dvcfile import stages
 

