@@ -2,7 +2,7 @@
 #   make repro   create .venv, install the pinned dependencies, run the pipeline
 #   make test    create .venv if missing, run every test
 # `make help` lists every target. Other commands (dvc, mlflow, python -m pipeline...) run in
-# the lab's environment: `source .venv/bin/activate` first (README: "In the lab's environment").
+# the lab's environment: `source .venv/bin/activate` first (README: "Quick start").
 # python3.11 if it is on PATH, else python3 (the recipe checks that it is 3.11).
 PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
 VENV := .venv
@@ -19,7 +19,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := 1
 
 .DEFAULT_GOAL := help
-.PHONY: help venv params repro test test-fast browser bench compat field lock mlflow-ui \
+.PHONY: help venv params repro test test-fast browser docs bench compat field lock mlflow-ui \
 	mlflow-server mlflow-server-start mlflow-server-stop model-explorer clean
 
 ## List the targets.
@@ -70,6 +70,11 @@ browser:
 test-fast: venv
 	$(BIN)/python -m pytest -m "not slow"
 
+## The manual (docs/, mkdocs.yml) as a site in site/; a broken link fails it.
+docs: venv
+	$(BIN)/mkdocs build --strict --quiet
+	@echo "site/index.html"
+
 ## Performance figures of the lab itself (printed, not asserted); runs the pipeline first.
 bench: repro
 	$(BIN)/python -m tools.bench
@@ -102,7 +107,7 @@ lock: venv
 ## The MLflow UI on the default store, http://127.0.0.1:$(PORT) (runs until Ctrl-C); prints the
 ## address that opens the lab's experiment in the model-training view, sorted by accuracy.
 mlflow-ui: venv
-	@echo "open $$($(BIN)/python -m pipeline.report.tracking http://127.0.0.1:$(PORT))"
+	@echo "open $$($(BIN)/python -m pipeline.tracking.runs http://127.0.0.1:$(PORT))"
 	MLFLOW_DISABLE_TELEMETRY=true MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(BIN)/mlflow ui \
 	  --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port $(PORT) --workers 1
 
@@ -114,12 +119,12 @@ mlflow-server: venv
 
 ## The same tracking server in the background; returns once it answers (log: mlflow-server.log).
 mlflow-server-start: venv
-	@$(BIN)/python -m pipeline.report.server start --port $(PORT) --log mlflow-server.log -- \
+	@$(BIN)/python -m pipeline.tracking.server start --port $(PORT) --log mlflow-server.log -- \
 	  $(MAKE) --no-print-directory mlflow-server PORT=$(PORT)
 
 ## Stop the background tracking server.
 mlflow-server-stop:
-	@$(BIN)/python -m pipeline.report.server stop --port $(PORT)
+	@$(BIN)/python -m pipeline.tracking.server stop --port $(PORT)
 
 clean:
 	rm -rf $(VENV)

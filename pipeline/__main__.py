@@ -18,11 +18,11 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline import quiet
-from pipeline.cli import USER_ERRORS
+from pipeline.console import USER_ERRORS
 from pipeline.config import parse_config, render_params
 from pipeline.io import read_json, write_text
-from pipeline.layout import Layout
-from pipeline.report.sweep import job_label, sweep_run
+from pipeline.layout import RECOMMENDATION, SUMMARY_JSON, Layout
+from pipeline.tracking.sweep import job_label, sweep_run
 from pipeline.steps import all as all_steps
 
 log = logging.getLogger("pipeline")
@@ -77,8 +77,8 @@ def override_params(overrides: list[str]) -> dict[str, str]:
 
 def candidate_accuracy(layout: Layout) -> float:
     """The test accuracy of the candidate that the report step chose."""
-    candidate = read_json(layout.report("recommendation.json"))["candidate"]
-    return float(read_json(layout.report("summary.json"))[candidate]["accuracy"])
+    candidate = read_json(layout.report(RECOMMENDATION))["candidate"]
+    return float(read_json(layout.report(SUMMARY_JSON))[candidate]["accuracy"])
 
 
 def unknown_override(argv: list[str]) -> str | None:

@@ -1,9 +1,8 @@
-"""Shared plumbing of the stage scripts: arguments, config, logging, and one clear line for
-bad input."""
+"""The body of every stage script (`stage`): arguments, config, the warm worker, and the
+stage's wall time."""
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
@@ -13,12 +12,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pipeline import quiet, signals
+from pipeline import quiet
+from pipeline.console import parser, run
 
 log = logging.getLogger("pipeline")
 
-# Errors that mean bad input (config, files): one line, no traceback, exit code 2.
-USER_ERRORS = (ValueError, FileNotFoundError)
 # Each stage that succeeds records its wall time here (relative to the directory it runs in,
 # which is the project under `dvc repro`): `<stage>.json`, read by `make bench`. Local, not
 # tracked: it says how long this machine took the last time each stage ran.
@@ -38,40 +36,6 @@ def record_stage_time(stage: str, started: float = _STARTED) -> None:
         os.replace(tmp, STAGE_TIMES / f"{stage}.json")
     except OSError as exc:
         log.warning("could not record the stage's time in %s: %s", STAGE_TIMES, exc)
-
-
-def setup_logging(level: int = logging.INFO) -> None:
-    logging.basicConfig(level=level, format="%(asctime)s %(name)s: %(message)s",
-                        datefmt="%H:%M:%S")
-    for handler in logging.root.handlers:
-        if not any(isinstance(f, quiet.RecordFilter) for f in handler.filters):
-            handler.addFilter(quiet.RecordFilter())
-
-
-def parser(description: str | None) -> argparse.ArgumentParser:
-    """An argument parser with the `--params` option every stage has."""
-    p = argparse.ArgumentParser(description=(description or "").strip().splitlines()[0])
-    p.add_argument("--params", default="params.yaml", help="the composed config")
-    return p
-
-
-def run(main: Callable[[], None]) -> None:
-    """Run a stage's `main`, turning bad input into one error line and exit code 2.
-
-    SIGTERM is handled like Ctrl-C (SIGINT): the stage unwinds, so temporary files are
-    removed (outputs stay old or absent) and MLflow runs end KILLED; exit code 128 + signal.
-    """
-    setup_logging()
-    try:
-        with signals.as_interrupt():
-            main()
-    except USER_ERRORS as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
-    except KeyboardInterrupt as exc:
-        print(f"interrupted ({str(exc) or 'SIGINT'}): outputs left as they were",
-              file=sys.stderr)
-        sys.exit(signals.exit_code(exc))
 
 
 def stage(doc: str | None, step: Callable[..., Any], per_variant: bool = False,

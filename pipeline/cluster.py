@@ -35,7 +35,7 @@ from hydra_plugins.hydra_ray_launcher.ray_launcher import RayLauncher as PluginR
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from pipeline.io import write_json
-from pipeline.report.sweep import FAILURE_FILE, sweep_run
+from pipeline.tracking.sweep import FAILURE_FILE, sweep_run
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +89,7 @@ def end_stale_runs(uri: str, sweep_run_id: str) -> list[str]:
     once every job has ended: an attempt whose worker died could not end its own."""
     from mlflow.tracking import MlflowClient
 
-    from pipeline.report import tracking
+    from pipeline.tracking import runs as tracking
 
     with tracking.store_lock(uri):
         client = MlflowClient(uri)
@@ -201,7 +201,7 @@ class RayLauncher(PluginRayLauncher):
     def _problem(self, cpus: int, total: float, hosts: set[str],
                  sweep_dir: Path) -> str | None:
         """Why the sweep cannot run on this cluster, or None."""
-        from pipeline.report import tracking
+        from pipeline.tracking import runs as tracking
 
         assert self.config is not None
         if total < cpus:

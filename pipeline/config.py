@@ -108,7 +108,7 @@ class ModelConfig:
     """Keys every model has. `name` labels runs and reports; `arch` picks the builder."""
 
     name: str = MISSING  # label of this model config (run names: <model.name>-<data.name>)
-    arch: str = MISSING  # builder in pipeline.build.models, or `file`
+    arch: str = MISSING  # builder in pipeline.produce.models, or `file`
 
 
 @dataclasses.dataclass
@@ -172,7 +172,7 @@ def _check_dropout(dropout: float) -> None:
 
 
 FROM_FILE = "file"  # model.arch that loads model.path instead of building
-# model.arch -> its schema; pipeline.build.models has a builder for every other name.
+# model.arch -> its schema; pipeline.produce.models has a builder for every other name.
 MODEL_SCHEMAS: dict[str, type[ModelConfig]] = {
     "small_cnn": SmallCnnConfig,
     "resnet_small": ResnetSmallConfig,
@@ -448,6 +448,6 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    from pipeline import cli
+    from pipeline import console
 
-    cli.run(main)
+    console.run(main)

@@ -20,7 +20,9 @@ from typing import Any
 import yaml
 
 from pipeline.io import write_text
-from pipeline.layout import KERAS_MODELS, METRICS_FILE, REPORT_FILES, Layout
+from pipeline.layout import (KERAS_MODELS, LATENCY_PNG, METRICS_FILE, REPORT_FILES, SIZE_BARS_PNG,
+                             SIZE_PNG, TRAINING_CSV, TRAINING_PNG, VARIANTS_CSV, Layout)
+from pipeline.steps import ORDER, PER_VARIANT
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = "pipeline"
@@ -28,7 +30,7 @@ DVC_FILE = ROOT / "dvc.yaml"
 KEY, SOURCE, REFERENCE = "${key}", "${item.source}", "${report.reference}"  # DVC templating
 # Files a module reads at run time besides Python code (module -> files or folders).
 DATA_FILES = {"pipeline/report/render.py": ("pipeline/report/templates",),
-              "pipeline/report/tracking.py": ("pipeline/report/tflite_pyfunc.py",)}
+              "pipeline/tracking/runs.py": ("pipeline/tracking/tflite_pyfunc.py",)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,8 +59,9 @@ class Stage:
 
 
 def stages(lay: Layout = Layout(Path("."))) -> list[Stage]:
-    """The pipeline's stages in order, with paths from `lay` (relative to the project)."""
-    return [
+    """The pipeline's stages in their order (`pipeline.steps.ORDER`), with paths from `lay`
+    (relative to the project)."""
+    specs = [
         Stage("prepare", params=("seed", "data"), outs=(lay.dataset,), tensorflow=True),
         Stage("train", params=("seed", "model", "train"), deps=(lay.dataset,),
               outs=(lay.keras("float"), lay.history("float")),
@@ -70,17 +73,17 @@ def stages(lay: Layout = Layout(Path("."))) -> list[Stage]:
                                       "quantization.variants"),
               deps=(lay.dataset, lay.keras("float")), outs=(lay.layer_errors,),
               tensorflow=True),
-        Stage("quantize", per_variant=True, tensorflow=True,
+        Stage("quantize", tensorflow=True,
               params=("seed", "quantization.calibration_samples",
                       "quantization.comparison_samples", f"quantization.variants.{KEY}"),
               deps=(lay.dataset, lay.keras(SOURCE), lay.layer_errors),
               outs=(lay.variant(KEY),)),
         Stage("reference", params=("report.reference", "evaluate.batch_size"),
               deps=(lay.dataset, lay.variant(REFERENCE)), outs=(lay.reference_outputs,)),
-        Stage("evaluate", per_variant=True, params=("evaluate",),
+        Stage("evaluate", params=("evaluate",),
               deps=(lay.dataset, lay.variant(KEY), lay.reference_outputs),
               outs=(lay.evaluation(KEY),)),
-        Stage("benchmark", per_variant=True, params=("benchmark", "report.reference"),
+        Stage("benchmark", params=("benchmark", "report.reference"),
               deps=(lay.dataset, lay.variant(KEY), lay.variant(REFERENCE)),
               outs=(lay.benchmark(KEY),)),
         Stage("footprint", params=("seed", "footprint", "evaluate.kernel_path_tolerance",
@@ -100,6 +103,9 @@ def stages(lay: Layout = Layout(Path("."))) -> list[Stage]:
                     lay.evaluations, lay.benchmarks, lay.footprints),
               uncached=(lay.mlflow_run,)),
     ]
+    by_name = {s.name: dataclasses.replace(s, per_variant=s.name in PER_VARIANT) for s in specs}
+    assert set(by_name) == set(ORDER), sorted(set(by_name) ^ set(ORDER))
+    return [by_name[name] for name in ORDER]
 
 
 # --- import closure ---------------------------------------------------------------------------
@@ -167,20 +173,18 @@ HEADER = """\
 # Parameters come from params.yaml (composed from conf/); variants: quantization.variants.
 """
 
+_PLOT = Layout(Path(".")).plot
 PLOTS: list[Any] = [
     {"accuracy_vs_size": {"template": "scatter", "x": "size_bytes",
-                          "y": {"reports/plots/variants.csv": "accuracy"},
+                          "y": {_PLOT(VARIANTS_CSV).as_posix(): "accuracy"},
                           "title": "Accuracy against size (bytes)"}},
     {"accuracy_vs_latency": {"template": "scatter", "x": "latency_ms_p50",
-                             "y": {"reports/plots/variants.csv": "accuracy"},
+                             "y": {_PLOT(VARIANTS_CSV).as_posix(): "accuracy"},
                              "title": "Accuracy against p50 latency (ms)"}},
     {"training_curves": {"template": "linear", "x": "epoch",
-                         "y": {"reports/plots/training.csv": ["val_accuracy", "accuracy"]},
+                         "y": {_PLOT(TRAINING_CSV).as_posix(): ["val_accuracy", "accuracy"]},
                          "title": "Training curves (float and QAT)"}},
-    "reports/plots/accuracy_vs_size.png",
-    "reports/plots/accuracy_vs_latency.png",
-    "reports/plots/size.png",
-    "reports/plots/training.png",
+    *(_PLOT(png).as_posix() for png in (SIZE_PNG, LATENCY_PNG, SIZE_BARS_PNG, TRAINING_PNG)),
 ]
 
 

@@ -28,7 +28,7 @@ class Layout:
         return self._at("data", "prepared")
 
     def keras(self, model: str) -> Path:
-        """The stored Keras model's folder (`pipeline.build.model_store`); `model` is
+        """The stored Keras model's folder (`pipeline.produce.model_store`); `model` is
         `float` or `qat`."""
         return self._at("models", "keras", model)
 
@@ -64,8 +64,12 @@ class Layout:
         return self.evaluations / "reference_outputs.npy"
 
     def evaluation(self, name: str) -> Path:
-        """A variant's evaluation folder (`metrics.json`, confusion matrix)."""
+        """A variant's evaluation folder (`EVALUATION_FILE`, confusion matrix)."""
         return self.evaluations / name
+
+    def evaluation_metrics(self, name: str) -> Path:
+        """A variant's evaluation metrics (JSON)."""
+        return self.evaluation(name) / EVALUATION_FILE
 
     @property
     def benchmarks(self) -> Path:
@@ -92,6 +96,10 @@ class Layout:
         """One file (or `plots`) of the report folder; names in `REPORT_FILES`."""
         return self.reports / name
 
+    def plot(self, name: str) -> Path:
+        """One file of the report's plots folder."""
+        return self.reports / PLOTS / name
+
     @property
     def mlflow_run(self) -> Path:
         """The run ids the track stage logged (machine-local, not cached)."""
@@ -100,7 +108,14 @@ class Layout:
 
 # Files the report stage writes into `reports/` (`pipeline.report.writer`), and the DVC
 # metrics file among them.
-REPORT_FILES = ("summary.md", "summary.csv", "summary.json", "recommendation.json",
-                "report.html", "plots")
+SUMMARY_MD, SUMMARY_CSV, SUMMARY_JSON = "summary.md", "summary.csv", "summary.json"
+RECOMMENDATION = "recommendation.json"  # the candidate (`pipeline.report.recommend`)
+REPORT_HTML, PLOTS = "report.html", "plots"
+REPORT_FILES = (SUMMARY_MD, SUMMARY_CSV, SUMMARY_JSON, RECOMMENDATION, REPORT_HTML, PLOTS)
+EVALUATION_FILE = "metrics.json"  # in each variant's evaluation folder
+# Files of the report's `PLOTS` folder that DVC's plots section shows (`pipeline.dvcfile`).
+VARIANTS_CSV, TRAINING_CSV = "variants.csv", "training.csv"
+SIZE_PNG, LATENCY_PNG = "accuracy_vs_size.png", "accuracy_vs_latency.png"
+SIZE_BARS_PNG, TRAINING_PNG = "size.png", "training.png"
 METRICS_FILE = "metrics.json"
 FOOTPRINT_FILE = "footprint.json"  # in each variant's footprint folder

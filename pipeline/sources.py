@@ -170,7 +170,7 @@ def load_keras(name: str) -> tuple[Pixels, np.ndarray, Pixels, np.ndarray]:
     Raises:
         ValueError: saying so when the download fails (offline).
     """
-    from pipeline.build.tfcompat import import_tf
+    from pipeline.tfcompat import import_tf
 
     _, keras = import_tf()
     try:

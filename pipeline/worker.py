@@ -20,7 +20,6 @@ working directory, environment and standard streams, and exits with the stage's 
 from __future__ import annotations
 
 import argparse
-import array
 import hashlib
 import json
 import logging

@@ -14,6 +14,7 @@ import pytest
 
 from pipeline import config as config_mod
 from pipeline import data, sources
+from pipeline.variants import FLOAT_TFLITE
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -67,7 +68,7 @@ def small_dataset(dataset: data.Dataset) -> data.Dataset:
 @pytest.fixture(scope="session")
 def tiny_models(tiny_cfg: config_mod.Config, small_dataset: data.Dataset) -> dict[str, Any]:
     """A tiny float model and its QAT fine-tune, trained for real (one epoch each)."""
-    from pipeline.build import qat, train
+    from pipeline.produce import qat, train
 
     float_model, history, acc = train.train(small_dataset, tiny_cfg.model, tiny_cfg.train,
                                             tiny_cfg.seed)
@@ -83,7 +84,7 @@ def variant_dirs(tmp_path_factory: pytest.TempPathFactory, tiny_cfg: config_mod.
     """Every configured variant of the tiny model, produced for real as the quantize stage
     does: `<root>/<variant>/` with the `.tflite`, `conversion.json` and per-layer errors."""
     from pipeline.artifacts import tflite_path
-    from pipeline.build import quantize
+    from pipeline.produce import quantize
 
     root = tmp_path_factory.mktemp("variants")
     calibration = data.calibration_samples(small_dataset, 16, tiny_cfg.seed)
@@ -91,7 +92,7 @@ def variant_dirs(tmp_path_factory: pytest.TempPathFactory, tiny_cfg: config_mod.
     reference = tflite_path(root / "float32", "float32")  # the float model's .tflite
     specs = sorted(tiny_cfg.variants.items(), key=lambda kv: kv[0] != "float32")
     for name, spec in specs:  # float32 first: the LiteRT Quantizer starts from it
-        model = reference if spec.quantizer or spec.search else tiny_models[spec.source]
+        model = reference if spec.source_form == FLOAT_TFLITE else tiny_models[spec.source]
         record = quantize.quantize_variant(
             model, spec, calibration, root / name, comparison=comparison,
             reference=reference if spec.source == "float" and name != "float32" else None,

@@ -154,7 +154,7 @@ def test_a_job_that_ray_gives_up_on_is_its_row_with_the_reason(tmp_path: Path) -
 
     from pipeline.io import write_json
     from pipeline.layout import Layout
-    from pipeline.report import sweep
+    from pipeline.tracking import sweep
 
     for job in (0, 1):
         lay = Layout(tmp_path / str(job))

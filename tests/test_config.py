@@ -62,7 +62,7 @@ def test_each_model_config_has_only_the_keys_its_architecture_uses(group: str) -
 
 
 def test_every_architecture_has_a_builder_and_a_schema() -> None:
-    from pipeline.build import models
+    from pipeline.produce import models
 
     assert set(models.BUILDERS) | {config_mod.FROM_FILE} == set(config_mod.MODEL_SCHEMAS)
 

@@ -240,7 +240,7 @@ def test_dvc_repro_end_to_end(tmp_path: Path, mlflow_server: str) -> None:
     # import it (found by the standard library's module finder, not by pipeline.dvcfile).
     all_variants = list(raw["quantization"]["variants"])
     for module in ("pipeline/measure/benchmark.py", "pipeline/report/content.py",
-                   "pipeline/build/debug.py"):
+                   "pipeline/produce/layer_errors.py"):
         importers = {stage.name for stage in dvcfile.stages()
                      if module in finder_closure(ROOT / stage.script)}
         expected = {f"{name}@{v}" if stage.per_variant else name

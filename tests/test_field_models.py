@@ -21,7 +21,7 @@ from test_e2e import project_copy, run
 
 def application(name: str, path: Path, data: Path) -> Path:
     """Keras' `name`, random init, trained for a few steps on the data, saved as .h5."""
-    from pipeline.build.tfcompat import import_tf
+    from pipeline.tfcompat import import_tf
 
     _, keras = import_tf(seed=0)
     model = getattr(keras.applications, name)(input_shape=(32, 32, 3), weights=None,

@@ -50,7 +50,7 @@ def test_an_input_range_is_applied_where_samples_are_read(tmp_path: Path) -> Non
 @pytest.mark.slow
 def test_a_model_trained_on_minus_one_to_one_is_calibrated_on_that_range(
         tmp_path: Path) -> None:
-    from pipeline.build import quantize, train
+    from pipeline.produce import quantize, train
     from pipeline.measure import litert
 
     cfg = cfg_with(*TINY_OVERRIDES, "data.scale=2", "data.offset=-1")
@@ -79,7 +79,7 @@ def _digits_folder(root: Path, ds: data.Dataset, n: int) -> Path:
 @pytest.fixture(scope="module")
 def digits_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, data.Dataset]:
     """A digits classifier trained elsewhere (here), saved as a user's `.keras` file."""
-    from pipeline.build.tfcompat import import_tf
+    from pipeline.tfcompat import import_tf
 
     tmp = tmp_path_factory.mktemp("digits_model")
     ds = sources.prepare(cfg_with().data, 0, tmp / "prepared")

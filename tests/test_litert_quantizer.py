@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from pipeline import artifacts, data
-from pipeline.build import litert_quantizer, quantize
+from pipeline.produce import litert_quantizer, quantize
 from pipeline.config import Config
 from pipeline.measure import evaluate, litert
 from pipeline.variants import parse_variant
@@ -122,7 +122,7 @@ def test_a_model_past_256_kib_of_weights_runs_on_tflite_micro_too(tmp_path: Path
     LiteRT's built-in kernels bit for bit, in an arena that holds no weights."""
     from ai_edge_litert import schema_py_generated as schema
 
-    from pipeline.build.tfcompat import import_tf
+    from pipeline.tfcompat import import_tf
     from pipeline.measure import footprint
 
     tf, keras = import_tf(seed=0)

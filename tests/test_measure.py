@@ -191,7 +191,7 @@ def test_interleaved_speedup_sees_a_real_difference(models: dict[str, Path], tin
 
 def big_model(path: Path, units: int) -> Path:
     """A float32 model whose one dense layer holds `64 * units` weights (4 bytes each)."""
-    from pipeline.build.tfcompat import import_tf
+    from pipeline.tfcompat import import_tf
 
     tf, keras = import_tf()
     model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(),

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from pipeline import artifacts, data
-from pipeline.build import equalize, quantize
-from pipeline.build.tfcompat import import_tf
+from pipeline.produce import equalize, quantize
+from pipeline.tfcompat import import_tf
 from pipeline.config import Config
 from pipeline.measure import evaluate
 from pipeline.variants import parse_variant

@@ -13,7 +13,7 @@ import pytest
 
 from pipeline import config as config_mod
 from pipeline import data
-from pipeline.build import model_store
+from pipeline.produce import model_store
 from pipeline.io import read_json, write_json
 from pipeline.layout import Layout
 from pipeline.steps import qat as qat_step_mod
@@ -23,7 +23,7 @@ from pipeline.steps import train as train_step_mod
 
 def functional(input_shape: tuple[int, ...] = (8, 8, 1), classes: int = 10,
                lambda_layer: bool = False) -> Any:
-    from pipeline.build.tfcompat import import_tf
+    from pipeline.tfcompat import import_tf
 
     _, keras = import_tf(seed=0)
     inputs = keras.Input(shape=input_shape)
@@ -40,7 +40,7 @@ def fitted(model: Any, ds: data.Dataset) -> Any:
 
 
 def subclassed_saved_model(path: Path) -> Path:
-    from pipeline.build.tfcompat import import_tf
+    from pipeline.tfcompat import import_tf
 
     _, keras = import_tf(seed=0)
 
@@ -76,7 +76,7 @@ def independent_accuracy(path: Path, ds: data.Dataset) -> float:
 
         scores = keras.saving.load_model(path).predict(np.asarray(ds.x_test), verbose=0)
     else:
-        from pipeline.build.tfcompat import import_tf
+        from pipeline.tfcompat import import_tf
 
         tf, _ = import_tf()
         signature = tf.saved_model.load(str(path)).signatures["serving_default"]
@@ -194,7 +194,7 @@ def test_a_model_with_a_library_s_own_layer_loads_once_the_class_is_named(
     """Keras' ConvNeXt saved as .h5 cannot be loaded back without its `LayerScale` class:
     the error says how to name it, and with `model.custom_objects` the file gets its
     variants and QAT of the layers tfmot supports (the train and qat stages both load it)."""
-    from pipeline.build.tfcompat import import_tf
+    from pipeline.tfcompat import import_tf
     from tf_keras.src.applications.convnext import LayerScale
 
     _, keras = import_tf(seed=0)
@@ -242,7 +242,7 @@ def test_a_model_that_does_not_fit_the_data_is_refused_before_anything_runs(
                                                                       num_classes=10))
     with pytest.raises(ValueError, match=r"scores 12 classes, but data.num_classes is 10"):
         train_step(declared, workspace)  # ... refused when the config says there are 10
-    from pipeline.build.tfcompat import import_tf
+    from pipeline.tfcompat import import_tf
 
     _, keras = import_tf()
     inputs = keras.Input(shape=(8, 8, 1), dtype="uint8")

@@ -10,8 +10,9 @@ import pytest
 
 from pipeline import config as config_mod
 from pipeline import artifacts, data
-from pipeline.build import debug, model_store, qat, quantize, train
+from pipeline.produce import layer_errors, model_store, qat, quantize, train
 from pipeline.measure import litert
+from pipeline.variants import FLOAT_TFLITE
 
 
 @pytest.mark.slow  # resnet_small about 1 minute, mobilenet_v2 about 5 (per-layer debugging)
@@ -32,19 +33,19 @@ def test_architecture_converts_and_runs_in_every_variant(model: str, dataset: da
              "qat": model_store.export_inference(qat_model, tmp_path / "qat_saved")}
     calibration = data.calibration_samples(tiny, 4, cfg.seed)
     float_tflite = None  # what the LiteRT Quantizer and the search start from, as in the step
-    tables: dict[str, quantize.LayerTable] = {}  # per debugger setting, as the layer_errors step
+    tables: dict[str, layer_errors.LayerTable] = {}  # per debugger setting, as the layer_errors step
     for name, spec in cfg.variants.items():
         source = saved[spec.source]
         validation = None
-        if spec.quantizer or spec.search:
+        if spec.source_form == FLOAT_TFLITE:
             assert float_tflite is not None, "float32 is converted first"
             source = float_tflite
             validation = (tiny.x_val, tiny.y_val, cfg.report.max_accuracy_drop)
         table = None
         if spec.full_integer:
-            key = debug.setting_key(spec)
+            key = layer_errors.setting_key(spec)
             if key not in tables:
-                tables[key] = quantize.layer_table(saved["float"], spec, calibration, None)
+                tables[key] = layer_errors.layer_table(saved["float"], spec, calibration, None)
             table = tables[key]
         record = quantize.quantize_variant(source, spec, calibration, tmp_path / name,
                                            table=table, validation=validation)
@@ -61,7 +62,7 @@ def test_batch_norm_statistics_are_re_estimated_after_training() -> None:
     """After training, each batch norm's moving statistics become the average of its
     batches' own over the samples given (Keras' MobileNetV2 keeps momentum 0.999, so they
     lag far behind the trained weights), and the layers keep their momentum."""
-    from pipeline.build.tfcompat import import_tf
+    from pipeline.tfcompat import import_tf
 
     _, keras = import_tf(seed=0)
     model = keras.applications.MobileNetV2(input_shape=(32, 32, 3), alpha=0.35, weights=None,

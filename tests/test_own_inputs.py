@@ -13,7 +13,7 @@ from PIL import Image
 from conftest import TINY_RUN_OVERRIDES
 from pipeline import config as config_mod
 from pipeline import data, sources
-from pipeline.build import model_store
+from pipeline.produce import model_store
 from pipeline.io import read_json
 from test_e2e import project_copy, run, runs
 
@@ -35,7 +35,7 @@ def colour_folders(root: Path, per_class: int = 16) -> Path:
 
 def trained_model(path: Path, ds: data.Dataset) -> Path:
     """A Functional tf_keras model for the folder's 8x8 RGB images, trained elsewhere (here)."""
-    from pipeline.build.tfcompat import import_tf
+    from pipeline.tfcompat import import_tf
 
     _, keras = import_tf(seed=0)
     inputs = keras.Input(shape=ds.input_shape)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from pipeline import artifacts, data
-from pipeline.build import debug, qat, quantize
+from pipeline.produce import layer_errors, qat, quantize
 from pipeline.measure import inspection
 from pipeline.config import Config
 from pipeline.variants import parse_variant
@@ -77,7 +77,7 @@ def test_per_layer_error_is_written_worst_first(variant_dirs: Path, tiny_cfg: Co
         assert path.exists() == spec.full_integer, name
     with (variant_dirs / "int8" / artifacts.LAYER_ERRORS).open() as f:
         rows = list(csv.DictReader(f))
-    assert tuple(rows[0]) == debug.COLUMNS
+    assert tuple(rows[0]) == layer_errors.COLUMNS
     assert {r["op_name"] for r in rows} >= {"CONV_2D", "FULLY_CONNECTED"}
     ratios = [float(r["rmse_over_scale"]) for r in rows]
     assert ratios == sorted(ratios, reverse=True) and all(r >= 0 for r in ratios)
@@ -100,10 +100,10 @@ def test_selective_variant_keeps_the_worst_layer_in_float(variant_dirs: Path) ->
 def test_choose_denylist_by_count_and_threshold() -> None:
     rows = [{"tensor_name": n, "rmse_over_scale": r} for n, r in
             (("a", 2.0), ("b", 0.9), ("c", 0.5), ("d", 0.3))]
-    assert debug.choose_denylist(rows, top_k=1, threshold=None) == ["a"]
-    assert debug.choose_denylist(rows, top_k=0, threshold=0.6) == ["a", "b"]
-    assert debug.choose_denylist(rows, top_k=1, threshold=0.4) == ["a", "b", "c"]
-    assert debug.choose_denylist(rows, top_k=0, threshold=None) == []
+    assert layer_errors.choose_denylist(rows, top_k=1, threshold=None) == ["a"]
+    assert layer_errors.choose_denylist(rows, top_k=0, threshold=0.6) == ["a", "b"]
+    assert layer_errors.choose_denylist(rows, top_k=1, threshold=0.4) == ["a", "b", "c"]
+    assert layer_errors.choose_denylist(rows, top_k=0, threshold=None) == []
 
 
 def test_a_failing_conversion_is_recorded_not_raised(tiny_models: dict, tmp_path: Path,
@@ -126,7 +126,7 @@ def test_a_model_litert_cannot_run_is_a_failed_variant(tmp_path: Path) -> None:
     RSQRT of zero): the variant fails when it is made, with the reason, instead of killing
     the stage (the check runs in a child process); evaluate and benchmark then skip it. On
     ConvNeXt the same check catches `SquaredDifference only supports FLOAT32 and INT32`."""
-    from pipeline.build.tfcompat import import_tf
+    from pipeline.tfcompat import import_tf
 
     _, keras = import_tf(seed=0)
     inputs = keras.Input(shape=(8, 8, 1))
@@ -171,7 +171,7 @@ def test_qat_can_annotate_chosen_layers(tiny_models: dict, small_dataset: data.D
 def op_layer_model() -> object:
     """A Functional model with an op layer (`x + 3.0`, a TFOpLambda, as MobileNetV3's
     hard-swish is built) and a Rescaling layer tfmot has no config for."""
-    from pipeline.build.tfcompat import import_tf
+    from pipeline.tfcompat import import_tf
 
     _, keras = import_tf(seed=0)
     inputs = keras.Input((8, 8, 1))

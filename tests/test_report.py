@@ -16,7 +16,8 @@ import pytest
 from pipeline.config import Config
 from pipeline.io import read_json, write_json
 from pipeline.layout import Layout
-from pipeline.report import content, plots, recommend, render, summary, writer
+from pipeline import plots
+from pipeline.report import content, recommend, render, summary, writer
 from pipeline.report.document import Document
 
 CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
@@ -137,7 +138,7 @@ def test_registry_sweep_and_hydra_app_read_the_same_candidate(tmp_path: Path,
     from mlflow.tracking import MlflowClient
 
     from pipeline.__main__ import candidate_accuracy
-    from pipeline.report import sweep
+    from pipeline.tracking import sweep
     from pipeline.steps import track
 
     rows = fake_rows()

@@ -61,8 +61,8 @@ def workspace(root: Path, n: int, raw: dict[str, Any], model_dir: Path) -> Layou
 @pytest.mark.slow
 def test_quantize_evaluate_and_benchmark_read_only_what_they_need(
         tmp_path: Path, tiny_raw: dict[str, Any]) -> None:
-    from pipeline.build import model_store
-    from pipeline.build.tfcompat import import_tf
+    from pipeline.produce import model_store
+    from pipeline.tfcompat import import_tf
 
     _, keras = import_tf(seed=0)
     inputs = keras.Input(SHAPE)

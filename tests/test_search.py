@@ -16,16 +16,16 @@ import numpy as np
 import pytest
 
 from pipeline import artifacts, data
-from pipeline.build import quantize
-from pipeline.variants import parse_variant
+from pipeline.produce import quantize
+from pipeline.variants import FLOAT_TFLITE, parse_variant
 
 
 @pytest.fixture(scope="module")
 def outlier_model(dataset: data.Dataset, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The float .tflite of a trained digits CNN whose `narrow` layer has one outlier unit."""
-    from pipeline.build import convert
-    from pipeline.build.tfcompat import import_tf
-    from pipeline.variants import VariantSpec
+    from pipeline.produce import convert
+    from pipeline.tfcompat import import_tf
+    from pipeline.variants import ConverterVariant
 
     _, keras = import_tf(seed=0)
     L = keras.layers
@@ -44,7 +44,7 @@ def outlier_model(dataset: data.Dataset, tmp_path_factory: pytest.TempPathFactor
     w[0, :] = 0.0  # ... and nothing listens to it
     model.get_layer("out").set_weights([w, b])
     path = tmp_path_factory.mktemp("outlier") / "float.tflite"
-    path.write_bytes(convert.convert(model, VariantSpec(name="float32", source="float")))
+    path.write_bytes(convert.convert(model, ConverterVariant(name="float32", source="float")))
     return path
 
 
@@ -112,14 +112,14 @@ def test_a_budget_tighter_than_the_validation_noise_is_reported(
 
 def test_each_layer_starts_at_the_cheapest_precision_the_quantizer_allows_for_its_op(
         tmp_path: Path) -> None:
-    from pipeline.build import search
-    from pipeline.build.tfcompat import import_tf
+    from pipeline.produce import search
+    from pipeline.tfcompat import import_tf
 
     assert search.ladder_of("DEPTHWISE_CONV_2D", ("int4", "int8", "float")) == ["int8", "float"]
     assert search.ladder_of("CONV_2D", ("int4", "int8", "float")) == ["int4", "int8", "float"]
     # A depthwise layer (no int4 weights in the quantizer's policy) among int4-able ones.
-    from pipeline.build import convert
-    from pipeline.variants import VariantSpec
+    from pipeline.produce import convert
+    from pipeline.variants import ConverterVariant
 
     _, keras = import_tf(seed=0)
     L = keras.layers
@@ -128,7 +128,7 @@ def test_each_layer_starts_at_the_cheapest_precision_the_quantizer_allows_for_it
     x = L.DepthwiseConv2D(3, activation="relu", name="depthwise")(x)
     model = keras.Model(inputs, L.Dense(10, activation="softmax", name="out")(L.Flatten()(x)))
     path = tmp_path / "float.tflite"
-    path.write_bytes(convert.convert(model, VariantSpec(name="float32", source="float")))
+    path.write_bytes(convert.convert(model, ConverterVariant(name="float32", source="float")))
     rng = np.random.default_rng(0)
     x_val, y_val = rng.random((32, 8, 8, 1), np.float32), rng.integers(0, 10, 32)
     spec = parse_variant("auto", {"source": "float", "backend": "search",
@@ -150,9 +150,9 @@ def int4_hurts(dataset: data.Dataset, tmp_path_factory: pytest.TempPathFactory
     after its ReLU), and the dense layer's weights from it are 10x its largest others. The
     float model does not care; int4's per-channel scale, set by them, rounds the rest of the
     layer to almost nothing."""
-    from pipeline.build import convert
-    from pipeline.build.tfcompat import import_tf
-    from pipeline.variants import VariantSpec
+    from pipeline.produce import convert
+    from pipeline.tfcompat import import_tf
+    from pipeline.variants import ConverterVariant
 
     _, keras = import_tf(seed=0)
     L = keras.layers
@@ -170,7 +170,7 @@ def int4_hurts(dataset: data.Dataset, tmp_path_factory: pytest.TempPathFactory
     w[dead] = 10 * np.abs(w[~dead]).max(axis=0)
     model.get_layer("big").set_weights([w, b])
     path = tmp_path_factory.mktemp("int4_hurts") / "float.tflite"
-    path.write_bytes(convert.convert(model, VariantSpec(name="float32", source="float")))
+    path.write_bytes(convert.convert(model, ConverterVariant(name="float32", source="float")))
     return path, model
 
 
@@ -198,7 +198,7 @@ def test_the_search_on_a_model_where_int4_hurts_is_not_dominated_by_a_fixed_vari
     paths = {"auto": artifacts.tflite_path(tmp_path / "auto", "auto"), "float32": float_tflite}
     for name, fields in fixed.items():
         variant = parse_variant(name, {"source": "float", **fields})
-        source = float_tflite if variant.quantizer else model
+        source = float_tflite if variant.source_form == FLOAT_TFLITE else model
         rec = quantize.quantize_variant(source, variant, calibration, tmp_path / name)
         assert rec["status"] == "ok", (name, rec.get("error"))
         paths[name] = artifacts.tflite_path(tmp_path / name, name)
@@ -220,7 +220,7 @@ def test_the_search_takes_a_method_as_a_move_before_a_wider_precision(
     clipping at the same size, which on this model (int4's scale set by outlier weights)
     recovers what int4 loses; GPTQ, which the quantizer has for dense layers only, is never
     asked of a conv."""
-    from pipeline.build import search
+    from pipeline.produce import search
 
     assert search.allowed("FULLY_CONNECTED", "int4_gptq")
     assert not search.allowed("CONV_2D", "int4_gptq")

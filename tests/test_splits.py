@@ -22,9 +22,9 @@ from pipeline.layout import Layout
 # accuracy, reported beside the variants'). (module, name) as the code calls them.
 EVALUATION = (("pipeline.measure.evaluate", "evaluate"),
               ("pipeline.measure.evaluate", "reference_outputs"),
-              ("pipeline.build.train", "test_accuracy"),
-              ("pipeline.build.qat", "test_accuracy"),
-              ("pipeline.build.model_store", "accuracy"),
+              ("pipeline.produce.train", "test_accuracy"),
+              ("pipeline.produce.qat", "test_accuracy"),
+              ("pipeline.produce.model_store", "accuracy"),
               ("pipeline.measure.footprint", "measure"))  # the TFLM kernel path
 
 

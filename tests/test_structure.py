@@ -22,7 +22,7 @@ from pipeline.layout import Layout
 
 DVC_YAML = yaml.safe_load((ROOT / "dvc.yaml").read_text())
 # TensorFlow-free by design: these folders, and the modules at the top of the package.
-TF_FREE_FOLDERS = ("measure", "report")
+TF_FREE_FOLDERS = ("measure", "report", "tracking")
 
 
 def stage_deps(name: str) -> list[str]:
@@ -77,7 +77,7 @@ def test_every_file_a_module_reads_is_a_dep() -> None:
 @pytest.mark.parametrize("stage", [s.name for s in dvcfile.stages() if not s.tensorflow])
 def test_tensorflow_free_stages_reach_no_build_module(stage: str) -> None:
     reached = finder_closure(ROOT / "stages" / f"{stage}.py")
-    assert not [m for m in reached if m.startswith("pipeline/build/")], reached
+    assert not [m for m in reached if m.startswith("pipeline/produce/")], reached
 
 
 def test_tensorflow_free_folders_never_import_tensorflow() -> None:
@@ -152,3 +152,63 @@ def test_layout_paths_are_the_ones_dvc_tracks() -> None:
     assert lay.report("recommendation.json").as_posix() in outs["report"]
     assert lay.mlflow_run.as_posix() in outs["track"]
     assert [f.name for f in dataclasses.fields(Layout)] == ["root"]
+
+
+# The package's layers, bottom up: a module imports from its own layer or the ones below,
+# never from one above. Top-level modules are the core; the folders are named.
+LAYERS = (
+    ("core", ("__init__", "io", "signals", "quiet", "schema", "stats", "layout", "artifacts", "console",
+              "tfcompat", "plots", "data", "sources", "variants", "config")),
+    ("measure", ("measure",)),  # LiteRT side: runs .tflite models, no TensorFlow
+    ("produce", ("produce",)),  # TensorFlow side: trains, converts, quantizes
+    ("report", ("report",)),
+    ("tracking", ("tracking",)),  # MLflow
+    ("steps", ("steps",)),
+    ("entry", ("cli", "worker", "cluster", "dvcfile", "__main__")),
+)
+
+
+def _layer(module: str) -> int:
+    """The layer of `pipeline.<part>...`."""
+    part = module.split(".")[1] if "." in module else module
+    return next(i for i, (_, parts) in enumerate(LAYERS) if part in parts)
+
+
+def _imports(path: Path) -> set[str]:
+    import ast
+
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            if node.module == "pipeline":
+                found |= {f"pipeline.{a.name}" for a in node.names}
+            elif node.module.startswith("pipeline."):
+                found.add(node.module)
+        elif isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.startswith("pipeline.")}
+    return found
+
+
+def test_no_module_imports_one_above_it() -> None:
+    """Every module of the package (function-level imports included) imports only from its own
+    layer or below; a step never imports another stage's step; nothing imports the developer
+    tools (`tools/`)."""
+    from pipeline.steps import ORDER
+
+    files = [p for p in (ROOT / "pipeline").rglob("*.py") if "__pycache__" not in p.parts]
+    assert len(files) > 60
+    upward, sideways = [], []
+    for path in files:
+        module = ".".join(path.relative_to(ROOT).with_suffix("").parts)
+        for target in _imports(path):
+            if _layer(target) > _layer(module):
+                upward.append(f"{module} -> {target}")
+            stage = target.split(".")[2] if target.startswith("pipeline.steps.") else None
+            if module.startswith("pipeline.steps.") and stage in ORDER and \
+                    module != "pipeline.steps.all":
+                sideways.append(f"{module} -> {target}")
+        assert "import tools" not in path.read_text() and "from tools" not in path.read_text()
+    assert not upward, upward
+    assert not sideways, sideways
+    assert {name for name, _ in LAYERS} == {"core", "measure", "produce", "report", "tracking",
+                                            "steps", "entry"}

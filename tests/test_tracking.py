@@ -22,7 +22,8 @@ import pytest
 from pipeline import data
 from test_bad_input import free_port
 from pipeline.measure.benchmark import setting_key
-from pipeline.report import summary, tracking
+from pipeline.report import summary
+from pipeline.tracking import runs as tracking
 from pipeline.config import Config
 
 
@@ -38,12 +39,11 @@ def rows(stage_results: dict, tiny_cfg: Config) -> dict[str, Any]:
 def _log(uri: str, cfg: Config, raw: dict, rows: dict, models: dict[str, Path],
          data: tracking.Data | None = None, candidate: str | None = None) -> dict[str, Any]:
     artifacts = {v: {"model": models[v]} for v in cfg.variants}
-    return tracking.log_pipeline(
-        uri=uri, experiment="test", run_name="small_cnn-digits", config=raw,
-        specs=cfg.variants, rows=rows,
+    return tracking.log_pipeline(tracking.Execution(
+        run_name="small_cnn-digits", config=raw, specs=cfg.variants, rows=rows,
         parent_metrics={"keras_test_accuracy": 0.5}, curves={"train_loss": [2.0, 1.0, 0.5]},
-        parent_tags={"recommended.smallest": "int8"}, parent_artifacts={},
-        variant_artifacts=artifacts, data=data, note="Ship **int8**.", candidate=candidate,
+        parent_tags={"recommended.smallest": "int8"}, variant_artifacts=artifacts, data=data,
+        note="Ship **int8**.", candidate=candidate), uri=uri, experiment="test",
         registered_model="lab-test" if candidate else None)
 
 
@@ -84,7 +84,14 @@ def test_one_parent_and_a_child_per_variant(tmp_path: Path, tiny_cfg: Config, ti
     assert sorted(children) == sorted(tiny_cfg.variants)
     assert {r.info.run_name for r in children.values()} == {
         f"{v} · small_cnn-digits" for v in tiny_cfg.variants}
-    assert len({frozenset(r.data.params) for r in children.values()}) == 1  # same columns
+    # Each kind of variant logs its own fields, the same columns for every variant of a kind.
+    columns: dict[str, set[frozenset[str]]] = {}
+    for v, r in children.items():
+        columns.setdefault(tiny_cfg.variants[v].backend, set()).add(frozenset(r.data.params))
+    assert len(columns) >= 2 and all(len(c) == 1 for c in columns.values()), columns
+    converter, quantizer = (next(iter(columns[k])) for k in ("converter", "litert_quantizer"))
+    assert "variant.optimizations" in converter and "variant.recipe" not in converter
+    assert "variant.recipe" in quantizer and "variant.optimizations" not in quantizer
     # The failed variant: FAILED, its error as a tag, no metrics; the others all metrics.
     failed = children.pop("uint8_full")
     assert failed.info.status == "FAILED" and failed.data.metrics == {}
@@ -344,7 +351,7 @@ def test_a_run_is_ended_even_while_another_process_locks_the_store(tmp_path: Pat
 
     from mlflow.tracking import MlflowClient
 
-    from pipeline.report import tracking
+    from pipeline.tracking import runs as tracking
 
     db = tmp_path / "mlflow.db"
     client = MlflowClient(f"sqlite:///{db}")

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from pipeline import data
-from pipeline.build import convert
+from pipeline.produce import convert
 from pipeline.measure import litert
 from pipeline.config import Config
 from pipeline.variants import parse_variant
@@ -109,3 +109,38 @@ def test_loading_a_file_that_is_not_a_model_is_refused(tmp_path: Path) -> None:
         litert.load_interpreter(bad)
     with pytest.raises(FileNotFoundError):
         litert.load_interpreter(tmp_path / "missing.tflite")
+
+
+def test_each_kind_is_a_class_chosen_by_backend_with_its_own_fields(tiny_cfg: Config) -> None:
+    """`backend` chooses the kind as `model.arch` chooses a model schema; each kind validates
+    and logs only its own fields, and every configured variant has a producer."""
+    import dataclasses
+
+    from pipeline.produce.quantize import PRODUCERS
+    from pipeline.variants import (KINDS, ConverterVariant, QuantizerVariant, SearchVariant,
+                                   VariantSpec)
+
+    assert KINDS == {"converter": ConverterVariant, "litert_quantizer": QuantizerVariant,
+                     "search": SearchVariant}
+    assert set(PRODUCERS) == set(KINDS.values())
+    kinds = {type(s) for s in tiny_cfg.variants.values()}
+    assert kinds == set(KINDS.values()), kinds  # the tiny config has a variant of each kind
+    common = {f.name for f in dataclasses.fields(VariantSpec)}
+    own = {k: {f.name for f in dataclasses.fields(cls)} - common for k, cls in KINDS.items()}
+    assert not own["converter"] & own["search"] and not own["litert_quantizer"] & own["search"]
+    assert own["converter"] & own["litert_quantizer"] == {"rounding"}  # AdaRound: both
+    for spec in tiny_cfg.variants.values():
+        params = spec.as_params()
+        assert {k.removeprefix("variant.") for k in params} == common | own[spec.backend]
+    # A field of another kind is refused, naming the kind it belongs to.
+    for backend, field, value in (("search", "recipe", "static_wi8_ai8"),
+                                  ("litert_quantizer", "precisions", ["int4", "int8"]),
+                                  ("converter", "objective", "size")):
+        extra = {"recipe": "static_wi8_ai8"} if backend == "litert_quantizer" else {}
+        owner = next(k for k, fields in own.items() if field in fields)
+        with pytest.raises(ValueError, match=f"{field} belong to the {owner} backend, not to "
+                                             f"backend: {backend}"):
+            parse_variant("v", {"source": "float", "backend": backend, field: value, **extra})
+    with pytest.raises(ValueError, match="backend: unknown value 'tflite'; valid: converter, "
+                                         "litert_quantizer, search"):
+        parse_variant("v", {"source": "float", "backend": "tflite"})

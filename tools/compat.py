@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.io import read_json, write_json, write_text
-from pipeline.layout import Layout
+from pipeline.layout import SUMMARY_JSON, Layout
 from pipeline.report.summary import first_line
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -62,7 +62,7 @@ if name.startswith("keras3:"):  # Keras 3, as a user of today's Keras would save
     model = getattr(keras.applications, name.split(":")[1])(
         input_shape=(32, 32, 3), weights=None, classes=10)
 else:
-    from pipeline.build.tfcompat import import_tf
+    from pipeline.tfcompat import import_tf
     _, keras = import_tf(seed=0)
     model = getattr(keras.applications, name)(input_shape=(32, 32, 3), weights=None,
                                               classes=10)
@@ -183,7 +183,7 @@ def run_one(name: str, work: Path, data: Path, timeout: float) -> dict[str, Any]
         return {**row, "crash": f"exit {proc.returncode}: {_tail(proc.stderr)}",
                 "seconds": seconds}
     lay = Layout(job)
-    summary = read_json(lay.report("summary.json"))
+    summary = read_json(lay.report(SUMMARY_JSON))
     qat = read_json(lay.keras_metrics("qat"))
     return {**row, "seconds": seconds,
             "conversion_seconds": sum(read_json(lay.variant(v) / "conversion.json")["seconds"]
@@ -282,7 +282,7 @@ def render(results: list[dict[str, Any]]) -> str:
               "together, not with other machines."
               + (" \\* Measured before the variants were converted from a SavedModel of the "
                  "forward pass only: each conversion then loaded back the whole Keras model's "
-                 "SavedModel, about 3x slower (see the README)." if before else ""), ""]
+                 "SavedModel, about 3x slower (see docs/models.md)." if before else ""), ""]
     return "\n".join(lines)
 
 

@@ -637,7 +637,7 @@ def _preparation(rows: Mapping[str, Mapping[str, Any]], specs: Mapping[str, Vari
 
 
 def _qat(qat: Mapping[str, Any]) -> Section:
-    """What QAT covered (`pipeline.build.qat.coverage`), or why it was not possible."""
+    """What QAT covered (`pipeline.produce.qat.coverage`), or why it was not possible."""
     if qat.get("error"):
         return Section(text("Quantization-aware training"), (Paragraph(text(
             strong("QAT was not possible: "), first_line(qat["error"], 600))),))

@@ -13,12 +13,14 @@ from typing import Any
 
 from pipeline.artifacts import SEARCH_PLOT
 from pipeline.io import write_bytes, write_json, write_text
-from pipeline.layout import METRICS_FILE
-from pipeline.report import content, plots, render
+from pipeline.layout import (LATENCY_PNG, METRICS_FILE, PLOTS, RECOMMENDATION, REPORT_HTML,
+                             SIZE_BARS_PNG, SIZE_PNG, SUMMARY_CSV, SUMMARY_JSON, SUMMARY_MD,
+                             TRAINING_CSV, TRAINING_PNG, VARIANTS_CSV)
+from pipeline import plots
+from pipeline.report import content, render
 from pipeline.report.summary import metrics_of, to_csv
 from pipeline.variants import VariantSpec
 
-PLOTS_DIR = "plots"
 
 
 def _csv(header: list[str], rows: list[list[Any]]) -> str:
@@ -63,25 +65,25 @@ def write_plots(out_dir: Path, rows: Mapping[str, Mapping[str, Any]],
         `{caption: path relative to out_dir}` of the PNGs.
     """
     ok = {n: r for n, r in rows.items() if r["status"] == "ok"}
-    d = out_dir / PLOTS_DIR
+    d = out_dir / PLOTS
     acc = {n: (r["accuracy_ci_low"], r["accuracy_ci_high"]) for n, r in ok.items()}
     pngs = {
         "Accuracy against size (bars: 95% intervals)": plots.tradeoff(
             {n: (r["size_bytes"] / 1024, r["accuracy"]) for n, r in ok.items()},
-            "size (KiB)", "accuracy against size", d / "accuracy_vs_size.png",
+            "size (KiB)", "accuracy against size", d / SIZE_PNG,
             intervals={n: ((r["size_bytes"] / 1024,) * 2, acc[n]) for n, r in ok.items()}),
         "Accuracy against latency (bars: 95% intervals)": plots.tradeoff(
             {n: (r["latency_ms_p50"] * 1e3, r["accuracy"]) for n, r in ok.items()},
             f"p50 latency (us, {next(iter(ok.values()))['headline']})",
-            "accuracy against latency", d / "accuracy_vs_latency.png", log_x=True,
+            "accuracy against latency", d / LATENCY_PNG, log_x=True,
             intervals={n: ((r["latency_ms_p50_ci_low"] * 1e3, r["latency_ms_p50_ci_high"] * 1e3),
                            acc[n]) for n, r in ok.items()}),
         "Size per variant": plots.bars({n: r["size_bytes"] / 1024 for n, r in ok.items()},
-                                       "size (KiB)", "size per variant", d / "size.png"),
+                                       "size (KiB)", "size per variant", d / SIZE_BARS_PNG),
     }
     pngs.update(device_plots(ok, d))
     if any(histories.values()):
-        pngs["Training curves"] = plots.training_curves(dict(histories), d / "training.png")
+        pngs["Training curves"] = plots.training_curves(dict(histories), d / TRAINING_PNG)
     for name, row in ok.items():  # each search's trajectory, copied beside the other plots
         source = variants_dir / name / SEARCH_PLOT if variants_dir else None
         if row.get("search") and source and source.is_file():
@@ -91,13 +93,13 @@ def write_plots(out_dir: Path, rows: Mapping[str, Mapping[str, Any]],
     front_size = plots.pareto_front({n: (r["size_bytes"], r["accuracy"]) for n, r in ok.items()})
     front_lat = plots.pareto_front({n: (r["latency_ms_p50"], r["accuracy"])
                                     for n, r in ok.items()})
-    write_text(d / "variants.csv", _csv(
+    write_text(d / VARIANTS_CSV, _csv(
         ["variant", "accuracy", "size_bytes", "latency_ms_p50", "pareto_size",
          "pareto_latency"],
         [[n, r["accuracy"], r["size_bytes"], r["latency_ms_p50"], int(n in front_size),
           int(n in front_lat)] for n, r in ok.items()]))
     curves = ("loss", "accuracy", "val_loss", "val_accuracy")
-    write_text(d / "training.csv", _csv(
+    write_text(d / TRAINING_CSV, _csv(
         ["model", "epoch", *curves],
         [[model, epoch + 1, *(h[k][epoch] for k in curves)]
          for model, h in histories.items() for epoch in range(len(h.get("loss", [])))]))
@@ -129,12 +131,12 @@ def write_report(out_dir: str | Path, rows: Mapping[str, Mapping[str, Any]],
     figures = write_plots(out, rows, histories or {}, variants_dir)
     doc = content.build(rows, specs, rec, reference, keras_accuracy, figures, qat, facts)
     return {
-        "markdown": write_text(out / "summary.md", render.markdown(doc)),
-        "html": write_text(out / "report.html", render.page(doc, out)),
-        "csv": write_text(out / "summary.csv", to_csv(rows)),
-        "summary": write_json(out / "summary.json", rows),
+        "markdown": write_text(out / SUMMARY_MD, render.markdown(doc)),
+        "html": write_text(out / REPORT_HTML, render.page(doc, out)),
+        "csv": write_text(out / SUMMARY_CSV, to_csv(rows)),
+        "summary": write_json(out / SUMMARY_JSON, rows),
         "metrics": write_json(out / METRICS_FILE, {name: metrics_of(row) for name, row
                                                    in rows.items() if row["status"] == "ok"}),
-        "recommendation": write_json(out / "recommendation.json", rec),
-        "plots": out / PLOTS_DIR,
+        "recommendation": write_json(out / RECOMMENDATION, rec),
+        "plots": out / PLOTS,
     }

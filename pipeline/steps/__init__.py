@@ -5,3 +5,9 @@ script (`stages/<stage>.py`) calls under `dvc repro` and what the Hydra app
 Each stage's code dependencies in `dvc.yaml` are this module's import closure
 (`pipeline.dvcfile`), so a step imports only what its stage runs.
 """
+
+# The stages in the order they run: `dvc.yaml` (`pipeline.dvcfile`) and the Hydra app
+# (`pipeline.steps.all`) both take it from here. The per-variant ones run once per variant.
+ORDER = ("prepare", "train", "qat", "layer_errors", "quantize", "reference", "evaluate",
+         "benchmark", "footprint", "report", "track")
+PER_VARIANT = ("quantize", "evaluate", "benchmark")

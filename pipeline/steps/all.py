@@ -9,30 +9,31 @@ from typing import Any
 
 from pipeline.config import Config
 from pipeline.layout import Layout
-from pipeline.steps import (benchmark, evaluate, footprint, layer_errors, prepare, qat,
-                            quantize, reference, report, track, train)
+from pipeline.steps import (ORDER, PER_VARIANT, benchmark, evaluate, footprint, layer_errors,
+                            prepare, qat, quantize, reference, report, track, train)
+
+STEPS = (prepare, train, qat, layer_errors, quantize, reference, evaluate, benchmark, footprint,
+         report, track)
 
 
 def run(cfg: Config, raw: Mapping[str, Any], root: Path, params_file: Path,
         parent_run_id: str | None = None, extra_params: Mapping[str, str] | None = None,
         run_name: str | None = None) -> dict[str, Any]:
-    """Run prepare, train, qat, layer_errors, quantize (each variant), reference, evaluate
-    benchmark (each variant), footprint, report and track.
+    """Run every step in `pipeline.steps.ORDER` (a per-variant one for each variant).
 
     Returns:
         The track step's result (run ids).
     """
     layout = Layout(Path(root))
-    prepare.run(cfg, layout)
-    train.run(cfg, layout)
-    qat.run(cfg, layout)
-    layer_errors.run(cfg, layout)
-    for name in cfg.variants:
-        quantize.run(cfg, layout, name)
-    reference.run(cfg, layout)
-    for name in cfg.variants:
-        evaluate.run(cfg, layout, name)
-        benchmark.run(cfg, layout, name, progress=False)
-    footprint.run(cfg, layout)
-    report.run(cfg, layout)
-    return track.run(cfg, layout, raw, params_file, parent_run_id, extra_params, run_name)
+    modules = {m.__name__.rsplit(".", 1)[1]: m for m in STEPS}
+    for name in ORDER:
+        step = modules[name]
+        if name == "track":
+            return track.run(cfg, layout, raw, params_file, parent_run_id, extra_params,
+                             run_name)
+        if name not in PER_VARIANT:
+            step.run(cfg, layout)
+            continue
+        for variant in cfg.variants:
+            step.run(cfg, layout, variant, **({"progress": False} if step is benchmark else {}))
+    raise AssertionError("track is the last step")

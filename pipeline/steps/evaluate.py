@@ -10,9 +10,9 @@ import numpy as np
 from pipeline import artifacts, data
 from pipeline.config import Config
 from pipeline.io import atomic_dir, write_json
-from pipeline.layout import Layout
+from pipeline.layout import EVALUATION_FILE, Layout
 from pipeline.measure import evaluate
-from pipeline.report import plots
+from pipeline import plots
 from pipeline.steps.labels import label_free, test_labels
 from pipeline.variants import select
 
@@ -28,7 +28,7 @@ def run(cfg: Config, layout: Layout, variant: str) -> dict[str, Any]:
     if artifacts.read_record(variant_dir)["status"] != "ok":
         result = artifacts.skipped("evaluate")
         with atomic_dir(layout.evaluation(variant)) as out:
-            write_json(out / "metrics.json", result)
+            write_json(out / EVALUATION_FILE, result)
         return result
     ds = data.load(layout.dataset)
     ref = np.load(layout.reference_outputs, mmap_mode="r")  # read batch by batch
@@ -47,5 +47,5 @@ def run(cfg: Config, layout: Layout, variant: str) -> dict[str, Any]:
         write_json(out / "confusion_matrix.json", matrix)
         plots.confusion_matrix(matrix, f"{variant}: accuracy {result['accuracy']:.4f}",
                                out / "confusion_matrix.png")
-        write_json(out / "metrics.json", result)
+        write_json(out / EVALUATION_FILE, result)
     return result

@@ -9,24 +9,22 @@ import logging
 from typing import Any
 
 from pipeline import data
-from pipeline.build import debug, model_store
-from pipeline.build.quantize import LayerTable, layer_table
+from pipeline.produce import layer_errors
+from pipeline.produce import model_store
+from pipeline.produce.layer_errors import INDEX, LayerTable, layer_table
 from pipeline.config import Config
-from pipeline.io import atomic_dir, read_json, write_json, write_text
+from pipeline.io import atomic_dir, write_json, write_text
 from pipeline.layout import Layout
 from pipeline.variants import VariantSpec
 
 log = logging.getLogger(__name__)
-
-INDEX = "index.json"  # {setting key: {"variants": [...], "status": ..., "error": ...}}
-
 
 def settings(cfg: Config) -> dict[str, list[VariantSpec]]:
     """The full-integer variants, grouped by their debugger setting."""
     groups: dict[str, list[VariantSpec]] = {}
     for spec in cfg.variants.values():
         if spec.full_integer and not spec.prepared:  # prepared: the quantize step's own
-            groups.setdefault(debug.setting_key(spec), []).append(spec)
+            groups.setdefault(layer_errors.setting_key(spec), []).append(spec)
     return groups
 
 
@@ -50,7 +48,7 @@ def run(cfg: Config, layout: Layout) -> dict[str, Any]:
                      else LayerTable(None, unavailable))
             entry: dict[str, Any] = {"variants": [s.name for s in specs]}
             if table.rows is not None:
-                write_text(out / f"{key}.csv", debug.to_csv(table.rows))
+                write_text(out / f"{key}.csv", layer_errors.to_csv(table.rows))
                 entry.update(status="ok", error=None, layers=len(table.rows))
                 log.info("per-layer error (%s): %d layers, for %s", key, len(table.rows),
                          ", ".join(entry["variants"]))
@@ -59,18 +57,3 @@ def run(cfg: Config, layout: Layout) -> dict[str, Any]:
             index[key] = entry
         write_json(out / INDEX, index)
     return index
-
-
-def table_for(layout: Layout, spec: VariantSpec) -> LayerTable | None:
-    """The table the layer_errors step wrote for a full-integer variant's setting; None when
-    that step has not run (the quantize step then computes it itself)."""
-    index = layout.layer_errors / INDEX
-    if not index.is_file():
-        return None
-    key = debug.setting_key(spec)
-    entry = read_json(index).get(key)
-    if entry is None:
-        return LayerTable(None, f"no per-layer table for setting {key}; run layer_errors")
-    if entry["status"] != "ok":
-        return LayerTable(None, entry["error"])
-    return LayerTable(debug.from_csv((layout.layer_errors / f"{key}.csv").read_text()))

@@ -6,8 +6,8 @@ import dataclasses
 import logging
 
 from pipeline import data
-from pipeline.build import model_store
-from pipeline.build import qat as qat_mod
+from pipeline.produce import model_store
+from pipeline.produce import qat as qat_mod
 from pipeline.config import Config
 from pipeline.io import write_json
 from pipeline.layout import Layout
@@ -22,7 +22,7 @@ QAT_LAYERS_HOW_TO = ("to get QAT, replace the layers the message names with ones
 def run(cfg: Config, layout: Layout) -> float | None:
     """Fine-tune the float model with QAT; returns its test accuracy.
 
-    QAT covers as much of the model as tfmot can annotate (`pipeline.build.qat`); what it
+    QAT covers as much of the model as tfmot can annotate (`pipeline.produce.qat`); what it
     covers goes into the QAT model's `model.json` and `qat_metrics.json` (`coverage`). A
     model QAT cannot take at all (subclassed, Keras 3, nothing tfmot supports, or tfmot or
     Keras failing on it) is not an error: the QAT model is recorded as unavailable with the

@@ -6,13 +6,13 @@ import logging
 from typing import Any
 
 from pipeline import artifacts, data
-from pipeline.build import model_store
-from pipeline.build import quantize as quantize_mod
+from pipeline.produce import model_store
+from pipeline.produce import quantize as quantize_mod
+from pipeline.produce.layer_errors import read_table
 from pipeline.config import Config
 from pipeline.layout import Layout
 from pipeline.steps import labels
-from pipeline.steps.layer_errors import table_for
-from pipeline.variants import select
+from pipeline.variants import FLOAT_TFLITE, KERAS, select
 
 log = logging.getLogger(__name__)
 
@@ -43,10 +43,10 @@ def run(cfg: Config, layout: Layout, variant: str) -> dict[str, Any]:
         except model_store.ModelUnavailable:
             pass  # nothing to compare with: the variant still converts
     try:
-        if spec.prepared:  # equalization and AdaRound change the Keras model itself
+        if spec.source_form == KERAS:  # equalization and AdaRound change the Keras model
             source = model_store.load(layout.keras(spec.source),
                                       custom_objects=getattr(cfg.model, "custom_objects", ()))
-        elif spec.quantizer or spec.search:  # both start from the float model's .tflite
+        elif spec.source_form == FLOAT_TFLITE:
             source = model_store.float_tflite(layout.keras(spec.source))
         else:
             source = model_store.conversion_source(layout.keras(spec.source))
@@ -55,10 +55,10 @@ def run(cfg: Config, layout: Layout, variant: str) -> dict[str, Any]:
         record = artifacts.record_failure(variant, out_dir, str(exc))
     else:
         if spec.full_integer and not spec.prepared:  # a prepared model has its own table
-            table = table_for(layout, spec)
-        budget = spec.budget if spec.budget is not None else cfg.report.max_accuracy_drop
+            table = read_table(layout.layer_errors, spec)
         validation = None
-        if spec.search:  # label-free: the float model's own answers on the validation split
+        if spec.validated:  # label-free: the float model's own answers on the validation split
+            budget = spec.accuracy_budget(cfg.report.max_accuracy_drop)
             y_val = ds.y_val
             if labels.label_free(cfg):
                 from pipeline.measure.litert import Runner

@@ -18,7 +18,7 @@ def run(cfg: Config, layout: Layout) -> dict[str, Path]:
     rows = summary.summarize(
         cfg.variants,
         {v: artifacts.read_record(layout.variant(v)) for v in names},
-        {v: read_json(layout.evaluation(v) / "metrics.json") for v in names},
+        {v: read_json(layout.evaluation_metrics(v)) for v in names},
         {v: read_json(layout.benchmark(v)) for v in names},
         cfg.report.reference, cfg.report.max_accuracy_drop,
         {v: read_json(layout.footprint(v) / FOOTPRINT_FILE) for v in names})

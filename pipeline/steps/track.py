@@ -12,8 +12,8 @@ from typing import Any
 from pipeline import artifacts, data
 from pipeline.config import Config
 from pipeline.io import read_json, write_json
-from pipeline.layout import Layout
-from pipeline.report import tracking
+from pipeline.layout import RECOMMENDATION, REPORT_HTML, SUMMARY_JSON, SUMMARY_MD, Layout
+from pipeline.tracking import runs as tracking
 
 log = logging.getLogger(__name__)
 
@@ -31,12 +31,12 @@ def run(cfg: Config, layout: Layout, raw: Mapping[str, Any], params_file: Path,
         run_name: Name of the execution's run; default `<model.name>-<data.name>`.
 
     Returns:
-        The logged run ids (`pipeline.report.tracking.log_pipeline`).
+        The logged run ids (`pipeline.tracking.runs.log_pipeline`).
     """
     uri = tracking.tracking_uri(cfg.tracking.uri)
     tracking.check_reachable(uri)  # at once, before anything is read or logged
-    rows = read_json(layout.report("summary.json"))
-    rec = read_json(layout.report("recommendation.json"))
+    rows = read_json(layout.report(SUMMARY_JSON))
+    rec = read_json(layout.report(RECOMMENDATION))
     # Step metrics, one value per epoch: train_loss, train_val_accuracy, qat_loss, ...
     curves = {f"{prefix}_{k}": v for prefix, model in (("train", "float"), ("qat", "qat"))
               for k, v in read_json(layout.history(model)).items()}
@@ -45,9 +45,7 @@ def run(cfg: Config, layout: Layout, raw: Mapping[str, Any], params_file: Path,
         "keras_test_accuracy": read_json(layout.keras_metrics("float"))["test_accuracy"],
         "qat_keras_test_accuracy": qat_metrics["test_accuracy"],  # None: QAT was impossible
         "qat_coverage": (qat_metrics.get("coverage") or {}).get("coverage")}
-    result = tracking.log_pipeline(
-        uri=uri,
-        experiment=cfg.tracking.experiment,
+    execution = tracking.Execution(
         run_name=run_name or f"{cfg.model.name}-{cfg.data.name}",
         config=raw,
         specs=cfg.variants,
@@ -67,35 +65,25 @@ def run(cfg: Config, layout: Layout, raw: Mapping[str, Any], params_file: Path,
                      **({"mlflow.parentRunId": parent_run_id} if parent_run_id else {})},
         parent_artifacts={"report": layout.reports, "config": params_file,
                           "keras_model": layout.keras("float")},
-        variant_artifacts={v: {
-            "model": artifacts.tflite_path(layout.variant(v), v),
-            "inspection": layout.variant(v) / artifacts.RECORD,
-            "layer_errors": layout.variant(v) / artifacts.LAYER_ERRORS,
-            "tensor_errors": layout.variant(v) / artifacts.TENSOR_ERRORS,
-            "model_explorer": layout.variant(v) / artifacts.OVERLAYS,
-            "recipe": layout.variant(v) / artifacts.RECIPE,
-            "precision": layout.variant(v) / artifacts.PRECISION,
-            "search": [layout.variant(v) / f for f in (
-                artifacts.SEARCH_TRIALS, artifacts.SEARCH_PLOT, artifacts.SEARCH_DECISIONS,
-                artifacts.SEARCH_RULES)],
-            "evaluation": layout.evaluation(v),
-            "benchmark": layout.benchmark(v),
-            "footprint": layout.footprint(v)} for v in cfg.variants},
+        variant_artifacts={v: tracking.variant_artifacts(
+            layout.variant(v), v, layout.evaluation(v), layout.benchmark(v), layout.footprint(v))
+            for v in cfg.variants},
         data=dataset_of(cfg, layout),
         note=recommendation_note(rec, rows),
         common_tags=tracking.provenance(Path.cwd(), raw),  # the project being run
         candidate=rec["candidate"],
-        registered_model=cfg.tracking.registered_model,
-        extra_params=extra_params,
+        extra_params=extra_params or {},
         variant_trials={v: _csv_rows(layout.variant(v) / artifacts.SEARCH_TRIALS)
                         for v in cfg.variants
                         if (layout.variant(v) / artifacts.SEARCH_TRIALS).is_file()},
     )
+    result = tracking.log_pipeline(execution, uri=uri, experiment=cfg.tracking.experiment,
+                                   registered_model=cfg.tracking.registered_model)
     if uri.startswith(("http://", "https://")):
         result["ui"] = tracking.ui_link(uri, result["experiment_id"])
     write_json(layout.mlflow_run, result)
-    log.info("results: %s and %s; runs in %s%s", layout.report("summary.md"),
-             layout.report("report.html"), result["tracking_uri"],
+    log.info("results: %s and %s; runs in %s%s", layout.report(SUMMARY_MD),
+             layout.report(REPORT_HTML), result["tracking_uri"],
              f" (open {result['ui']})" if "ui" in result else "")
     return result
 
@@ -122,7 +110,7 @@ def dataset_of(cfg: Config, layout: Layout, examples: int = 2) -> tracking.Data 
 def _model_classes(cfg: Config, layout: Layout) -> int:
     """How many classes the models score (the reference's evaluation: its per-class
     accuracies), 0 if it has not run; more than the data's when a split lacks some."""
-    metrics = layout.evaluation(cfg.report.reference) / "metrics.json"
+    metrics = layout.evaluation_metrics(cfg.report.reference)
     return len(read_json(metrics).get("per_class_accuracy", [])) if metrics.is_file() else 0
 
 

@@ -7,8 +7,8 @@ import logging
 from pathlib import Path
 
 from pipeline import data
-from pipeline.build import model_store
-from pipeline.build import train as train_mod
+from pipeline.produce import model_store
+from pipeline.produce import train as train_mod
 from pipeline.config import FROM_FILE, Config
 from pipeline.io import write_json
 from pipeline.layout import Layout

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.config import compose, parse_config
+from pipeline.variants import FLOAT_TFLITE
 
 CALIBRATION = 200  # samples, as the default config
 
@@ -38,18 +39,18 @@ def _quantize_phase(source, specs, calibration, selection,  # type: ignore[no-un
     """Seconds per variant converted from `source` (a Keras model or a SavedModel path), the
     per-layer debugger included: once per full-integer setting, or for every full-integer
     variant as the lab used to."""
-    from pipeline.build import convert, debug
+    from pipeline.produce import convert, layer_errors
 
     seconds: dict[str, float] = {}
     settings_done: set[str] = set()
     for name, spec in specs.items():
         seconds[name] = 0.0
-        key = debug.setting_key(spec)
+        key = layer_errors.setting_key(spec)
         if spec.full_integer and not (debugger_once and key in settings_done):
-            seconds[name] += _timed(debug.layer_errors, source, spec, calibration, selection)
+            seconds[name] += _timed(layer_errors.layer_errors, source, spec, calibration, selection)
             settings_done.add(key)
         if spec.selective:
-            seconds[name] += _timed(debug.convert_selective, source, spec, calibration,
+            seconds[name] += _timed(layer_errors.convert_selective, source, spec, calibration,
                                     ["no_such_layer"])
         else:
             seconds[name] += _timed(convert.convert, source, spec,
@@ -58,14 +59,14 @@ def _quantize_phase(source, specs, calibration, selection,  # type: ignore[no-un
 
 
 def main() -> dict[str, float]:
-    from pipeline.build import model_store
-    from pipeline.build.tfcompat import import_tf
+    from pipeline.produce import model_store
+    from pipeline.tfcompat import import_tf
 
     _, keras = import_tf(seed=0)
     # The TFLite converter's variants of the float model; the LiteRT Quantizer's (and the
     # search's) start from the float32 `.tflite`, without TensorFlow.
     specs = {n: s for n, s in parse_config(compose()).variants.items()
-             if s.source == "float" and not (s.quantizer or s.search)}
+             if s.source == "float" and s.source_form != FLOAT_TFLITE}
     model = keras.applications.MobileNetV2(input_shape=(96, 96, 3), alpha=0.35,
                                            weights=None, classes=10)
     rng = np.random.default_rng(0)

@@ -107,9 +107,9 @@ def repeat_stability(variants: list[str]) -> None:
 
 def mobilenet_models(work: Path) -> dict[str, Path]:
     """MobileNetV2 (alpha 0.35, 96x96x3, random init, 10 classes) as float32 and int8."""
-    from pipeline.build import convert
-    from pipeline.build.tfcompat import import_tf
-    from pipeline.variants import VariantSpec
+    from pipeline.produce import convert
+    from pipeline.tfcompat import import_tf
+    from pipeline.variants import ConverterVariant
 
     _, keras = import_tf(seed=0)
     model = keras.applications.MobileNetV2(input_shape=(96, 96, 3), alpha=0.35,
@@ -120,7 +120,7 @@ def mobilenet_models(work: Path) -> dict[str, Path]:
                                                "representative_data": True})):
         paths[name] = work / f"{name}.tflite"
         paths[name].write_bytes(convert.convert(
-            model, VariantSpec(name=name, source="float", **kw), calibration))
+            model, ConverterVariant(name=name, source="float", **kw), calibration))
     return paths
 
 

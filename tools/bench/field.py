@@ -180,9 +180,9 @@ def run_one(name: str, work: Path, timeout: float, variants: list[str] | None = 
     if proc.returncode != 0:
         return {**row, "crash": f"exit {proc.returncode}: "
                                 f"{_tail(proc.stdout + chr(10) + proc.stderr)}"}
-    from pipeline.layout import Layout
+    from pipeline.layout import SUMMARY_JSON, Layout
 
-    summary = read_json(Layout(job).report("summary.json"))
+    summary = read_json(Layout(job).report(SUMMARY_JSON))
     row["variants"] = {v: {**{k: r.get(k) for k in VARIANT_KEYS}, "activations16": bool(
         (r.get("inspection") or {}).get("tensors_by_dtype", {}).get("int16"))}
         for v, r in summary.items()}

@@ -160,7 +160,7 @@ def _lab_variants(h5: Path, calibration: np.ndarray, out: Path, cfg: Any) -> dic
     """The lab's float32, int8 and int8_full variants of a Keras `.h5`, made by the quantize
     step's own function."""
     from pipeline.artifacts import tflite_path
-    from pipeline.build import model_store, quantize
+    from pipeline.produce import model_store, quantize
 
     model, _, _ = model_store.load_user_model(h5)
     files = {}

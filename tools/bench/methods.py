@@ -24,6 +24,8 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.artifacts import RECORD
+from pipeline.layout import SUMMARY_JSON, Layout
 from tools.bench.common import ROOT
 
 # Each model: the overrides it adds to `quantization=methods`.
@@ -64,7 +66,7 @@ def table(out: Path) -> list[dict[str, Any]]:
     """One row per method: its figures and the paired difference against its counterpart."""
     from pipeline import data, stats
 
-    rows = json.loads((out / "reports" / "summary.json").read_text())
+    rows = json.loads(Layout(out).report(SUMMARY_JSON).read_text())
     ds = data.load(out / "data" / "prepared")  # pixels scaled as the pipeline feeds them
     x, y = ds.x_test, np.asarray(ds.y_test)
     known: dict[str, np.ndarray | None] = {}  # each variant's per-sample correctness, once
@@ -73,7 +75,7 @@ def table(out: Path) -> list[dict[str, Any]]:
         row = rows.get(method)
         if row is None:  # not in this run's config
             continue
-        record = json.loads((out / "models" / "tflite" / method / "conversion.json").read_text())
+        record = json.loads((Layout(out).variant(method) / RECORD).read_text())
         entry: dict[str, Any] = {"method": method, "against": plain, "status": row["status"],
                                  "seconds": record.get("seconds")}
         if row["status"] != "ok":

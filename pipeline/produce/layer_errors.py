@@ -1,5 +1,6 @@
-"""Per-layer quantization error and selective quantization, with TFLite's
-`QuantizationDebugger` (imports TensorFlow).
+"""The per-layer table: quantization error per layer with TFLite's `QuantizationDebugger`
+(imports TensorFlow), selective quantization by it, and the table the layer_errors step
+stores (`INDEX` and one CSV per setting) read back.
 
 For each quantized layer the debugger runs the float and the quantized graph side by side on
 the calibration samples. `rmse/scale` is the error in units of the layer's quantization step:
@@ -15,23 +16,27 @@ import logging
 import math
 import warnings
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from pipeline import quiet
-from pipeline.build.convert import configure, new_converter
-from pipeline.build.tfcompat import import_tf
-from pipeline.variants import VariantSpec
+from pipeline.artifacts import MAX_ERROR_CHARS
+from pipeline.io import read_json
+from pipeline.produce.convert import configure, new_converter
+from pipeline.tfcompat import import_tf
+from pipeline.variants import ConverterVariant
 
 log = logging.getLogger(__name__)
 
+INDEX = "index.json"  # {setting key: {"variants": [...], "status": ..., "error": ...}}
 # Columns of the per-layer CSV, in order.
 COLUMNS = ("op_name", "tensor_name", "num_elements", "mean_squared_error", "max_abs_error",
            "scale", "zero_point", "rmse_over_scale")
 
 
-def _debugger(model: Any, spec: VariantSpec, calibration: np.ndarray,
+def _debugger(model: Any, spec: ConverterVariant, calibration: np.ndarray,
               denylisted_nodes: Sequence[str] = (), samples: np.ndarray | None = None) -> Any:
     tf, _ = import_tf()
     # The debugger needs float I/O and fallback-capable ops to run both graphs side by side.
@@ -59,7 +64,7 @@ def _debugger(model: Any, spec: VariantSpec, calibration: np.ndarray,
                 converter=converter, debug_dataset=dataset, debug_options=options)
 
 
-def layer_errors(model: Any, spec: VariantSpec, calibration: np.ndarray,
+def compute(model: Any, spec: ConverterVariant, calibration: np.ndarray,
                  samples: np.ndarray | None = None) -> list[dict[str, Any]]:
     """Per-layer error of the variant's quantization against the float model.
 
@@ -117,7 +122,7 @@ def choose_denylist(rows: Sequence[dict[str, Any]], top_k: int,
     return chosen
 
 
-def convert_selective(model: Any, spec: VariantSpec, calibration: np.ndarray,
+def convert_selective(model: Any, spec: ConverterVariant, calibration: np.ndarray,
                       denylisted_nodes: Sequence[str]) -> bytes:
     """Quantize the model with the named layers kept in float.
 
@@ -153,9 +158,44 @@ def from_csv(text: str) -> list[dict[str, Any]]:
     return rows
 
 
-def setting_key(spec: VariantSpec) -> str:
+def setting_key(spec: ConverterVariant) -> str:
     """The name of a full-integer variant's debugger setting: variants with the same key get
     the same per-layer table (the debugger converts with float I/O and builtin ops, so only
     the weight granularity and storage types change what it measures)."""
     return "_".join(["per_channel" if spec.per_channel else "per_tensor",
                      *spec.supported_types])
+
+
+class LayerTable:
+    """A full-integer variant's per-layer error table, computed once per source model and
+    setting by the layer_errors step, or the reason it could not be computed."""
+
+    def __init__(self, rows: list[dict[str, Any]] | None, error: str | None = None) -> None:
+        self.rows, self.error = rows, error
+
+
+def layer_table(model: Any, spec: ConverterVariant, calibration: np.ndarray,
+                selection: np.ndarray | None) -> LayerTable:
+    """The per-layer error of a full-integer variant's setting, or why the debugger could
+    not give it (whatever it raised on the model, in one line)."""
+    try:
+        return LayerTable(compute(model, spec, calibration, selection))
+    except Exception as exc:  # TensorFlow's debugger on the user's model: its failure
+        message = f"{type(exc).__name__}: {' '.join(str(exc).split())}"[:MAX_ERROR_CHARS]
+        log.warning("per-layer error of %s unavailable: %s", spec.name, message[:300])
+        return LayerTable(None, message)
+
+
+def read_table(folder: Path, spec: ConverterVariant) -> LayerTable | None:
+    """The table the layer_errors step wrote into `folder` for a full-integer variant's setting; None when
+    that step has not run (the quantize step then computes it itself)."""
+    index = folder / INDEX
+    if not index.is_file():
+        return None
+    key = setting_key(spec)
+    entry = read_json(index).get(key)
+    if entry is None:
+        return LayerTable(None, f"no per-layer table for setting {key}; run layer_errors")
+    if entry["status"] != "ok":
+        return LayerTable(None, entry["error"])
+    return LayerTable(from_csv((folder / f"{key}.csv").read_text()))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from pipeline.config import MobileNetV2Config, ModelConfig, ResnetSmallConfig, SmallCnnConfig
-from pipeline.build.tfcompat import import_tf
+from pipeline.tfcompat import import_tf
 
 
 def small_cnn(cfg: SmallCnnConfig, input_shape: tuple[int, ...], num_classes: int) -> Any:
@@ -84,7 +84,7 @@ def mobilenet_v2(cfg: MobileNetV2Config, input_shape: tuple[int, ...], num_class
 
 
 # model.arch -> builder; each has its schema in pipeline.config.MODEL_SCHEMAS (as does
-# `file`, which pipeline.build.model_store loads instead of building).
+# `file`, which pipeline.produce.model_store loads instead of building).
 BUILDERS = {"small_cnn": small_cnn, "resnet_small": resnet_small,
             "mobilenet_v2": mobilenet_v2}
 

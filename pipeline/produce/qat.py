@@ -22,8 +22,8 @@ import re
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from pipeline.build.tfcompat import import_tf
-from pipeline.build.train import compile_model, fit, test_accuracy
+from pipeline.tfcompat import import_tf
+from pipeline.produce.train import compile_model, fit, test_accuracy
 from pipeline.config import QatConfig
 from pipeline.data import Dataset
 

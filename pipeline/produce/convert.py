@@ -1,4 +1,4 @@
-"""Convert a Keras model to TFLite as a `VariantSpec` says (imports TensorFlow)."""
+"""Convert a Keras model to TFLite as a `ConverterVariant` says (imports TensorFlow)."""
 
 from __future__ import annotations
 
@@ -10,13 +10,13 @@ from typing import Any
 import numpy as np
 
 from pipeline import quiet
-from pipeline.build.tfcompat import import_tf
-from pipeline.variants import VariantSpec
+from pipeline.tfcompat import import_tf
+from pipeline.variants import ConverterVariant
 
 log = logging.getLogger(__name__)
 
 
-def configure(converter: Any, spec: VariantSpec, calibration: np.ndarray | None) -> Any:
+def configure(converter: Any, spec: ConverterVariant, calibration: np.ndarray | None) -> Any:
     """Set a `tf.lite.TFLiteConverter` up for `spec`.
 
     Args:
@@ -68,7 +68,7 @@ def new_converter(model: Any) -> Any:
     return tf.lite.TFLiteConverter.from_keras_model(model)
 
 
-def convert(model: Any, spec: VariantSpec, calibration: np.ndarray | None = None) -> bytes:
+def convert(model: Any, spec: ConverterVariant, calibration: np.ndarray | None = None) -> bytes:
     """Convert a `tf_keras` model or a SavedModel folder to a TFLite flatbuffer for `spec`.
 
     Returns:

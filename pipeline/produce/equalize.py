@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.build.tfcompat import import_tf
+from pipeline.tfcompat import import_tf
 
 log = logging.getLogger(__name__)
 

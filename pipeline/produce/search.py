@@ -42,8 +42,8 @@ from typing import Any
 import numpy as np
 
 from pipeline import stats
-from pipeline.build import litert_quantizer
-from pipeline.variants import LayerRule, VariantSpec
+from pipeline.produce import litert_quantizer
+from pipeline.variants import LayerRule, QuantizerVariant, SearchVariant
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +139,7 @@ def layer_rules(layers: list[dict[str, Any]], precisions: dict[str, str]) -> lis
 class Search:
     """The state of one search over the float model's `.tflite`."""
 
-    def __init__(self, spec: VariantSpec, float_tflite: Path, calibration: np.ndarray | None,
+    def __init__(self, spec: SearchVariant, float_tflite: Path, calibration: np.ndarray | None,
                  x_val: Any, y_val: np.ndarray, budget: float, batch_size: int = 256,
                  comparison: int = 16) -> None:
         from pipeline.measure.litert import Runner
@@ -164,8 +164,8 @@ class Search:
     # -- one candidate ---------------------------------------------------------------------
 
     def quantize(self, precisions: dict[str, str]) -> bytes:
-        spec = dataclasses.replace(self.spec, backend="litert_quantizer", recipe=None,
-                                   rules=layer_rules(self.layers, precisions), io="float")
+        spec = QuantizerVariant(name=self.spec.name, source="float", recipe=None,
+                                rules=layer_rules(self.layers, precisions), io="float")
         flatbuffer, _ = litert_quantizer.quantize(self.float_tflite, spec, self.calibration)
         return flatbuffer
 
@@ -311,7 +311,7 @@ def noise_floor(float_right: np.ndarray) -> float:
     return stats.drop_interval(stats.Paired(right, 0, 0, n - right))[1]
 
 
-def search(spec: VariantSpec, float_tflite: Path, calibration: np.ndarray | None,
+def search(spec: SearchVariant, float_tflite: Path, calibration: np.ndarray | None,
            x_val: Any, y_val: np.ndarray, budget: float, work: Path,
            batch_size: int = 256) -> Result:
     """Run the search; `work` holds the candidates meanwhile.
@@ -426,7 +426,7 @@ def plot(result: Result, budget: float, objective: str, path: Path) -> Path:
     """Validation accuracy against cost for every trial, the budget line, and the path the
     accepted steps took."""
     from pipeline.io import atomic_path
-    from pipeline.report.plots import pyplot
+    from pipeline.plots import pyplot
 
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5))

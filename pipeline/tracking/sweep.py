@@ -19,9 +19,9 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from pipeline.report import tracking
+from pipeline.tracking import runs as tracking
 from pipeline.io import read_json, write_json, write_text
-from pipeline.layout import Layout
+from pipeline.layout import RECOMMENDATION, SUMMARY_JSON, Layout
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ def summarize(sweep_dir: Path, swept: list[str]) -> list[dict[str, Any]]:
     rows = []
     for job in sorted(p for p in sweep_dir.iterdir() if p.is_dir() and p.name.isdigit()):
         lay = Layout(job)
-        summary, rec_file = lay.report("summary.json"), lay.report("recommendation.json")
+        summary, rec_file = lay.report(SUMMARY_JSON), lay.report(RECOMMENDATION)
         failure = job / FAILURE_FILE  # written by the Ray launcher: why the job failed
         if failure.is_file() or not summary.is_file() or not rec_file.is_file():
             rows.append({"job": int(job.name), "overrides": _overrides(job, swept),
@@ -89,7 +89,7 @@ def across_seeds(sweep_dir: Path, swept: list[str]) -> list[dict[str, Any]]:
     others = [k for k in swept if k != "seed"]
     groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for job in sorted(p for p in sweep_dir.iterdir() if p.is_dir() and p.name.isdigit()):
-        summary = Layout(job).report("summary.json")
+        summary = Layout(job).report(SUMMARY_JSON)
         if not summary.is_file():
             continue
         group = _overrides(job, others) if others else "all"
@@ -110,7 +110,7 @@ def across_seeds(sweep_dir: Path, swept: list[str]) -> list[dict[str, Any]]:
 def _plot_seeds(rows: list[dict[str, Any]], path: Path) -> Path:
     """Accuracy per variant, mean and standard deviation across seeds, one panel a group."""
     from pipeline.io import atomic_path
-    from pipeline.report.plots import pyplot
+    from pipeline.plots import pyplot
 
     plt = pyplot()
     groups = sorted({r["group"] for r in rows})
@@ -146,7 +146,7 @@ def _overrides(job_dir: Path, swept: list[str]) -> str:
 
 def _plot(rows: list[dict[str, Any]], path: Path) -> Path:
     from pipeline.io import atomic_path
-    from pipeline.report.plots import pyplot
+    from pipeline.plots import pyplot
 
     plt = pyplot()
     ok = [r for r in rows if r["status"] == "ok"]

@@ -11,7 +11,7 @@ What a person meets in the MLflow UI:
   model-training view;
 - runs are named by variant, model and data; the parent run's description
   (`mlflow.note.content`) is the recommendation in one sentence, each child's its result;
-- every variant is a logged model (`pipeline/report/tflite_pyfunc.py`: float in, scores out)
+- every variant is a logged model (`pipeline/tracking/tflite_pyfunc.py`: float in, scores out)
   with its metrics linked, and the candidate is registered from it, so
   `mlflow models serve -m models:/<registered model>@candidate` serves it;
 - the prepared data is each run's input, named by split, with its DVC content digest.
@@ -32,6 +32,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from pipeline import artifacts as a
 from pipeline import signals
 from pipeline.report.summary import metrics_of
 from pipeline.variants import VariantSpec
@@ -465,26 +466,26 @@ def store_lock(uri: str) -> Iterator[None]:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def log_pipeline(*, uri: str, experiment: str, run_name: str, config: Mapping[str, Any],
-                 specs: Mapping[str, VariantSpec], rows: Mapping[str, Mapping[str, Any]],
-                 parent_metrics: Mapping[str, float],
-                 curves: Mapping[str, Sequence[float]], parent_tags: Mapping[str, str],
-                 parent_artifacts: Mapping[str, Path],
-                 variant_artifacts: Mapping[str, Mapping[str, Path]],
-                 data: Data | None = None,
-                 note: str | None = None,
-                 common_tags: Mapping[str, str] | None = None,
-                 candidate: str | None = None,
-                 registered_model: str | None = None,
-                 extra_params: Mapping[str, str] | None = None,
-                 variant_trials: Mapping[str, list[dict[str, Any]]] | None = None
-                 ) -> dict[str, Any]:
-    """Log one pipeline execution: a parent run and a child run per variant, each variant's
-    `.tflite` (its `model` artifact) also a logged model.
+def variant_artifacts(variant_dir: Path, name: str, evaluation: Path, benchmark: Path,
+                      footprint: Path) -> dict[str, Path | list[Path]]:
+    """What a variant's child run gets, by artifact folder: its model (also its logged model),
+    every file of its folder (`pipeline.artifacts`; the ones a kind does not write are
+    skipped), and its evaluation, benchmark and footprint."""
+    folder = Path(variant_dir)
+    return {"model": a.tflite_path(folder, name), "inspection": folder / a.RECORD,
+            "layer_errors": folder / a.LAYER_ERRORS, "tensor_errors": folder / a.TENSOR_ERRORS,
+            "model_explorer": folder / a.OVERLAYS, "recipe": folder / a.RECIPE,
+            "precision": folder / a.PRECISION, "equalization": folder / a.EQUALIZATION,
+            "search": [folder / f for f in (a.SEARCH_TRIALS, a.SEARCH_PLOT,
+                                            a.SEARCH_DECISIONS, a.SEARCH_RULES)],
+            "evaluation": evaluation, "benchmark": benchmark, "footprint": footprint}
 
-    Args:
-        uri: Tracking store or server.
-        experiment: Experiment name (created if missing).
+
+@dataclasses.dataclass
+class Execution:
+    """What one pipeline execution produced, as the runs log it.
+
+    Attributes:
         run_name: Parent run name; a child is named `<variant> · <run_name>`.
         config: The resolved config, logged as dotted params on the parent.
         specs: Variants, in order; each child gets its spec as params.
@@ -502,16 +503,52 @@ def log_pipeline(*, uri: str, experiment: str, run_name: str, config: Mapping[st
         common_tags: Tags of every run (provenance: git commit, config hash, ...).
         candidate: The variant to register in the Model Registry with the alias
             `candidate`; None registers nothing.
-        registered_model: The registered model's name (required with `candidate`).
         extra_params: More params of the parent (e.g. a sweep job's overrides).
         variant_trials: Per variant found by a search, its trials (`search_trajectory.csv`
             rows): each becomes a run nested under the variant's.
+    """
+
+    run_name: str
+    config: Mapping[str, Any]
+    specs: Mapping[str, VariantSpec]
+    rows: Mapping[str, Mapping[str, Any]]
+    parent_metrics: Mapping[str, float] = dataclasses.field(default_factory=dict)
+    curves: Mapping[str, Sequence[float]] = dataclasses.field(default_factory=dict)
+    parent_tags: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    parent_artifacts: Mapping[str, Path] = dataclasses.field(default_factory=dict)
+    variant_artifacts: Mapping[str, Mapping[str, Path]] = dataclasses.field(
+        default_factory=dict)
+    data: Data | None = None
+    note: str | None = None
+    common_tags: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    candidate: str | None = None
+    extra_params: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    variant_trials: Mapping[str, list[dict[str, Any]]] = dataclasses.field(
+        default_factory=dict)
+
+
+def log_pipeline(execution: Execution, *, uri: str, experiment: str,
+                 registered_model: str | None = None) -> dict[str, Any]:
+    """Log one pipeline execution: a parent run and a child run per variant, each variant's
+    `.tflite` (its `model` artifact) also a logged model.
+
+    Args:
+        execution: What the execution produced.
+        uri: Tracking store or server.
+        experiment: Experiment name (created if missing).
+        registered_model: The registered model's name (required with a candidate).
 
     Returns:
         `tracking_uri`, `experiment_id`, `parent_run_id`, `child_run_ids` and `model_ids`
         by variant, `model_errors` (variants whose logged model MLflow refused: why), and
         `candidate` (`{variant, model, version, model_id}` or None).
     """
+    e = execution
+    run_name, config, specs, rows = e.run_name, e.config, e.specs, e.rows
+    parent_metrics, curves, parent_tags = e.parent_metrics, e.curves, e.parent_tags
+    parent_artifacts, variant_artifacts, data = e.parent_artifacts, e.variant_artifacts, e.data
+    note, common_tags, candidate = e.note, e.common_tags, e.candidate
+    extra_params, variant_trials = e.extra_params, e.variant_trials
     with store_lock(uri):  # parallel sweep jobs take turns on one SQLite store
         import mlflow
         from mlflow.tracking import MlflowClient
@@ -599,7 +636,7 @@ def log_pipeline(*, uri: str, experiment: str, run_name: str, config: Mapping[st
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """`python -m pipeline.report.tracking [BASE_URL]`: print the address that opens the
+    """`python -m pipeline.tracking.runs [BASE_URL]`: print the address that opens the
     experiment of `params.yaml` (in the store it names) in the model-training view."""
     import argparse
 

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.variants import LayerRule, VariantSpec
+from pipeline.variants import LayerRule, QuantizerVariant
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ def _rule_regex(rule: LayerRule, ops: list[dict[str, Any]]) -> str:
     return "^" + re.escape(op["scope"]) + "$"
 
 
-def quantizer_for(float_tflite: Path, spec: VariantSpec) -> Any:
+def quantizer_for(float_tflite: Path, spec: QuantizerVariant) -> Any:
     """A `Quantizer` set up with the variant's recipe, rules and I/O.
 
     Raises:
@@ -117,7 +117,7 @@ def quantizer_for(float_tflite: Path, spec: VariantSpec) -> Any:
     return qt
 
 
-def quantize(float_tflite: Path, spec: VariantSpec, calibration: np.ndarray | None
+def quantize(float_tflite: Path, spec: QuantizerVariant, calibration: np.ndarray | None
              ) -> tuple[bytes, list[dict[str, Any]]]:
     """Quantize the float `.tflite` as the variant says.
 

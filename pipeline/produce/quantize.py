@@ -9,8 +9,10 @@ is `pipeline.artifacts`.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import tempfile
+from collections.abc import Callable
 import time
 from pathlib import Path
 from typing import Any
@@ -19,22 +21,16 @@ import numpy as np
 
 from pipeline.artifacts import (LAYER_ERRORS, MAX_ERROR_CHARS, PRECISION, RECIPE, RECORD,
                                 new_record, tflite_path)
-from pipeline.build import convert, debug, litert_quantizer
+from pipeline.produce import convert, litert_quantizer
+from pipeline.produce import layer_errors
+from pipeline.produce.layer_errors import LayerTable, layer_table
 from pipeline.io import atomic_dir, write_bytes, write_json, write_text
 from pipeline.measure import inspection, litert
-from pipeline.variants import VariantSpec
+from pipeline.variants import ConverterVariant, QuantizerVariant, SearchVariant, VariantSpec
 
 log = logging.getLogger(__name__)
 
 WORST_LAYERS = 3  # how many of the worst layers the record (and the report) lists
-
-
-class LayerTable:
-    """A full-integer variant's per-layer error table, computed once per source model and
-    setting by the layer_errors step, or the reason it could not be computed."""
-
-    def __init__(self, rows: list[dict[str, Any]] | None, error: str | None = None) -> None:
-        self.rows, self.error = rows, error
 
 
 def quantize_variant(model: Any, spec: VariantSpec, calibration: np.ndarray | None,
@@ -51,7 +47,7 @@ def quantize_variant(model: Any, spec: VariantSpec, calibration: np.ndarray | No
     not be computed fails only a selective variant (which needs it to choose its layers).
 
     Args:
-        model: A `tf_keras` model, or a SavedModel folder's path (`pipeline.build.model_store`).
+        model: A `tf_keras` model, or a SavedModel folder's path (`pipeline.produce.model_store`).
         calibration: Representative samples from the training split (calibrated variants).
         selection: Samples from the validation split that per-layer error (and so the
             choice of layers kept in float) is measured on; default: the calibration samples.
@@ -67,48 +63,16 @@ def quantize_variant(model: Any, spec: VariantSpec, calibration: np.ndarray | No
     record = new_record(spec.name)
     start = time.perf_counter()
     with atomic_dir(out_dir) as out, tempfile.TemporaryDirectory() as scratch:
+        job = Job(calibration, selection, table, validation, out, Path(scratch), record)
         try:
-            if spec.prepared:  # a copy of the tf_keras model, equalized and corrected
-                model = prepare(model, spec, calibration, out, record)
-            if spec.full_integer and calibration is not None and table is None:
-                table = layer_table(model, spec, calibration, selection)
-            layers = table.rows if table and table.rows is not None else []
-            if table and table.rows is not None:
-                write_text(out / LAYER_ERRORS, debug.to_csv(layers))
-                record["worst_layers"] = layers[:WORST_LAYERS]
-            elif table:
-                record["layer_errors_error"] = table.error
-            if spec.search:  # `model` is the float .tflite, searched over
-                if validation is None:
-                    raise ValueError(f"variant {spec.name!r} searches: it needs the "
-                                     "validation split")
-                flatbuffer = run_search(Path(model), spec, calibration, validation, out,
-                                        record)
-            elif spec.quantizer:  # LiteRT Quantizer: `model` is the float .tflite
-                if spec.prepared:  # the prepared Keras model's own float .tflite
-                    model = write_bytes(Path(scratch) / "prepared.tflite",
-                                        convert.convert(model, VariantSpec("float32",
-                                                                           source="float")))
-                flatbuffer, recipe = litert_quantizer.quantize(Path(model), spec, calibration)
-                write_json(out / RECIPE, recipe)
-            elif spec.selective:
-                assert calibration is not None  # full_integer implies representative data
-                if table is None or table.rows is None:
-                    raise RuntimeError("the per-layer error this variant chooses its float "
-                                       f"layers by is unavailable: {table and table.error}")
-                denylist = debug.choose_denylist(layers, spec.denylist_top_k,
-                                                 spec.denylist_threshold)
-                record["denylisted_nodes"] = denylist
-                flatbuffer = debug.convert_selective(model, spec, calibration, denylist)
-            else:
-                flatbuffer = convert.convert(model, spec, calibration)
+            flatbuffer = PRODUCERS[type(spec)](model, spec, job)
             path = write_bytes(tflite_path(out, spec.name), flatbuffer)
             sample = next((s for s in (comparison, calibration, selection)
                            if s is not None and len(s)), None)
             if sample is not None:  # refused by LiteRT's kernels: failed here, not later
                 litert.check_runs(path, sample[:1])
-            if spec.quantizer:
-                rows = litert_quantizer.asked_and_got(Path(model), recipe, path)
+            if job.recipe is not None:  # what each layer asked for and what it got
+                rows = litert_quantizer.asked_and_got(job.recipe[0], job.recipe[1], path)
                 write_text(out / PRECISION, _csv(rows))
                 record["asked_vs_got"] = litert_quantizer.mismatches(rows)
             record["inspection"] = inspection.inspect(path)
@@ -125,15 +89,93 @@ def quantize_variant(model: Any, spec: VariantSpec, calibration: np.ndarray | No
     return record
 
 
-def prepare(model: Any, spec: VariantSpec, calibration: np.ndarray | None, out: Path,
-            record: dict[str, Any]) -> Any:
-    """A copy of the float Keras model, equalized, bias-corrected and AdaRounded as the
-    variant asks (`pipeline.build.equalize`); writes `equalization.csv` (each equalized
+@dataclasses.dataclass
+class Job:
+    """What a kind's producer gets besides its source model and spec."""
+
+    calibration: np.ndarray | None
+    selection: np.ndarray | None
+    table: LayerTable | None
+    validation: tuple[Any, np.ndarray, float] | None
+    out: Path  # the variant's folder, being written
+    scratch: Path
+    record: dict[str, Any]
+    recipe: tuple[Path, Any] | None = None  # the quantizer's input and applied recipe
+
+
+def produce_converter(model: Any, spec: ConverterVariant, job: Job) -> bytes:
+    """The TFLite converter, on the (prepared) Keras model or its SavedModel; a full-integer
+    variant's per-layer table is recorded, and a selective one keeps its worst layers in
+    float by it."""
+    if spec.prepared:  # a copy of the tf_keras model, equalized and corrected
+        adaround = (8, spec.per_channel, None) if spec.rounding == "adaround" else None
+        model = prepare(model, spec, job, equalize_=spec.equalize,
+                        bias_correction=spec.bias_correction, per_channel=spec.per_channel,
+                        adaround=adaround)
+    table = job.table
+    if spec.full_integer and job.calibration is not None and table is None:
+        table = layer_table(model, spec, job.calibration, job.selection)
+    layers = table.rows if table and table.rows is not None else []
+    if table and table.rows is not None:
+        write_text(job.out / LAYER_ERRORS, layer_errors.to_csv(layers))
+        job.record["worst_layers"] = layers[:WORST_LAYERS]
+    elif table:
+        job.record["layer_errors_error"] = table.error
+    if not spec.selective:
+        return convert.convert(model, spec, job.calibration)
+    assert job.calibration is not None  # full_integer implies representative data
+    if table is None or table.rows is None:
+        raise RuntimeError("the per-layer error this variant chooses its float layers by is "
+                           f"unavailable: {table and table.error}")
+    denylist = layer_errors.choose_denylist(layers, spec.denylist_top_k,
+                                            spec.denylist_threshold)
+    job.record["denylisted_nodes"] = denylist
+    return layer_errors.convert_selective(model, spec, job.calibration, denylist)
+
+
+def produce_quantizer(model: Any, spec: QuantizerVariant, job: Job) -> bytes:
+    """The LiteRT Quantizer on the float model's `.tflite` (for AdaRound: on the rounded
+    Keras model's own float `.tflite`); writes the applied recipe."""
+    if spec.prepared:
+        bits = 4 if "wi4" in (spec.recipe or "") else 8  # int4 leaves depthwise convs float
+        model = prepare(model, spec, job, adaround=(
+            bits, True, ("Conv2D", "Dense") if bits == 4 else None))
+        model = write_bytes(job.scratch / "prepared.tflite", convert.convert(
+            model, ConverterVariant("float32", source="float")))
+    flatbuffer, recipe = litert_quantizer.quantize(Path(model), spec, job.calibration)
+    write_json(job.out / RECIPE, recipe)
+    job.recipe = (Path(model), recipe)
+    return flatbuffer
+
+
+def produce_search(model: Any, spec: SearchVariant, job: Job) -> bytes:
+    """The accuracy-aware search from the float model's `.tflite`."""
+    if job.validation is None:
+        raise ValueError(f"variant {spec.name!r} searches: it needs the validation split")
+    return run_search(Path(model), spec, job.calibration, job.validation, job.out, job.record)
+
+
+# The one dispatch: each kind of variant (`pipeline.variants.KINDS`) and what makes its file.
+PRODUCERS: dict[type[VariantSpec], Callable[[Any, Any, Job], bytes]] = {
+    ConverterVariant: produce_converter,
+    QuantizerVariant: produce_quantizer,
+    SearchVariant: produce_search,
+}
+
+
+def prepare(model: Any, spec: VariantSpec, job: Job, *, equalize_: bool = False,
+            bias_correction: bool = False, per_channel: bool = True,
+            adaround: tuple[int, bool, tuple[str, ...] | None] | None = None) -> Any:
+    """A copy of the float Keras model, equalized, bias-corrected and AdaRounded
+    (`adaround`: bits, per channel, the layer kinds or None for every weighted one; bias
+    correction simulates per-channel or per-tensor int8 weights) as the
+    variant asks (`pipeline.produce.equalize`); writes `equalization.csv` (each equalized
     layer's channel ranges before and after) and what changed into the record."""
     from pipeline.artifacts import EQUALIZATION
-    from pipeline.build import equalize
-    from pipeline.build.tfcompat import import_tf
+    from pipeline.produce import equalize
+    from pipeline.tfcompat import import_tf
 
+    calibration, record = job.calibration, job.record
     if isinstance(model, (str, Path)):
         raise ValueError(f"variant {spec.name!r} changes the Keras model before converting "
                          "it, but this model is stored as a SavedModel only (a Keras 3 "
@@ -147,45 +189,30 @@ def prepare(model: Any, spec: VariantSpec, calibration: np.ndarray | None, out: 
     if spec.calibrated and (calibration is None or not len(calibration)):
         raise ValueError(f"variant {spec.name!r} prepares its model on calibration samples: "
                          "none were given")
-    report = equalize.equalize(model) if spec.equalize else equalize.Report()
-    if spec.bias_correction:
-        equalize.correct_biases(model, calibration, spec.per_channel, report)
+    report = equalize.equalize(model) if equalize_ else equalize.Report()
+    if bias_correction:
+        equalize.correct_biases(model, calibration, per_channel, report)
     ratios: list[float] = []
-    if spec.rounding == "adaround":
+    if adaround is not None:
         assert calibration is not None
-        if not spec.equalize:  # the converter folds batch norms into the kernels: first
+        if not equalize_:  # the converter folds batch norms into the kernels: first
             equalize.fold_batch_norms(model, report)
-        bits, per_channel, kinds = 8, spec.per_channel, equalize.WEIGHTED
-        if spec.quantizer:  # the recipe's width; int4 leaves depthwise convs in float
-            bits = 4 if "wi4" in (spec.recipe or "") else 8
-            per_channel = True
-            kinds = ("Conv2D", "Dense") if bits == 4 else equalize.WEIGHTED
-        equalize.adaround(model, calibration, bits, per_channel, report, kinds)
+        bits, per_channel, kinds = adaround
+        equalize.adaround(model, calibration, bits, per_channel, report,
+                          kinds or equalize.WEIGHTED)
         ratios = [r["adaround"] / r["nearest"] for r in report.rounding if r["nearest"] > 0]
         record["adaround"] = report.rounding
     if report.rows:
-        write_text(out / EQUALIZATION, _csv(report.rows))
+        write_text(job.out / EQUALIZATION, _csv(report.rows))
     figures = {f"spread_median_{when}": float(np.median([r[f"spread_{when}"]
                                                          for r in report.rows]))
                for when in ("before", "after") if report.rows}
-    if spec.rounding == "adaround":
+    if adaround is not None:
         figures.update(adaround_layers=len(report.rounding),
                        adaround_error_ratio_median=float(np.median(ratios)) if ratios else 1.0)
     record["preparation"] = {**report.summary(), **figures,
                              "seconds": time.perf_counter() - started}
     return model
-
-
-def layer_table(model: Any, spec: VariantSpec, calibration: np.ndarray,
-                selection: np.ndarray | None) -> LayerTable:
-    """The per-layer error of a full-integer variant's setting, or why the debugger could
-    not give it (whatever it raised on the model, in one line)."""
-    try:
-        return LayerTable(debug.layer_errors(model, spec, calibration, selection))
-    except Exception as exc:  # TensorFlow's debugger on the user's model: its failure
-        message = f"{type(exc).__name__}: {' '.join(str(exc).split())}"[:MAX_ERROR_CHARS]
-        log.warning("per-layer error of %s unavailable: %s", spec.name, message[:300])
-        return LayerTable(None, message)
 
 
 def _csv(rows: list[dict[str, Any]]) -> str:
@@ -219,13 +246,13 @@ def compare_tensors(reference: Path, path: Path, samples: np.ndarray, out: Path,
 def run_search(float_tflite: Path, spec: VariantSpec, calibration: np.ndarray | None,
                validation: tuple[Any, np.ndarray, float], out: Path,
                record: dict[str, Any]) -> bytes:
-    """The accuracy-aware search (`pipeline.build.search`): writes its trajectory, plot,
+    """The accuracy-aware search (`pipeline.produce.search`): writes its trajectory, plot,
     decisions and rules into the variant's folder, its summary into the record; returns the
     model found."""
     import tempfile
 
     from pipeline.artifacts import SEARCH_DECISIONS, SEARCH_PLOT, SEARCH_RULES, SEARCH_TRIALS
-    from pipeline.build import search
+    from pipeline.produce import search
 
     x_val, y_val, budget = validation
     started = time.perf_counter()

@@ -7,8 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.build import models
-from pipeline.build.tfcompat import import_tf
+from pipeline.produce import models
+from pipeline.tfcompat import import_tf
 from pipeline.config import ModelConfig, TrainConfig
 from pipeline.data import Dataset
 

@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.io import atomic_dir, read_json, write_json
-from pipeline.build.tfcompat import import_tf
+from pipeline.tfcompat import import_tf
 
 log = logging.getLogger(__name__)
 
@@ -142,11 +142,11 @@ def _export_float_tflite(saved_model: Path, out: Path) -> None:
     """The model's plain float `.tflite`, converted once from its SavedModel: what the LiteRT
     Quantizer's variants start from (it takes a `.tflite`, not a Keras model). A model the
     converter refuses gets none; its variants then fail with the reason."""
-    from pipeline.build import convert
-    from pipeline.variants import VariantSpec
+    from pipeline.produce import convert
+    from pipeline.variants import ConverterVariant
 
     try:
-        out.write_bytes(convert.convert(saved_model, VariantSpec(name="float", source="float")))
+        out.write_bytes(convert.convert(saved_model, ConverterVariant(name="float", source="float")))
     except Exception as exc:  # the converter on the user's model: recorded, not raised
         log.warning("no float .tflite for the LiteRT Quantizer: %s", str(exc).splitlines()[0])
         out.with_suffix(".error.txt").write_text(f"{type(exc).__name__}: {exc}"[:4000])

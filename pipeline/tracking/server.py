@@ -1,8 +1,8 @@
 """Start an MLflow server (or UI) in the background and return once it answers, or stop it
 again: what `make mlflow-server-start` and `make mlflow-server-stop` run.
 
-    python -m pipeline.report.server start --port 5000 --log mlflow-server.log -- CMD...
-    python -m pipeline.report.server stop --port 5000
+    python -m pipeline.tracking.server start --port 5000 --log mlflow-server.log -- CMD...
+    python -m pipeline.tracking.server stop --port 5000
 """
 
 from __future__ import annotations

@@ -1,0 +1,120 @@
+"""What every kind of variant has, and the registry of kinds (no TensorFlow here).
+
+A kind is a dataclass subclass of `VariantSpec` with its own `BACKEND` (the value of the
+config key `backend` that chooses it, as `model.arch` chooses a model schema), its own
+fields, checks and `SOURCE_FORM` (what the quantize step hands its producer). Defining the
+class registers it; `pipeline.produce.quantize.PRODUCERS` holds the one function per kind
+that makes its `.tflite`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from typing import Any, ClassVar
+
+from pipeline.schema import one_of
+
+SOURCES = ("float", "qat")  # which Keras model a variant starts from
+# What the quantize step hands a kind's producer.
+KERAS, SAVED_MODEL, FLOAT_TFLITE = "keras", "saved_model", "float_tflite"
+_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+
+KINDS: dict[str, type[VariantSpec]] = {}  # backend -> kind, filled as the kinds are defined
+
+
+@dataclasses.dataclass
+class VariantSpec:
+    """A variant: how one `.tflite` model is made. Fields every kind has:
+
+    Attributes:
+        name: Variant name, used in file names, DVC stage names, MLflow runs and the report
+            (its key in `quantization.variants`).
+        description: One line for the report.
+        source: `float` starts from the trained float model, `qat` from the QAT fine-tuned
+            one.
+        backend: The kind (`KINDS`): `converter` (the default), `litert_quantizer`, `search`.
+    """
+
+    BACKEND: ClassVar[str] = ""
+
+    name: str = "?"
+    description: str = ""
+    source: str = "???"  # required: dvc.yaml picks the Keras model to convert by it
+    backend: str = "?"
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.BACKEND:
+            KINDS[cls.BACKEND] = cls
+
+    @property
+    def key(self) -> str:
+        """The variant's config key, for error messages."""
+        return f"quantization.variants.{self.name}"
+
+    def __post_init__(self) -> None:
+        if not _NAME.match(self.name):
+            raise ValueError(f"{self.key}: variant names must match {_NAME.pattern} (they "
+                             "become file, stage and run names)")
+        one_of(f"{self.key}.source", self.source, SOURCES)
+        one_of(f"{self.key}.backend", self.backend, (self.BACKEND,))
+
+    def require_float_source(self, what: str) -> None:
+        if self.source != "float":
+            raise ValueError(f"{self.key}: {what} quantizes the float model (source: float)")
+
+    # What a kind answers; each overrides the ones that hold for it.
+    @property
+    def source_form(self) -> str:
+        """What the quantize step loads for this variant's producer: the Keras model
+        (`KERAS`), its SavedModel (`SAVED_MODEL`) or its float `.tflite` (`FLOAT_TFLITE`)."""
+        return SAVED_MODEL
+
+    @property
+    def calibrated(self) -> bool:
+        """True if the variant needs calibration samples (representative data)."""
+        return False
+
+    @property
+    def prepared(self) -> bool:
+        """True if the float Keras model is changed before conversion (equalization, bias
+        correction, AdaRound): its per-layer table is then its own, not the shared one."""
+        return False
+
+    @property
+    def full_integer(self) -> bool:
+        """True for int8-activation, calibrated conversions of the float model: the ones
+        TFLite's QuantizationDebugger can measure per layer."""
+        return False
+
+    @property
+    def selective(self) -> bool:
+        """True if some layers are chosen by their per-layer error to stay in float."""
+        return False
+
+    @property
+    def integer_only(self) -> bool:
+        """True if no float fallback is allowed (only integer op sets)."""
+        return False
+
+    @property
+    def validated(self) -> bool:
+        """True if making the variant measures candidates on the validation split."""
+        return False
+
+    def accuracy_budget(self, default: float) -> float:
+        """The accuracy drop making the variant may cost on the validation split."""
+        return default
+
+    def as_params(self) -> dict[str, str]:
+        """Flat string params of this kind's own fields (for MLflow)."""
+        def text(value: Any) -> str:
+            if isinstance(value, list):
+                return ",".join(text(v) if not dataclasses.is_dataclass(v) else
+                                " ".join(f"{k}={x}" for k, x in dataclasses.asdict(v).items()
+                                         if x is not None) for v in value)
+            return str(value)
+
+        return {f"variant.{f.name}": text(getattr(self, f.name))
+                for f in dataclasses.fields(self)}
