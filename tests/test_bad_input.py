@@ -1,7 +1,7 @@
-"""The README's table of refused input, row by row: each case runs the real stage script in
+"""The manual's table of refused input (`docs/robustness.md`), row by row: each case runs the real stage script in
 a subprocess, as `dvc repro` would, and must end with a non-zero exit, exactly one error line
 naming the problem (no traceback), no output file (not even a temporary one) and no MLflow
-run left RUNNING. The README's table and this one must list the same cases.
+run left RUNNING. That table and this one must list the same cases.
 """
 
 from __future__ import annotations
@@ -90,7 +90,7 @@ def text_file(path: Path) -> Path:
 
 
 def mnist_shaped_model(path: Path) -> Path:
-    from pipeline.build.tfcompat import import_tf
+    from pipeline.tfcompat import import_tf
 
     _, keras = import_tf()
     inputs = keras.Input(shape=(28, 28, 1))
@@ -218,9 +218,9 @@ def test_bad_input_is_refused_with_one_clear_line(case: Case, tmp_path: Path,
     assert running_runs(ws) == []
 
 
-def test_the_readme_lists_every_case() -> None:
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    section = readme.split("## Refused input", 1)[1].split("\n## ", 1)[0]
+def test_the_manual_lists_every_case() -> None:
+    page = (ROOT / "docs" / "robustness.md").read_text(encoding="utf-8")
+    section = page.split("## Refused input", 1)[1].split("\n## ", 1)[0]
     rows = re.findall(r"^\| ([a-z][^|]*?) \|", section, flags=re.MULTILINE)
     assert rows[0] == "case"  # the header
     assert rows[1:] == [c.name for c in CASES]

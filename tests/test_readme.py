@@ -1,6 +1,8 @@
-"""Every command the README shows works as written in a fresh shell.
+"""Every command the README and the manual's pages (`docs/`, in `mkdocs.yml`'s nav order)
+show works as written in a fresh shell, and the manual builds as a site.
 
-The README's `sh` blocks are extracted and run in order, as one bash script, in a fresh copy
+The `sh` blocks of the README, then of each page, are extracted and run in order, as one
+bash script, in a fresh copy
 of the project, from an empty environment (`env -i` with only `HOME` and the system `PATH`),
 the way a new user pastes them: `make repro`, then `source .venv/bin/activate` and the rest.
 `conf/` is shrunk first (tiny model, short training, four variants), which is the edit a user
@@ -47,8 +49,40 @@ def readme_commands(text: str) -> list[str]:
     return commands
 
 
+def documents() -> list[Path]:
+    """The README, then every page of the manual in its nav order."""
+    nav = yaml.safe_load((ROOT / "mkdocs.yml").read_text())["nav"]
+    return [ROOT / "README.md", *(ROOT / "docs" / next(iter(e.values())) for e in nav)]
+
+
+def documented_commands() -> list[str]:
+    return [c for path in documents()
+            for c in readme_commands(path.read_text(encoding="utf-8"))]
+
+
+def test_the_manual_is_a_site_with_every_page_and_the_readme_a_front_door(
+        tmp_path: Path) -> None:
+    """Every page under docs/ is in the nav, the site builds with no warning (a broken link
+    fails it), and the README stays a front door that links every page."""
+    pages = {p.name for p in (ROOT / "docs").glob("*.md")}
+    in_nav = {p.name for p in documents()[1:]}
+    assert pages == in_nav, pages ^ in_nav
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert len(readme.splitlines()) <= 150
+    assert {p for p in in_nav if f"(docs/{p})" not in readme} == {"index.md"}
+    out = subprocess.run([str(ROOT / ".venv" / "bin" / "mkdocs"), "build", "--strict",
+                          "--site-dir", str(tmp_path / "site")], cwd=ROOT,
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "WARNING" not in out.stderr, out.stderr[-3000:]
+    for page in in_nav:
+        html = tmp_path / "site" / (page.removesuffix(".md") + "/index.html"
+                                    if page != "index.md" else "index.html")
+        assert html.is_file(), html
+
+
 def test_readme_blocks_are_found_and_every_make_target_exists() -> None:
-    commands = readme_commands((ROOT / "README.md").read_text(encoding="utf-8"))
+    commands = documented_commands()
     assert commands[:2] == ["make repro   # creates .venv, installs the pinned dependencies, "
                             "runs the pipeline",
                             "make test    # creates .venv if it is missing, runs all the tests"]
@@ -57,10 +91,10 @@ def test_readme_blocks_are_found_and_every_make_target_exists() -> None:
     help_text = subprocess.run(["make", "-s", "help"], cwd=ROOT, capture_output=True,
                                text=True, check=True).stdout
     targets = set(re.findall(r"make ([a-z][a-z-]*)", help_text))
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    used = set(re.findall(r"`make ([a-z][a-z-]*)", readme)) | {
+    text = "\n".join(p.read_text(encoding="utf-8") for p in documents())
+    used = set(re.findall(r"`make ([a-z][a-z-]*)", text)) | {
         c.split()[1] for c in commands if c.startswith("make ")}
-    assert used <= targets, f"README names make targets that do not exist: {used - targets}"
+    assert used <= targets, f"the docs name make targets that do not exist: {used - targets}"
 
 
 def venv_for(project: Path) -> Path:
@@ -165,7 +199,7 @@ def test_every_readme_command_works_in_a_fresh_shell(tmp_path: Path) -> None:
     project = project_copy(tmp_path / "lab")
     venv = venv_for(project)
     shrink_conf(project)
-    commands = readme_commands((ROOT / "README.md").read_text(encoding="utf-8"))
+    commands = documented_commands()
     home = tmp_path / "home"
     home.mkdir()
     # A user's home, with the git identity `dvc exp` needs to record experiments.

@@ -1,5 +1,5 @@
 """Sweeps: launcher configs and one-line typo errors. The sweeps themselves (a parallel
-4-job sweep, `dvc exp run -S`, queued experiments) run as the README shows them, in
+4-job sweep, `dvc exp run -S`, queued experiments) run as the manual (`docs/configuration.md`) shows them, in
 tests/test_readme.py."""
 
 from __future__ import annotations
@@ -70,7 +70,7 @@ def test_a_sweep_over_seeds_summarizes_each_variant_across_them(tmp_path: Path) 
 
     from pipeline.io import write_json
     from pipeline.layout import Layout
-    from pipeline.report import sweep
+    from pipeline.tracking import sweep
 
     figures = {("a", 1): 0.90, ("a", 2): 0.94, ("b", 1): 0.80, ("b", 2): 0.82}
     for job, ((model, seed), accuracy) in enumerate(figures.items()):
