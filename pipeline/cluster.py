@@ -89,9 +89,9 @@ def end_stale_runs(uri: str, sweep_run_id: str) -> list[str]:
     once every job has ended: an attempt whose worker died could not end its own."""
     from mlflow.tracking import MlflowClient
 
-    from pipeline.tracking import runs as tracking
+    from pipeline.tracking import store
 
-    with tracking.store_lock(uri):
+    with store.store_lock(uri):
         client = MlflowClient(uri)
         experiment = client.get_run(sweep_run_id).info.experiment_id
         runs = client.search_runs([experiment], max_results=50000)
@@ -201,19 +201,19 @@ class RayLauncher(PluginRayLauncher):
     def _problem(self, cpus: int, total: float, hosts: set[str],
                  sweep_dir: Path) -> str | None:
         """Why the sweep cannot run on this cluster, or None."""
-        from pipeline.tracking import runs as tracking
+        from pipeline.tracking import store
 
         assert self.config is not None
         if total < cpus:
             return (f"each job asks for {cpus} CPUs (hydra.launcher.ray.remote.num_cpus) "
                     f"but the Ray cluster has {total:g}")
-        uri = tracking.tracking_uri(str(self.config.tracking.uri))
+        uri = store.tracking_uri(str(self.config.tracking.uri))
         if len(hosts) > 1 and not uri.startswith(("http://", "https://")):
             return (f"the Ray cluster spans {len(hosts)} machines, and tracking.uri is {uri}: "
                     "jobs on other machines cannot share that store; start an MLflow server "
                     "and set tracking.uri=http://<host>:<port>")
         try:
-            tracking.check_reachable(uri)
+            store.check_reachable(uri)
         except ValueError as exc:
             return str(exc)
         if sweep_run(sweep_dir) is None:

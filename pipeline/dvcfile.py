@@ -30,7 +30,7 @@ DVC_FILE = ROOT / "dvc.yaml"
 KEY, SOURCE, REFERENCE = "${key}", "${item.source}", "${report.reference}"  # DVC templating
 # Files a module reads at run time besides Python code (module -> files or folders).
 DATA_FILES = {"pipeline/report/render.py": ("pipeline/report/templates",),
-              "pipeline/tracking/runs.py": ("pipeline/tracking/tflite_pyfunc.py",)}
+              "pipeline/tracking/models.py": ("pipeline/tracking/tflite_pyfunc.py",)}
 
 
 @dataclasses.dataclass(frozen=True)

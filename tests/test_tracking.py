@@ -23,6 +23,7 @@ from pipeline import data
 from test_bad_input import free_port
 from pipeline.measure.benchmark import setting_key
 from pipeline.report import summary
+from pipeline.tracking import models, store
 from pipeline.tracking import runs as tracking
 from pipeline.config import Config
 
@@ -37,7 +38,7 @@ def rows(stage_results: dict, tiny_cfg: Config) -> dict[str, Any]:
 
 
 def _log(uri: str, cfg: Config, raw: dict, rows: dict, models: dict[str, Path],
-         data: tracking.Data | None = None, candidate: str | None = None) -> dict[str, Any]:
+         data: models.Data | None = None, candidate: str | None = None) -> dict[str, Any]:
     artifacts = {v: {"model": models[v]} for v in cfg.variants}
     return tracking.log_pipeline(tracking.Execution(
         run_name="small_cnn-digits", config=raw, specs=cfg.variants, rows=rows,
@@ -49,11 +50,11 @@ def _log(uri: str, cfg: Config, raw: dict, rows: dict, models: dict[str, Path],
 
 @pytest.fixture(scope="module")
 def digits(small_dataset: data.Dataset, tmp_path_factory: pytest.TempPathFactory
-           ) -> tracking.Data:
+           ) -> models.Data:
     """The small data set, stored as the prepare stage stores it, as the runs' input."""
     store = data.save(small_dataset, tmp_path_factory.mktemp("store") / "prepared",
                       source="digits")
-    return tracking.Data(name="digits", digest=data.content_digest(store), path=str(store),
+    return models.Data(name="digits", digest=data.content_digest(store), path=str(store),
                          source="digits", splits=data.meta(store)["splits"],
                          sample_shape=small_dataset.input_shape,
                          num_classes=small_dataset.num_classes,
@@ -134,26 +135,26 @@ def test_environment_overrides_the_configured_store(monkeypatch: pytest.MonkeyPa
                                                    tmp_path: Path) -> None:
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     project = tmp_path.resolve()
-    assert tracking.tracking_uri("sqlite:///mlflow.db", project) == \
+    assert store.tracking_uri("sqlite:///mlflow.db", project) == \
         f"sqlite:///{project}/mlflow.db"
     # A queued DVC experiment runs in <project>/.dvc/tmp/exps/<tmp>: same store as the project.
     queued = project / ".dvc" / "tmp" / "exps" / "tmpabc123"
     queued.mkdir(parents=True)
-    assert tracking.tracking_uri("sqlite:///mlflow.db", queued) == \
+    assert store.tracking_uri("sqlite:///mlflow.db", queued) == \
         f"sqlite:///{project}/mlflow.db"
-    assert tracking.tracking_uri("sqlite:////abs/m.db", queued) == "sqlite:////abs/m.db"
+    assert store.tracking_uri("sqlite:////abs/m.db", queued) == "sqlite:////abs/m.db"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5999")
-    assert tracking.tracking_uri("sqlite:///mlflow.db") == "http://127.0.0.1:5999"
+    assert store.tracking_uri("sqlite:///mlflow.db") == "http://127.0.0.1:5999"
 
 
 def test_flatten_gives_dotted_params() -> None:
-    assert tracking.flatten({"a": {"b": 1, "c": [1, 2]}, "d": {}}) == {
+    assert store.flatten({"a": {"b": 1, "c": [1, 2]}, "d": {}}) == {
         "a.b": "1", "a.c": "1,2", "d": "{}"}
 
 
 @pytest.fixture(scope="module")
 def logged(tmp_path_factory: pytest.TempPathFactory, tiny_cfg: Config, tiny_raw: dict,
-           rows: dict, models: dict[str, Path], digits: tracking.Data) -> dict[str, Any]:
+           rows: dict, models: dict[str, Path], digits: models.Data) -> dict[str, Any]:
     """One pipeline execution logged with its data, logged models and a candidate: int8_full,
     whose input and output are int8 (quantized inside the logged model)."""
     store = tmp_path_factory.mktemp("mlflow")
@@ -168,13 +169,13 @@ def logged(tmp_path_factory: pytest.TempPathFactory, tiny_cfg: Config, tiny_raw:
 
 
 def test_every_variant_is_a_logged_model_with_its_metrics_and_data(
-        logged: dict, tiny_cfg: Config, rows: dict, digits: tracking.Data) -> None:
+        logged: dict, tiny_cfg: Config, rows: dict, digits: models.Data) -> None:
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(logged["tracking_uri"])
     exp = client.get_experiment(logged["experiment_id"])
     assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
-    view = json.loads(exp.tags[f"mlflow.sharedViewState.{tracking.VIEW_KEY}"])
+    view = json.loads(exp.tags[f"mlflow.sharedViewState.{store.VIEW_KEY}"])
     assert view["orderByKey"] == "metrics.`accuracy`" and "metrics.`size_bytes`" in \
         view["selectedColumns"]
     ok = [v for v in tiny_cfg.variants if rows[v].get("status", "ok") == "ok"]
@@ -310,7 +311,7 @@ def test_the_mlflow_ui_opens_the_comparison_in_headless_chromium(logged: dict,
                               text=True, timeout=180, check=True).stdout
 
     with started(cmd, f"{base}/health", tmp_path / "ui.log", tool_env(logged)):
-        runs = dom(tracking.ui_link(base, logged["experiment_id"]))
+        runs = dom(store.ui_link(base, logged["experiment_id"]))
         models = dom(f"{base}/#/experiments/{logged['experiment_id']}/models"
                      "?workflowType=machine_learning")
     # The runs table in the model-training view, not the GenAI overview.
@@ -335,11 +336,11 @@ def test_an_experiment_an_older_lab_created_gets_the_kind_and_view(tmp_path: Pat
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     old = client.create_experiment("older", artifact_location=str(tmp_path / "a"))
     assert "mlflow.experimentKind" not in client.get_experiment(old).tags
-    assert tracking.ensure_experiment(client, "older") == old
+    assert store.ensure_experiment(client, "older") == old
     tags = client.get_experiment(old).tags
     assert tags["mlflow.experimentKind"] == "custom_model_development"
-    assert json.loads(tags["mlflow.sharedViewState.lab"]) == tracking.VIEW_STATE
-    assert tracking.ui_link("http://127.0.0.1:5000/", old).endswith(
+    assert json.loads(tags["mlflow.sharedViewState.lab"]) == store.VIEW_STATE
+    assert store.ui_link("http://127.0.0.1:5000/", old).endswith(
         f"/#/experiments/{old}/runs?viewStateShareKey=lab&workflowType=machine_learning")
 
 
@@ -351,7 +352,7 @@ def test_a_run_is_ended_even_while_another_process_locks_the_store(tmp_path: Pat
 
     from mlflow.tracking import MlflowClient
 
-    from pipeline.tracking import runs as tracking
+    from pipeline.tracking import store
 
     db = tmp_path / "mlflow.db"
     client = MlflowClient(f"sqlite:///{db}")
@@ -361,7 +362,7 @@ def test_a_run_is_ended_even_while_another_process_locks_the_store(tmp_path: Pat
     released = threading.Timer(24.0, locker.rollback)  # longer than MLflow's 20 s busy wait
     released.start()
     try:
-        tracking._set_terminated(client, run_id, "KILLED")
+        store._set_terminated(client, run_id, "KILLED")
     finally:
         released.join()
         locker.close()
@@ -388,11 +389,11 @@ def test_an_interrupt_inside_a_store_call_waits_for_it(tmp_path: Path) -> None:
             os.kill(os.getpid(), signal.SIGTERM)  # its handler runs at once, in this call
 
     event.listen(client._tracking_client.store.engine, "before_cursor_execute", interrupt)
-    guarded = tracking.Uncut(client)
+    guarded = store.Uncut(client)
     ids = []
     started = time.monotonic()
     with signals.as_interrupt(), pytest.raises(KeyboardInterrupt, match="SIGTERM"):
-        with tracking._run(guarded, experiment_id, "interrupted", {}) as run_id:
+        with store.open_run(guarded, experiment_id, "interrupted", {}) as run_id:
             ids.append(run_id)
             guarded.log_param(run_id, "a", "1")
             ids.append("not reached")

@@ -13,6 +13,7 @@ from pipeline import artifacts, data
 from pipeline.config import Config
 from pipeline.io import read_json, write_json
 from pipeline.layout import RECOMMENDATION, REPORT_HTML, SUMMARY_JSON, SUMMARY_MD, Layout
+from pipeline.tracking import models, store
 from pipeline.tracking import runs as tracking
 
 log = logging.getLogger(__name__)
@@ -33,8 +34,8 @@ def run(cfg: Config, layout: Layout, raw: Mapping[str, Any], params_file: Path,
     Returns:
         The logged run ids (`pipeline.tracking.runs.log_pipeline`).
     """
-    uri = tracking.tracking_uri(cfg.tracking.uri)
-    tracking.check_reachable(uri)  # at once, before anything is read or logged
+    uri = store.tracking_uri(cfg.tracking.uri)
+    store.check_reachable(uri)  # at once, before anything is read or logged
     rows = read_json(layout.report(SUMMARY_JSON))
     rec = read_json(layout.report(RECOMMENDATION))
     # Step metrics, one value per epoch: train_loss, train_val_accuracy, qat_loss, ...
@@ -70,7 +71,7 @@ def run(cfg: Config, layout: Layout, raw: Mapping[str, Any], params_file: Path,
             for v in cfg.variants},
         data=dataset_of(cfg, layout),
         note=recommendation_note(rec, rows),
-        common_tags=tracking.provenance(Path.cwd(), raw),  # the project being run
+        common_tags=store.provenance(Path.cwd(), raw),  # the project being run
         candidate=rec["candidate"],
         extra_params=extra_params or {},
         variant_trials={v: _csv_rows(layout.variant(v) / artifacts.SEARCH_TRIALS)
@@ -80,7 +81,7 @@ def run(cfg: Config, layout: Layout, raw: Mapping[str, Any], params_file: Path,
     result = tracking.log_pipeline(execution, uri=uri, experiment=cfg.tracking.experiment,
                                    registered_model=cfg.tracking.registered_model)
     if uri.startswith(("http://", "https://")):
-        result["ui"] = tracking.ui_link(uri, result["experiment_id"])
+        result["ui"] = store.ui_link(uri, result["experiment_id"])
     write_json(layout.mlflow_run, result)
     log.info("results: %s and %s; runs in %s%s", layout.report(SUMMARY_MD),
              layout.report(REPORT_HTML), result["tracking_uri"],
@@ -88,7 +89,7 @@ def run(cfg: Config, layout: Layout, raw: Mapping[str, Any], params_file: Path,
     return result
 
 
-def dataset_of(cfg: Config, layout: Layout, examples: int = 2) -> tracking.Data | None:
+def dataset_of(cfg: Config, layout: Layout, examples: int = 2) -> models.Data | None:
     """The prepared data as the runs' input: its DVC content digest, sizes and shapes, and
     a few validation samples as the logged models' input example (the test split is read
     by the evaluation alone). None, with a warning, if the store is not there: the runs are
@@ -99,7 +100,7 @@ def dataset_of(cfg: Config, layout: Layout, examples: int = 2) -> tracking.Data 
         return None
     info = data.meta(layout.dataset)
     ds = data.load(layout.dataset)
-    return tracking.Data(
+    return models.Data(
         name=cfg.data.name, digest=data.content_digest(layout.dataset),
         path=str(Path(layout.dataset).resolve()), source=str(info.get("source", "")),
         splits=info.get("splits", {}), sample_shape=tuple(ds.input_shape),

@@ -1,2 +1,3 @@
-"""MLflow: the runs a pipeline execution logs (`runs`), a sweep's parent run and summary
-(`sweep`), the logged models' code (`tflite_pyfunc`) and the tracking server (`server`)."""
+"""MLflow: the runs a pipeline execution logs (`runs`), the store (`store`), the logged
+models (`models`) and their code (`tflite_pyfunc`), a sweep's parent run and summary
+(`sweep`), and the tracking server (`server`)."""

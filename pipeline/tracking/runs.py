@@ -19,376 +19,22 @@ What a person meets in the MLflow UI:
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import functools
-import hashlib
-import json
 import logging
 import os
-import subprocess
-import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from pipeline import artifacts as a
 from pipeline import signals
 from pipeline.report.summary import metrics_of
+from pipeline.tracking.models import Data, log_model, model_metrics, register_candidate
+from pipeline.tracking.store import (MAX_PARAM_LENGTH, MAX_TAG_LENGTH, Uncut, ensure_experiment, flatten, log_artifacts, log_values,
+                                     open_run, store_lock, tracking_uri, ui_link)
 from pipeline.variants import VariantSpec
 
 log = logging.getLogger(__name__)
-
-MAX_PARAMS_PER_BATCH = 100  # MLflow's log_batch limit
-MAX_PARAM_LENGTH = 6000  # MLflow's limit on a param value
-MAX_TAG_LENGTH = 5000
-
-# The tag the MLflow 3 UI reads for the kind of an experiment: model development, not GenAI.
-EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
-# The runs table as the lab's experiment opens: a shared view (an experiment tag the UI reads
-# for `?viewStateShareKey=lab`), sorted by accuracy, with the columns that compare variants.
-VIEW_KEY = "lab"
-VIEW_METRICS = ("accuracy", "accuracy_drop", "accuracy_drop_ci_high", "size_bytes",
-                "compression_ratio", "latency_ms_p50")
-VIEW_STATE = {
-    "orderByKey": "metrics.`accuracy`", "orderByAsc": False, "searchFilter": "",
-    "startTime": "ALL", "lifecycleFilter": "Active", "datasetsFilter": [],
-    "modelVersionFilter": "All Runs",
-    "selectedColumns": ["attributes.`Dataset`", "attributes.`Models`",
-                        *(f"metrics.`{m}`" for m in VIEW_METRICS), "tags.`budget.verdict`",
-                        "tags.`backend`"]}  # each child's tag (its param is variant.backend)
-# Linked to each variant's logged model (the Models tab's columns); the test-set figures
-# also name the data they were measured on.
-MODEL_METRICS = ("accuracy", "accuracy_ci_low", "accuracy_ci_high", "accuracy_drop",
-                 "accuracy_drop_ci_low", "accuracy_drop_ci_high", "p_value_vs_reference",
-                 "agreement", "top_k_accuracy", "size_bytes", "compression_ratio",
-                 "latency_ms_p50", "latency_ms_p50_ci_low", "latency_ms_p50_ci_high",
-                 "speedup_vs_float32", "peak_rss_mb")
-TEST_SET_METRICS = frozenset({"accuracy", "accuracy_ci_low", "accuracy_ci_high",
-                              "accuracy_drop", "accuracy_drop_ci_low",
-                              "accuracy_drop_ci_high", "p_value_vs_reference", "agreement",
-                              "top_k_accuracy"})
-PYFUNC_FILE = Path(__file__).with_name("tflite_pyfunc.py")  # the logged models' code
-# What a logged model needs to load and serve: no TensorFlow, not the lab.
-MODEL_REQUIREMENTS = ("mlflow", "ai-edge-litert", "numpy")
-
-
-@dataclasses.dataclass(frozen=True)
-class Data:
-    """The prepared data a pipeline execution was measured on.
-
-    Attributes:
-        name: The data set's name (`data.name`).
-        digest: Its content digest, as DVC computes it (`pipeline.data.content_digest`).
-        path: The store folder.
-        source: Where the splits came from (`meta.json`).
-        splits: Each split's size.
-        sample_shape: One sample's shape.
-        num_classes: Classes the models score.
-        example: A few validation samples, float32: the logged models' input example.
-    """
-
-    name: str
-    digest: str
-    path: str
-    source: str
-    splits: Mapping[str, int]
-    sample_shape: tuple[int, ...]
-    num_classes: int
-    example: Any = None
-
-    def dataset(self, split: str) -> Any:
-        """The split as an MLflow dataset: named `<name>/<split>`, with the store's digest."""
-        from mlflow.entities import Dataset
-
-        return Dataset(name=f"{self.name}/{split}", digest=self.digest[:36],
-                       source_type="local",
-                       source=json.dumps({"uri": self.path, "split": split,
-                                          "source": self.source}),
-                       schema=json.dumps({"x": {"shape": [-1, *self.sample_shape],
-                                                "dtype": "float32"},
-                                          "y": {"classes": self.num_classes}}),
-                       profile=json.dumps({"num_rows": int(self.splits.get(split, 0))}))
-
-
-def ui_link(base: str, experiment_id: str) -> str:
-    """The address of the experiment's runs table in the model-training view, with the lab's
-    shared view (`VIEW_STATE`). The `workflowType` parameter is needed: MLflow 3.17's UI
-    opens an experiment in its GenAI view otherwise, whatever the experiment's kind tag."""
-    return (f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs?"
-            f"viewStateShareKey={VIEW_KEY}&workflowType=machine_learning")
-
-
-def project_root(cwd: Path | None = None) -> Path:
-    """The project the runs belong to. `dvc exp run --queue` runs each experiment in a
-    temporary copy at `<project>/.dvc/tmp/exps/<tmp>/`; its runs belong to `<project>`."""
-    cwd = (cwd or Path.cwd()).resolve()
-    parts = cwd.parts
-    for i in range(len(parts) - 3):
-        if parts[i:i + 3] == (".dvc", "tmp", "exps"):
-            return Path(*parts[:i])
-    return cwd
-
-
-def tracking_uri(configured: str, cwd: Path | None = None) -> str:
-    """`MLFLOW_TRACKING_URI` if set, else the configured store. A relative SQLite path is
-    made absolute against the project root, so that a queued DVC experiment (run in a
-    temporary copy that is deleted afterwards) logs into the project's store."""
-    uri = os.environ.get("MLFLOW_TRACKING_URI") or configured
-    prefix = "sqlite:///"
-    if uri.startswith(prefix) and not uri[len(prefix):].startswith("/"):
-        uri = prefix + str(project_root(cwd) / uri[len(prefix):])
-    return uri
-
-
-def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
-    """Nested config to dotted string params: `{"train": {"epochs": 3}}` -> `train.epochs`."""
-    flat: dict[str, str] = {}
-    for key, value in d.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping) and value:
-            flat.update(flatten(value, f"{name}."))
-        else:
-            text = ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
-            flat[name] = text[:MAX_PARAM_LENGTH]
-    return flat
-
-
-class Uncut:
-    """An MLflow client whose calls an interrupt waits for (`pipeline.signals.deferred`).
-
-    A `KeyboardInterrupt` raised inside MLflow's store code can leave its SQLite transaction
-    open: the process's own connection then holds the database's write lock, ending the runs
-    KILLED fails with "database is locked" after a minute of retries, and they stay RUNNING.
-    Through this wrapper an interrupt lands between two store calls, never inside one."""
-
-    def __init__(self, client: Any) -> None:
-        self._client = client
-
-    def __getattr__(self, name: str) -> Any:
-        attr = getattr(self._client, name)
-        if not callable(attr):
-            return attr
-
-        @functools.wraps(attr)
-        def uncut(*args: Any, **kwargs: Any) -> Any:
-            with signals.deferred():
-                return attr(*args, **kwargs)
-        return uncut
-
-
-@contextlib.contextmanager
-def _run(client: Any, experiment_id: str, name: str, tags: Mapping[str, str],
-         success_status: str = "FINISHED") -> Iterator[str]:
-    """Create a run and always end it: `success_status` if the block completes (FAILED for a
-    variant that failed upstream), KILLED on interrupt, FAILED on error. An interrupt while
-    the run is created or ended waits for that call (`pipeline.signals.deferred`)."""
-    run_id = None
-    status = "FAILED"
-    try:
-        with signals.deferred():
-            run_id = client.create_run(experiment_id, run_name=name, tags=dict(tags)).info.run_id
-        yield run_id
-        status = success_status
-    except KeyboardInterrupt:
-        status = "KILLED"
-        raise
-    finally:
-        if run_id is not None:
-            with signals.deferred():
-                _set_terminated(client, run_id, status)
-
-
-def _set_terminated(client: Any, run_id: str, status: str, attempts: int = 8) -> None:
-    """End a run, retrying while the store is busy: a SQLite store that another process is
-    reading says "database is locked" (MLflow: TEMPORARILY_UNAVAILABLE), and a run must not be
-    left RUNNING for that."""
-    from mlflow.exceptions import MlflowException
-
-    for attempt in range(attempts):
-        try:
-            client.set_terminated(run_id, status)
-            return
-        except MlflowException as exc:
-            if exc.error_code != "TEMPORARILY_UNAVAILABLE" or attempt == attempts - 1:
-                raise
-            log.warning("the tracking store is busy (%s); ending run %s %s again",
-                        str(exc).splitlines()[0], run_id, status)
-            time.sleep(0.5 * 2 ** attempt)  # 0.5 s, 1 s, ...: about a minute in all
-
-
-def _log(client: Any, run_id: str, params: Mapping[str, str] = {},
-         metrics: Mapping[str, float] = {}, steps: Mapping[str, Sequence[float]] = {}) -> None:
-    from mlflow.entities import Metric, Param
-
-    now = int(time.time() * 1000)
-    items = list(params.items())
-    for i in range(0, len(items), MAX_PARAMS_PER_BATCH):
-        client.log_batch(run_id, params=[Param(k, v) for k, v in
-                                         items[i:i + MAX_PARAMS_PER_BATCH]])
-    ms = [Metric(k, float(v), now, 0) for k, v in metrics.items()]
-    ms += [Metric(k, float(v), now, step) for k, vs in steps.items() for step, v in enumerate(vs)]
-    for i in range(0, len(ms), 1000):
-        client.log_batch(run_id, metrics=ms[i:i + 1000])
-
-
-# What a run's figures depend on: the code and config, not the outputs DVC rewrites mid-run.
-SOURCE_PATHS = ("conf", "pipeline", "stages", "dvc.yaml", "params.yaml", "pyproject.toml",
-                "requirements.lock")
-
-
-def _git(root: Path, *args: str) -> str | None:
-    try:
-        proc = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True,
-                              timeout=30)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return proc.stdout.strip() if proc.returncode == 0 else None
-
-
-def provenance(root: str | Path, config: Mapping[str, Any]) -> dict[str, str]:
-    """Tags that say where a run came from.
-
-    Returns:
-        `git.commit`, `git.dirty` (code or config differ from that commit: `SOURCE_PATHS`),
-        `config.hash` (sha256 of the resolved config) and, under `dvc exp run`,
-        `dvc.exp_name`.
-    """
-    root = Path(root)
-    commit = _git(root, "rev-parse", "HEAD")
-    changes = _git(root, "status", "--porcelain", "--", *SOURCE_PATHS)
-    tags = {
-        "git.commit": commit or "unknown",
-        "git.dirty": "unknown" if changes is None else str(bool(changes)).lower(),
-        "config.hash": hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest(),
-    }
-    if os.environ.get("DVC_EXP_NAME"):
-        tags["dvc.exp_name"] = os.environ["DVC_EXP_NAME"]
-    return tags
-
-
-def check_reachable(uri: str, timeout: float = 5.0) -> None:
-    """Refuse an MLflow server that does not answer, at once (MLflow's own client would
-    retry for minutes). Stores that are not servers pass.
-
-    Raises:
-        ValueError: naming the server and what went wrong.
-    """
-    if not uri.startswith(("http://", "https://")):
-        return
-    import http.client
-    import urllib.error
-    import urllib.request
-
-    try:
-        urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout).close()
-    except urllib.error.HTTPError:
-        return  # it answered
-    except (urllib.error.URLError, OSError, http.client.HTTPException, ValueError) as exc:
-        reason = getattr(exc, "reason", None) or f"{type(exc).__name__}: {exc}"
-        raise ValueError(f"tracking server {uri} is unreachable ({reason}); start it (make "
-                         "mlflow-server) or set tracking.uri / MLFLOW_TRACKING_URI to a "
-                         "reachable server or a sqlite:/// store. Nothing was logged") from None
-
-
-def ensure_experiment(client: Any, name: str) -> str:
-    """The experiment's id, creating it if missing (another process may win the race),
-    tagged as model development with the lab's shared view (also an experiment an older lab
-    created)."""
-    from mlflow.exceptions import MlflowException
-
-    tags = {**EXPERIMENT_KIND, f"mlflow.sharedViewState.{VIEW_KEY}": json.dumps(VIEW_STATE)}
-    exp = client.get_experiment_by_name(name)
-    if exp is None:
-        try:
-            return str(client.create_experiment(name, tags=tags))
-        except MlflowException:
-            exp = client.get_experiment_by_name(name)
-    for key, value in tags.items():
-        if exp.tags.get(key) != value:
-            client.set_experiment_tag(exp.experiment_id, key, value)
-    return str(exp.experiment_id)
-
-
-def _log_artifacts(client: Any, run_id: str,
-                   artifacts: Mapping[str, Path | Sequence[Path]]) -> None:
-    """Attach files or folders (one, or a list) by artifact folder; missing paths (a failed
-    variant has no model file) are skipped."""
-    for folder, paths in artifacts.items():
-        for path in [paths] if isinstance(paths, (str, Path)) else paths:
-            if Path(path).is_dir():
-                client.log_artifacts(run_id, str(path), artifact_path=folder)
-            elif Path(path).exists():
-                client.log_artifact(run_id, str(path), artifact_path=folder)
-
-
-def register_candidate(client: Any, model_name: str, variant: str, run_id: str,
-                       model_id: str | None = None, alias: str = "candidate") -> str:
-    """Register the variant as a new version of `model_name` and point `alias` at it: its
-    logged model (`model_id`: loads and serves as a pyfunc), else its run's `model/`
-    artifact (the bare `.tflite`).
-
-    Returns:
-        The new version.
-    """
-    from mlflow.exceptions import MlflowException
-
-    try:
-        client.create_registered_model(
-            model_name, description="TFLite models chosen by the quantization lab")
-    except MlflowException as exc:
-        if "RESOURCE_ALREADY_EXISTS" not in str(exc.error_code):
-            raise
-    source = f"models:/{model_id}" if model_id else f"runs:/{run_id}/model"
-    version = client.create_model_version(model_name, source=source, run_id=run_id,
-                                          model_id=model_id, tags={"variant": variant}).version
-    client.set_registered_model_alias(model_name, alias, version)
-    log.info("MLflow registry: %s version %s (%s) is @%s", model_name, version, variant, alias)
-    return str(version)
-
-
-def _requirements() -> list[str]:
-    from importlib.metadata import version
-
-    return [f"{name}=={version(name)}" for name in MODEL_REQUIREMENTS]
-
-
-def log_model(client: Any, experiment_id: str, run_id: str, variant: str, tflite: Path,
-              data: Data, params: Mapping[str, str], tags: Mapping[str, str]) -> str:
-    """Log one variant's `.tflite` as an MLflow logged model of its run: a pyfunc that takes
-    float samples `(n, *sample_shape)` and returns float scores `(n, num_classes)`, quantizing
-    inside (`PYFUNC_FILE`), with a signature and an input example.
-
-    Returns:
-        The logged model's id.
-
-    Raises:
-        Exception: what MLflow raised; the model is marked FAILED first.
-    """
-    import mlflow
-    import numpy as np
-    from mlflow.entities import LoggedModelOutput
-    from mlflow.models import ModelSignature
-    from mlflow.types.schema import Schema, TensorSpec
-
-    model = client.create_logged_model(experiment_id=experiment_id, name=variant,
-                                       source_run_id=run_id, tags=dict(tags),
-                                       params=dict(params), model_type="tflite")
-    try:
-        signature = ModelSignature(
-            inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, *data.sample_shape))]),
-            outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, data.num_classes))]))
-        with signals.deferred():  # MLflow's store calls inside it are not cut (Uncut)
-            mlflow.pyfunc.log_model(name=variant, model_id=model.model_id,
-                                    python_model=str(PYFUNC_FILE),
-                                    artifacts={"tflite": str(tflite)}, signature=signature,
-                                    input_example=data.example,
-                                    pip_requirements=_requirements())
-    except BaseException:
-        client.finalize_logged_model(model.model_id, "FAILED")
-        raise
-    client.log_outputs(run_id, [LoggedModelOutput(model.model_id, step=0)])
-    return model.model_id
 
 
 def _log_inputs(client: Any, run_id: str, data: Data, splits: Sequence[str]) -> None:
@@ -398,22 +44,6 @@ def _log_inputs(client: Any, run_id: str, data: Data, splits: Sequence[str]) -> 
     client.log_inputs(run_id, datasets=[
         DatasetInput(data.dataset(s), tags=[InputTag("mlflow.data.context", contexts[s])])
         for s in splits])
-
-
-def _model_metrics(model_id: str | None, metrics: Mapping[str, float],
-                   data: Data | None) -> tuple[dict[str, float], list[Any]]:
-    """Split a variant's metrics into plain run metrics and those linked to its logged model
-    (`MODEL_METRICS`; the test-set ones also name the data)."""
-    from mlflow.entities import Metric
-
-    if model_id is None or data is None:
-        return dict(metrics), []
-    now = int(time.time() * 1000)
-    linked = [Metric(k, float(metrics[k]), now, 0, model_id=model_id,
-                     **({"dataset_name": f"{data.name}/test", "dataset_digest": data.digest[:36]}
-                        if k in TEST_SET_METRICS else {}))
-              for k in MODEL_METRICS if k in metrics]
-    return {k: v for k, v in metrics.items() if k not in MODEL_METRICS}, linked
 
 
 def variant_note(name: str, spec: VariantSpec, row: Mapping[str, Any]) -> str:
@@ -440,30 +70,11 @@ def _log_trial(client: Any, experiment_id: str, parent_id: str, variant: str,
     tags = {**common, "mlflow.parentRunId": parent_id, "variant": variant,
             "search.change": str(trial["change"])[:5000],
             "search.accepted": str(trial["accepted"]).lower()}
-    with _run(client, experiment_id, f"{variant} trial {trial['trial']}", tags) as run_id:
-        _log(client, run_id, params={"search.trial": str(trial["trial"])}, metrics={
+    with open_run(client, experiment_id, f"{variant} trial {trial['trial']}", tags) as run_id:
+        log_values(client, run_id, params={"search.trial": str(trial["trial"])}, metrics={
             k: float(trial[k]) for k in ("val_accuracy", "val_drop", "size_bytes", "seconds",
                                          "latency_ms_estimate")
             if trial.get(k) not in (None, "")})
-
-
-@contextlib.contextmanager
-def store_lock(uri: str) -> Iterator[None]:
-    """Serialize writers of one SQLite store across processes (parallel sweep jobs): an
-    exclusive lock on `<db>.lock` beside the database. A server needs none."""
-    if not uri.startswith("sqlite:///"):
-        yield
-        return
-    import fcntl
-
-    db = Path(uri[len("sqlite:///"):])
-    db.parent.mkdir(parents=True, exist_ok=True)
-    with open(db.with_name(db.name + ".lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def variant_artifacts(variant_dir: Path, name: str, evaluation: Path, benchmark: Path,
@@ -572,9 +183,9 @@ def log_pipeline(execution: Execution, *, uri: str, experiment: str,
                        **({"mlflow.note.content": note} if note else {}),
                        **parent_tags}
         registered = None
-        with signals.as_interrupt(), _run(client, experiment_id, run_name,
+        with signals.as_interrupt(), open_run(client, experiment_id, run_name,
                                           {"pipeline": "dvc", **parent_tags}) as parent_id:
-            _log(client, parent_id, params={**flatten(config), **(extra_params or {})},
+            log_values(client, parent_id, params={**flatten(config), **(extra_params or {})},
                  metrics=parent_metrics, steps=curves)
             if data is not None:
                 _log_inputs(client, parent_id, data, ("train", "val", "test"))
@@ -590,7 +201,7 @@ def log_pipeline(execution: Execution, *, uri: str, experiment: str,
                            if ok and "kernel_paths_disagree" in row else {}),
                         "backend": spec.backend,
                         **({} if ok else {"error": str(row.get("error"))[:MAX_TAG_LENGTH]})}
-                with _run(client, experiment_id, f"{name} · {run_name}", tags,
+                with open_run(client, experiment_id, f"{name} · {run_name}", tags,
                           "FINISHED" if ok else "FAILED") as child_id:
                     params = {**spec.as_params(), **child_params}
                     files = variant_artifacts.get(name, {})
@@ -610,16 +221,16 @@ def log_pipeline(execution: Execution, *, uri: str, experiment: str,
                             log.warning("%s: no logged model (%s)", name, reason)
                     if ok and data is not None:
                         _log_inputs(client, child_id, data, ("test",))
-                    run_metrics, linked = _model_metrics(
+                    run_metrics, linked = model_metrics(
                         model_ids.get(name), metrics_of(row) if ok else {}, data)
-                    _log(client, child_id, params=params, metrics=run_metrics)
+                    log_values(client, child_id, params=params, metrics=run_metrics)
                     for i in range(0, len(linked), 1000):
                         client.log_batch(child_id, metrics=linked[i:i + 1000])
-                    _log_artifacts(client, child_id, files)
+                    log_artifacts(client, child_id, files)
                     for trial in (variant_trials or {}).get(name, []):  # a search's trials
                         _log_trial(client, experiment_id, child_id, name, trial, common)
                 children[name] = child_id
-            _log_artifacts(client, parent_id, parent_artifacts)
+            log_artifacts(client, parent_id, parent_artifacts)
             if candidate is not None:
                 if not registered_model:
                     raise ValueError("registered_model is required to register a candidate")

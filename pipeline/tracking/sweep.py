@@ -19,7 +19,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from pipeline.tracking import runs as tracking
+from pipeline.tracking import store
 from pipeline.io import read_json, write_json, write_text
 from pipeline.layout import RECOMMENDATION, SUMMARY_JSON, Layout
 
@@ -185,12 +185,12 @@ class MlflowSweep(Callback):
         from mlflow.entities import Param
         from mlflow.tracking import MlflowClient
 
-        uri = tracking.tracking_uri(config.tracking.uri)
+        uri = store.tracking_uri(config.tracking.uri)
         sweep_dir = Path(config.hydra.sweep.dir)
-        tracking.check_reachable(uri)  # before any job runs
-        with tracking.store_lock(uri):
+        store.check_reachable(uri)  # before any job runs
+        with store.store_lock(uri):
             self.client = MlflowClient(uri)
-            experiment_id = tracking.ensure_experiment(self.client, config.tracking.experiment)
+            experiment_id = store.ensure_experiment(self.client, config.tracking.experiment)
             run = self.client.create_run(
                 experiment_id, run_name=f"sweep {sweep_dir.name}",
                 tags={"pipeline": "hydra-sweep", "sweep.dir": str(sweep_dir)})
@@ -201,7 +201,7 @@ class MlflowSweep(Callback):
                   if config.hydra.sweeper.get("params") else "",
                   "sweep.overrides": " ".join(config.hydra.overrides.task),
                   "sweep.launcher": str(config.hydra.launcher.get("_target_", ""))}
-        self.client.log_batch(self.run_id, params=[Param(k, v[:tracking.MAX_PARAM_LENGTH])
+        self.client.log_batch(self.run_id, params=[Param(k, v[:store.MAX_PARAM_LENGTH])
                                                    for k, v in params.items()])
         self.swept = swept_keys(list(config.hydra.overrides.task))
         write_json(sweep_dir / RUN_FILE, {"run_id": self.run_id, "tracking_uri": uri,
@@ -237,7 +237,7 @@ class MlflowSweep(Callback):
             files += [write_text(sweep_dir / "sweep_seeds.csv", _csv(seeds)),
                       _plot_seeds(seeds, sweep_dir / "sweep_seeds.png")]
         uri = self.uri
-        with tracking.store_lock(uri):
+        with store.store_lock(uri):
             for path in files:
                 self.client.log_artifact(self.run_id, str(path), artifact_path="summary")
             self.client.set_tag(self.run_id, "sweep.jobs", str(len(rows)))
