@@ -276,3 +276,15 @@ def test_a_converter_error_s_reason_keeps_the_node_and_drops_the_mlir_location()
         "'tfl.average_pool_2d' op quantization parameters violate the same scale constraint")
     assert first_line("ValueError: plain (no location)\nmore") == "ValueError: plain (no location)"
     assert first_line(None) == ""
+
+
+def test_the_report_says_what_a_tighter_budget_would_change() -> None:
+    """The intervals of one run give every verdict at a tenth of the budget: a drop resolved
+    over it misses, one whose interval crosses it is unresolved, one below it stays within."""
+    rows = {"int4": {"status": "ok", "accuracy_drop": 0.0024, "accuracy_drop_ci_high": 0.0038},
+            "int8": {"status": "ok", "accuracy_drop": 0.0002, "accuracy_drop_ci_high": 0.0008},
+            "mixed": {"status": "ok", "accuracy_drop": 0.0009, "accuracy_drop_ci_high": 0.0019},
+            "broken": {"status": "failed", "error": "x"}}
+    said = content.tighter_budget(rows, 0.001)
+    assert "(0.0010)" in said
+    assert said.endswith("misses: int4; unresolved: mixed; within: int8"), said

@@ -174,16 +174,34 @@ def _evidence(rows: Mapping[str, Mapping[str, Any]], rec: Mapping[str, Any]) -> 
             text(f"{p['only_reference']} / {p['only_variant']}"),
             text(f"{row['p_value_vs_reference']:.3g}"),
             text(strong(rec["verdicts"][name])),
+            text(f"{max(0.0, row['accuracy_drop_ci_high']):.4f}"),
             text("-" if needed is None else f"{needed:,}")))
     return Section(text("Budget evidence"), (
         Paragraph(text("Accuracy with its 95% Wilson interval; drop against the reference "
                        "with Newcombe's 95% interval for paired samples; discordant pairs "
                        "(test samples only the reference gets right / only the variant "
                        "does); the exact McNemar p-value of the difference; the verdict; "
-                       "and how many test samples, at these proportions, would put the "
-                       "drop's interval on one side of the budget.")),
+                       "the smallest budget the variant is shown within (its drop's upper "
+                       "bound); and how many test samples, at these proportions, would put "
+                       "the drop's interval on one side of the budget.")),
         Table(("variant", "accuracy [95% CI]", "drop [95% CI]", "discordant", "p-value",
-               "verdict", "test samples to resolve"), tuple(table_rows))))
+               "verdict", "within a budget of", "test samples to resolve"),
+              tuple(table_rows)),
+        Paragraph(text(tighter_budget(rows, rec["max_accuracy_drop"] / 10),
+                       " (", code("report.max_accuracy_drop"), " sets the budget; only the "
+                       "report, the search and the tracking rerun)."))))
+
+
+def tighter_budget(rows: Mapping[str, Mapping[str, Any]], budget: float) -> str:
+    """The verdicts the same intervals give at a tighter `budget`: which variants would
+    miss it, which the test split cannot resolve, which stay within."""
+    groups: dict[str, list[str]] = {"misses": [], "unresolved": [], "within": []}
+    for name, row in rows.items():
+        if row["status"] == "ok":
+            groups[stats.verdict(row["accuracy_drop"], row["accuracy_drop_ci_high"],
+                                 budget)].append(name)
+    said = "; ".join(f"{v}: {', '.join(names)}" for v, names in groups.items() if names)
+    return f"At a tenth of this budget ({budget:.4f}), the same intervals say: {said}"
 
 
 SUMMARY_COLUMNS = ("accuracy", "accuracy_drop", "agreement", "top_k_accuracy",
