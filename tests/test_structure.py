@@ -22,7 +22,7 @@ from pipeline.layout import Layout
 
 DVC_YAML = yaml.safe_load((ROOT / "dvc.yaml").read_text())
 # TensorFlow-free by design: these folders, and the modules at the top of the package.
-TF_FREE_FOLDERS = ("measure", "report", "tracking")
+TF_FREE_FOLDERS = ("variants", "measure", "report", "tracking")
 
 
 def stage_deps(name: str) -> list[str]:
