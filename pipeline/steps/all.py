@@ -12,8 +12,10 @@ from pipeline.layout import Layout
 from pipeline.steps import (ORDER, PER_VARIANT, benchmark, evaluate, footprint, layer_errors,
                             prepare, qat, quantize, reference, report, track, train)
 
-STEPS = (prepare, train, qat, layer_errors, quantize, reference, evaluate, benchmark, footprint,
-         report, track)
+# Each step module by stage name; the order they run in is `ORDER`'s.
+STEPS = {m.__name__.rsplit(".", 1)[1]: m for m in (benchmark, evaluate, footprint, layer_errors,
+                                                   prepare, qat, quantize, reference, report,
+                                                   track, train)}
 
 
 def run(cfg: Config, raw: Mapping[str, Any], root: Path, params_file: Path,
@@ -25,9 +27,8 @@ def run(cfg: Config, raw: Mapping[str, Any], root: Path, params_file: Path,
         The track step's result (run ids).
     """
     layout = Layout(Path(root))
-    modules = {m.__name__.rsplit(".", 1)[1]: m for m in STEPS}
     for name in ORDER:
-        step = modules[name]
+        step = STEPS[name]
         if name == "track":
             return track.run(cfg, layout, raw, params_file, parent_run_id, extra_params,
                              run_name)
