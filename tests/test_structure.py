@@ -174,21 +174,6 @@ def _layer(module: str) -> int:
     return next(i for i, (_, parts) in enumerate(LAYERS) if part in parts)
 
 
-def _imports(path: Path) -> set[str]:
-    import ast
-
-    found = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.ImportFrom) and node.module:
-            if node.module == "pipeline":
-                found |= {f"pipeline.{a.name}" for a in node.names}
-            elif node.module.startswith("pipeline."):
-                found.add(node.module)
-        elif isinstance(node, ast.Import):
-            found |= {a.name for a in node.names if a.name.startswith("pipeline.")}
-    return found
-
-
 def test_no_module_imports_one_above_it() -> None:
     """Every module of the package (function-level imports included) imports only from its own
     layer or below; a step never imports another stage's step; nothing imports the developer
@@ -200,7 +185,9 @@ def test_no_module_imports_one_above_it() -> None:
     upward, sideways = [], []
     for path in files:
         module = ".".join(path.relative_to(ROOT).with_suffix("").parts)
-        for target in _imports(path):
+        # dvcfile's own walk: every project module the file imports, function-level ones and
+        # relative ones included (the package itself is every layer's parent, not a layer).
+        for target in dvcfile._imported(path, module) - {"pipeline"}:
             if _layer(target) > _layer(module):
                 upward.append(f"{module} -> {target}")
             stage = target.split(".")[2] if target.startswith("pipeline.steps.") else None
