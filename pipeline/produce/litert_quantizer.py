@@ -1,7 +1,7 @@
 """The second backend: Google's LiteRT Quantizer (`ai-edge-quantizer`), which quantizes the
 float model's float32 `.tflite` by a recipe and per-layer rules: int4 weights, blockwise
-scales, weight-only, a different scheme per layer. It does not import TensorFlow and takes a
-fraction of a second on the default model.
+scales, weight-only, float16 weights, a different scheme per layer. It does not import
+TensorFlow and takes a fraction of a second on the default model.
 
 Its traps, handled here:
 - a rule on `*` (every op) that the quantizer's policy does not allow for an op (int4 on a
@@ -103,6 +103,9 @@ def quantizer_for(float_tflite: Path, spec: QuantizerVariant) -> Any:
         if rule.mode == "float":
             qt.update_quantization_recipe(regex, op,
                                           algorithm_key=quantizer.AlgorithmName.NO_QUANTIZE)
+        elif rule.mode == "float16":  # the quantizer's float casting: 16-bit float weights
+            qt.add_weight_only_config(regex, op, 16,
+                                      algorithm_key=quantizer.AlgorithmName.FLOAT_CASTING)
         elif rule.mode == "weight_only":
             qt.add_weight_only_config(regex, op, rule.bits, granularity, rule_algorithm)
         elif rule.mode == "dynamic":
@@ -191,9 +194,12 @@ def asked(recipe: Sequence[dict[str, Any]], ops: list[dict[str, Any]]) -> list[s
 
 
 def describe(entry: dict[str, Any]) -> str:
-    """A recipe entry in a few words: `int4 weight-only channelwise`, `float`."""
+    """A recipe entry in a few words: `int4 weight-only channelwise`, `float16 weight-only`,
+    `float`."""
     if entry.get("algorithm_key") == "no_quantize":
         return "float"
+    if entry.get("algorithm_key") == "float_casting":  # 16 bits, but float, not int16
+        return "float16 weight-only"
     config = entry.get("op_config") or {}
     weight = config.get("weight_tensor_config") or {}
     if not weight:
@@ -210,7 +216,8 @@ def describe(entry: dict[str, Any]) -> str:
 
 def precision(path: Path | bytes) -> list[str]:
     """What each weight op of an exported model really got, read from the flatbuffer (the
-    interpreter reports int4 weights as int8): `int4 weight-only channelwise`, `float`."""
+    interpreter reports int4 weights as int8): `int4 weight-only channelwise`,
+    `float16 weight-only` (float16 weights through a DEQUANTIZE op), `float`."""
     from ai_edge_litert import schema_py_generated as schema
     from ai_edge_quantizer.utils import tfl_flatbuffer_utils as fbu
 
@@ -234,6 +241,9 @@ def precision(path: Path | bytes) -> list[str]:
                 model.operatorCodes[source.opcodeIndex].builtinCode) == "DEQUANTIZE":
             weight, explicit = graph.tensors[source.inputs[0]], True  # weight-only
         dtype = types.get(weight.type, "?")
+        if dtype == "FLOAT16":
+            out.append("float16 weight-only" if explicit else "float16")
+            continue
         if dtype.startswith("FLOAT"):
             out.append("float")
             continue

@@ -2,7 +2,8 @@
 mixed-precision search with the LiteRT Quantizer, after OpenVINO NNCF's accuracy control and
 Intel Neural Compressor's tuning (no TensorFlow).
 
-1. Start with every layer that has weights at the cheapest precision (`precisions[0]`).
+1. Start with every layer that has weights at the cheapest precision (`precisions[0]`; the
+   default ladder is int4, int8, dynamic8, float16, float: `RULES` says what each is).
 2. Measure the candidate on the validation split; its drop is against the float model's
    validation accuracy. The test split is never used here.
 3. Rank the layers by sensitivity: `error` (lowest SNR of the layer's output against the
@@ -16,11 +17,20 @@ Intel Neural Compressor's tuning (no TensorFlow).
 5. Stop when the budget is met, the trials or the time are used up, or no layer can go up;
    say which. The same config and seed give the same model bytes.
 6. Check the uniform models too (every layer at one precision, as the fixed variants are:
-   static int8, dynamic int8, float): a path of single steps can end at a model one of them
-   beats on both accuracy and cost (seen on a trained ResNet where int4 hurts: the search
-   stopped at a model larger than dynamic range and less accurate). The result is the
-   cheapest model within the budget among every accepted trial and these; when none is
-   within it, the most accurate.
+   static int8, dynamic int8, float16 weights, float; a layer whose op cannot take it goes
+   to the next rung its op allows, so the all-float16 model keeps the ops the quantizer
+   does not cast in float): a path of single steps can end at a model one of them beats on
+   both accuracy and cost (seen on a trained ResNet where int4 hurts: the search stopped at
+   a model larger than dynamic range and less accurate; and on MLPerf Tiny's ResNet-8,
+   where only 16-bit weights keep the budget: without float16 on the ladder, the search
+   could only return the all-float model, which the float16 variant matches at half the
+   size).
+7. Choose among every accepted trial and these checks. First drop each dominated one
+   (`undominated`): another is no larger, no less accurate on validation, no slower by its
+   latency estimate (when both have one: `objective: latency`), and strictly better in
+   one; so a tie on the cost or on the accuracy never goes to the worse model. The result
+   is the cheapest of the rest within the budget; when none is within it, the most
+   accurate.
 
 A budget tighter than the validation split can resolve (even a model that agrees with the
 float model on every validation sample has a drop interval wider than it) is reported as
@@ -56,14 +66,17 @@ RULES = {"int4": {"mode": "weight_only", "bits": 4},
          "int8_mse": {"mode": "static", "bits": 8, "activation_bits": 8, "algorithm": "mse"},
          "dynamic8": {"mode": "dynamic", "bits": 8},
          "int16": {"mode": "static", "bits": 8, "activation_bits": 16},
+         "float16": {"mode": "float16"},
          "float": {"mode": "float"}}
 # The quantizer's policy entry for each precision: an op it does not list there cannot take
 # that precision (it refuses the recipe: int4 weights on DEPTHWISE_CONV_2D, for one).
+# float16 has none: its float casting is allowed on the ops it is registered for.
 POLICY_CONFIG = {"int4": "weightonly_wi4_afp32", "int8": "static_wi8_ai8",
                  "dynamic8": "dynamic_wi8_afp32", "int16": "static_wi8_ai16"}
 for _method, _rule in RULES.items():  # a method's policy is its precision's
     if "algorithm" in _rule:
         POLICY_CONFIG[_method] = POLICY_CONFIG[_method.split("_")[0]]
+FLOAT_CASTING = "float_casting"  # the quantizer's algorithm key for float16 weights
 
 
 @functools.cache
@@ -74,19 +87,26 @@ def _policy() -> dict[str, frozenset[str]]:
     return {precision: frozenset(ops[key]) for precision, key in POLICY_CONFIG.items()}
 
 
+def _registered(algorithm_key: str, op: str) -> bool:
+    from ai_edge_quantizer import algorithm_manager, qtyping
+
+    return algorithm_manager.is_op_registered(algorithm_key, qtyping.TFLOperationName(op))
+
+
 def allowed(op: str, precision: str) -> bool:
-    """Whether the quantizer's policy lets `op` take `precision` (float: always), and its
-    algorithm is one the quantizer has for `op` (GPTQ: fully connected layers only)."""
+    """Whether the quantizer's policy lets `op` take `precision` (float: always; float16:
+    where its float casting is registered, i.e. fully connected, conv, depthwise conv,
+    transpose conv and embedding lookup), and its algorithm is one the quantizer has for
+    `op` (GPTQ: fully connected layers only)."""
     if precision == "float":
         return True
+    if RULES[precision]["mode"] == "float16":
+        return _registered(FLOAT_CASTING, op)
     algorithm = RULES[precision].get("algorithm")
     if algorithm is not None:
-        from ai_edge_quantizer import algorithm_manager, qtyping
-
         from pipeline.variants import ALGORITHMS
 
-        if not algorithm_manager.is_op_registered(ALGORITHMS[algorithm],
-                                                  qtyping.TFLOperationName(op)):
+        if not _registered(ALGORITHMS[algorithm], op):
             return False
     return op in _policy()[precision]
 
@@ -128,6 +148,45 @@ class Result:
     resolvable: bool
     decisions: list[dict[str, str]]
     float_accuracy: float
+
+
+def dominates(a: Trial, b: Trial) -> bool:
+    """Whether `a` beats `b`: no larger, no less accurate on validation, no slower by its
+    latency estimate (compared only when both have one: `objective: latency`), and strictly
+    better in one of them."""
+    latency = a.latency_ms is not None and b.latency_ms is not None
+    no_worse = (a.size_bytes <= b.size_bytes and a.accuracy >= b.accuracy
+                and (not latency or a.latency_ms <= b.latency_ms))
+    better = (a.size_bytes < b.size_bytes or a.accuracy > b.accuracy
+              or (latency and a.latency_ms < b.latency_ms))
+    return no_worse and better
+
+
+def undominated(trials: Sequence[Trial]) -> list[Trial]:
+    """The trials no other one dominates (`dominates`), in their order. Never empty when
+    `trials` is not: each dominance is no worse on every axis and better on one, so no chain
+    of them comes back to where it started, and where a chain ends is undominated."""
+    return [t for t in trials if not any(dominates(o, t) for o in trials if o is not t)]
+
+
+def choose(trials: Sequence[Trial], budget: float, cost: Callable[[Trial], float]) -> Trial:
+    """The model found among the accepted `trials`: of those no other one dominates, the
+    cheapest by `cost` within the budget (then the most accurate, then the earliest); when
+    none is within it, the most accurate (then the cheapest, then the earliest)."""
+    # A dominated model is never the answer: another is no larger, no less accurate, no
+    # slower, and better in one (an all-float model that an all-float16 one matches at half
+    # the size, for one). Without this, a tie on the cost or on the accuracy went to the
+    # earlier trial, whatever it cost on the other axes.
+    candidates = undominated(trials)
+    kept = {t.index for t in candidates}
+    for t in trials:
+        if t.index not in kept:
+            log.info("search trial %d (%s) set aside: trial %d dominates it", t.index,
+                     t.change, next(o.index for o in trials if dominates(o, t)))
+    within = [t for t in candidates if t.drop <= budget]
+    if within:
+        return min(within, key=lambda t: (cost(t), -t.accuracy, t.index))
+    return max(candidates, key=lambda t: (t.accuracy, -cost(t), -t.index))
 
 
 def layer_rules(layers: list[dict[str, Any]], precisions: dict[str, str]) -> list[LayerRule]:
@@ -317,8 +376,9 @@ def search(spec: SearchVariant, float_tflite: Path, calibration: np.ndarray | No
     """Run the search; `work` holds the candidates meanwhile.
 
     Returns:
-        The best model found (the cheapest within the budget, else the most accurate), every
-        trial, the stop reason and whether the budget was met (on validation).
+        The best model found (`choose`: of the models no other trial dominates, the
+        cheapest within the budget, else the most accurate), every trial, the stop reason
+        and whether the budget was met (on validation).
     """
     s = Search(spec, float_tflite, calibration, x_val, y_val, budget, batch_size)
     started = time.monotonic()
@@ -375,9 +435,7 @@ def search(spec: SearchVariant, float_tflite: Path, calibration: np.ndarray | No
         stop = "budget met"
     elif met:
         stop = f"{stop}; a uniform check met the budget"
-    within = [t for t in accepted if t.drop <= budget]
-    best = min(within, key=lambda t: (s.cost(t), t.index)) if within else \
-        max(accepted, key=lambda t: (t.accuracy, -t.index))
+    best = choose(accepted, budget, s.cost)
     floor = noise_floor(s.float_right)
     decisions = decisions_for(s.layers, best, s.trials, spec.precisions[0])
     return Result(best, s.trials, stop or "budget met", met, floor, floor <= budget,

@@ -1,7 +1,7 @@
 """The LiteRT Quantizer kind (`backend: litert_quantizer`): Google's `ai-edge-quantizer`
 quantizes the float model's float32 `.tflite` without TensorFlow, by a named `recipe` and
-per-layer `rules` (int4, blockwise scales, weight-only, a different scheme per layer), with
-the weight-range `algorithm` it names (`pipeline.produce.litert_quantizer`)."""
+per-layer `rules` (int4, blockwise scales, weight-only, float16 weights, a different scheme
+per layer), with the weight-range `algorithm` it names (`pipeline.produce.litert_quantizer`)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from pipeline.variants.converter import ROUNDINGS
 # and how it stores their weights.
 RECIPES = ("dynamic_wi8_afp32", "weight_only_wi8_afp32", "weight_only_wi4_afp32",
            "dynamic_wi4_afp32", "dynamic_wi4b32_afp32", "static_wi8_ai8", "static_wi8_ai16")
-RULE_MODES = ("float", "weight_only", "dynamic", "static")
+RULE_MODES = ("float", "float16", "weight_only", "dynamic", "static")
 GRANULARITIES = ("channelwise", "tensorwise", "blockwise_32", "blockwise_64",
                  "blockwise_128", "blockwise_256")
 SELECTORS = ("first", "last")  # the first or last layer with weights, whatever its name
@@ -45,14 +45,17 @@ class LayerRule:
         select: `first` or `last`: the first or last layer with weights, by graph order.
         op: The op it applies to (`CONV_2D`, `FULLY_CONNECTED`, ...), or `*` for every op the
             quantizer supports.
-        mode: `float` (keep the layer in float), `weight_only` (int weights, float compute),
-            `dynamic` (int weights, activations quantized on the fly) or `static`
-            (calibrated int activations).
-        bits: Weight bits (4 or 8; 2 for dynamic).
+        mode: `float` (keep the layer in float), `float16` (float16 weights and a DEQUANTIZE
+            op to float32: half the size, float compute; the quantizer casts only fully
+            connected, conv, depthwise conv, transpose conv and embedding lookup weights),
+            `weight_only` (int weights, float compute), `dynamic` (int weights, activations
+            quantized on the fly) or `static` (calibrated int activations).
+        bits: Weight bits (4 or 8; 2 for dynamic); not for `float16`.
         activation_bits: `static` only: 8 or 16.
         granularity: How weights are scaled: per channel, per tensor, or per block of 32 to
-            256 values.
-        algorithm: How the weight ranges are chosen (`ALGORITHMS`); default: the variant's.
+            256 values; not for `float16`.
+        algorithm: How the weight ranges are chosen (`ALGORITHMS`); default: the variant's;
+            not for `float16`, which has no range to choose.
     """
 
     regex: str | None = None
@@ -81,6 +84,14 @@ class LayerRule:
         one_of("rules: granularity", self.granularity, GRANULARITIES)
         if self.algorithm is not None:
             one_of("rules: algorithm", self.algorithm, tuple(ALGORITHMS))
+        # float16 casts each weight as it is: a scale or a range method would be ignored
+        # silently, so a rule that sets one is refused rather than read as something else.
+        if self.mode == "float16" and (self.algorithm is not None
+                                       or self.granularity != "channelwise"):
+            raise ValueError("rules: mode float16 takes no algorithm or granularity (they "
+                             "apply to the integer modes: weight_only, dynamic, static), got "
+                             f"algorithm {self.algorithm!r}, granularity "
+                             f"{self.granularity!r}")
 
 
 @dataclasses.dataclass

@@ -13,7 +13,7 @@ from pipeline.variants.quantizer import CALIBRATING_ALGORITHMS
 
 # What a layer may be (cheapest first), what the search minimizes, how it ranks layers.
 PRECISIONS = ("int4", "int4_octav", "int4_mse", "int4_gptq", "int8", "int8_mse", "dynamic8",
-              "int16", "float")
+              "int16", "float16", "float")
 OBJECTIVES = ("size", "latency")
 RANKINGS = ("error", "impact")
 
@@ -26,10 +26,11 @@ class SearchVariant(VariantSpec):
         objective: `size` (the smallest model) or `latency` (the lowest p50).
         precisions: what a layer may be, cheapest first (`int4`: weight-only; `int8`,
             `int16`: static, calibrated activations; `dynamic8`: int8 weights, activations
-            quantized on the fly; `float`; and methods as moves at no cost in size:
-            `int4_octav`, `int4_mse`, `int4_gptq`, `int8_mse`, the same with the LiteRT
-            Quantizer's OCTAV, MSE or GPTQ ranges). It starts with every layer at the first,
-            and checks every layer at each of the others too.
+            quantized on the fly; `float16`: float16 weights, float compute, on the ops the
+            quantizer casts (others stay float); `float`; and methods as moves at no cost
+            in size: `int4_octav`, `int4_mse`, `int4_gptq`, `int8_mse`, the same with the
+            LiteRT Quantizer's OCTAV, MSE or GPTQ ranges). It starts with every layer at the
+            first, and checks every layer at each of the others too.
         max_trials: at most this many candidate models.
         time_limit: at most this many seconds.
         rank: `error` (the layers' error against the float model, lowest SNR first) or
@@ -45,7 +46,7 @@ class SearchVariant(VariantSpec):
     backend: str = "search"
     objective: str = "size"
     precisions: list[str] = dataclasses.field(
-        default_factory=lambda: ["int4", "int8", "dynamic8", "float"])
+        default_factory=lambda: ["int4", "int8", "dynamic8", "float16", "float"])
     max_trials: int = 30
     time_limit: float = 600.0
     rank: str = "error"
