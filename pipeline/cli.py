@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pipeline import quiet
+from pipeline import quiet, reads
 from pipeline.console import parser, run
 
 log = logging.getLogger("pipeline")
@@ -75,10 +75,13 @@ def stage(doc: str | None, step: Callable[..., Any], per_variant: bool = False,
             p.add_argument("variant")
         args = p.parse_args()
         cfg, raw = load_params(args.params)
+        view, read = reads.recording(cfg)  # what the step reads, for its params in dvc.yaml
         extra: dict[str, Any] = {"variant": args.variant} if per_variant else {}
         if with_config:
             extra.update(raw=raw, params_file=Path(args.params))
-        step(cfg, Layout(args.root), **extra)
+        step(view, Layout(args.root), **extra)
+        reads.enforce(read, Path(sys.argv[0]).resolve().parent.parent / "dvc.yaml",
+                      Path(sys.argv[0]).stem, args.variant if per_variant else None)
 
     run(main)
     from pipeline.worker import ENV_CHILD

@@ -21,8 +21,9 @@ from typing import Any
 import yaml
 
 from pipeline.io import write_text
+from pipeline.reads import NO_RERUN
 from pipeline.schema import one_of, positive, typed
-from pipeline.variants import VariantSpec, parse_variants
+from pipeline.variants import LABELS, VariantSpec, parse_variants
 
 ROOT = Path(__file__).resolve().parent.parent
 CONF_DIR = ROOT / "conf"
@@ -225,14 +226,15 @@ class QuantizationConfig:
 KERNEL_PATHS = ("xnnpack", "builtin", "reference")
 
 
-LABELS = ("data", "model")  # evaluate.labels
 
 
 @dataclasses.dataclass
 class EvaluateConfig:
     batch_size: int = 256  # samples per invoke (models that cannot be resized use 1)
     top_k: int = 3  # k of top_k_accuracy
-    num_threads: int | None = None  # interpreters on separate batches; None: every core
+    # Interpreters on separate batches; None: every core. How fast, not what: the same
+    # batches give the same outputs, so changing it reruns nothing.
+    num_threads: int | None = dataclasses.field(default=None, metadata=NO_RERUN)
     # Kernel paths every variant is evaluated on; the first gives its figures.
     kernel_paths: list[str] = dataclasses.field(default_factory=lambda: ["xnnpack", "builtin"])
     kernel_path_tolerance: float = 0.01  # accuracy difference between paths that is flagged

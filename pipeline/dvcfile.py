@@ -3,8 +3,12 @@ each stage runs as its dependencies, computed from the stage script's import clo
 the project. So a change to any module reruns exactly the stages that import it, and
 `dvc repro` saying "up to date" is true.
 
-    python -m pipeline.dvcfile           # or: make dvc.yaml (also part of make params)
-    python -m pipeline.dvcfile --check   # exit 1 if dvc.yaml is not what the code says
+Each stage's `params` are the config keys its step reads (`pipeline.reads` records them);
+`docs/configuration.md`'s table of what each key reruns is made from them here, and
+`dvc.lock` loses the entries of stages that no longer exist.
+
+    python -m pipeline.dvcfile           # (part of make params)
+    python -m pipeline.dvcfile --check   # exit 1 if dvc.yaml or the table is out of date
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import argparse
 import ast
 import dataclasses
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -42,10 +46,17 @@ class Stage:
         outs: Cached outputs. `uncached`: outputs kept in git (the report). `metrics`: DVC
             metrics files (not cached).
         tensorflow: Whether the stage may import TensorFlow (a test holds the others to it).
+        params: The config keys its step reads (`pipeline.reads` records them, and every
+            stage fails in the tests on a key read and not listed here).
+        widened: Params listed whole although the step reads only some keys under them,
+            each with the reason (`tests/test_e2e.py` accepts a rerun beyond what the step
+            read only for a key under one of these, or one another variant's instance of
+            the stage reads).
     """
 
     name: str
     params: tuple[str, ...]
+    widened: tuple[tuple[str, str], ...] = ()
     deps: tuple[Path, ...] = ()
     outs: tuple[Path, ...] = ()
     uncached: tuple[Path, ...] = ()
@@ -61,26 +72,37 @@ class Stage:
 def stages(lay: Layout = Layout(Path("."))) -> list[Stage]:
     """The pipeline's stages in their order (`pipeline.steps.ORDER`), with paths from `lay`
     (relative to the project)."""
+    kinds = ("a variant's keys depend on its kind and on what conf/ sets, and a stage can "
+             "only list keys every configuration has")
     specs = [
-        Stage("prepare", params=("seed", "data"), outs=(lay.dataset,), tensorflow=True),
+        Stage("prepare", params=("seed", "data"), outs=(lay.dataset,), tensorflow=True,
+              widened=(("data", "which keys a source reads depends on data.name (data.path "
+                                "for files, the fractions where the source has no test "
+                                "split of its own)"),)),
         Stage("train", params=("seed", "model", "train"), deps=(lay.dataset,),
               outs=(lay.keras("float"), lay.history("float")),
-              metrics=(lay.keras_metrics("float"),), tensorflow=True),
-        Stage("qat", params=("seed", "qat"), deps=(lay.dataset, lay.keras("float")),
+              metrics=(lay.keras_metrics("float"),), tensorflow=True,
+              widened=(("model", "which keys a model reads depends on model.arch"),)),
+        Stage("qat", params=("seed", "qat", "evaluate.labels"),
+              deps=(lay.dataset, lay.keras("float")),
               outs=(lay.keras("qat"), lay.history("qat")), metrics=(lay.keras_metrics("qat"),),
               tensorflow=True),
         Stage("layer_errors", params=("seed", "quantization.calibration_samples",
                                       "quantization.variants"),
               deps=(lay.dataset, lay.keras("float")), outs=(lay.layer_errors,),
-              tensorflow=True),
+              tensorflow=True,
+              widened=(("quantization.variants", "which per-layer tables it computes "
+                        "depends on the fields of the full-integer variants; " + kinds),)),
         Stage("quantize", tensorflow=True,
               params=("seed", "quantization.calibration_samples",
                       "quantization.comparison_samples", f"quantization.variants.{KEY}"),
               deps=(lay.dataset, lay.keras(SOURCE), lay.layer_errors),
-              outs=(lay.variant(KEY),)),
+              outs=(lay.variant(KEY),), widened=((f"quantization.variants.{KEY}", kinds),)),
         Stage("reference", params=("report.reference", "evaluate.batch_size"),
               deps=(lay.dataset, lay.variant(REFERENCE)), outs=(lay.reference_outputs,)),
-        Stage("evaluate", params=("evaluate",),
+        Stage("evaluate", params=("evaluate.batch_size", "evaluate.top_k",
+                                  "evaluate.kernel_paths", "evaluate.kernel_path_tolerance",
+                                  "evaluate.labels"),
               deps=(lay.dataset, lay.variant(KEY), lay.reference_outputs),
               outs=(lay.evaluation(KEY),)),
         Stage("benchmark", params=("benchmark", "report.reference"),
@@ -90,7 +112,9 @@ def stages(lay: Layout = Layout(Path("."))) -> list[Stage]:
                                    "evaluate.labels"),
               deps=(lay.dataset, lay.variants, lay.reference_outputs),
               outs=(lay.footprints,)),
-        Stage("report", params=("quantization.variants", "report"),
+        Stage("report", params=("quantization.variants", "report", "evaluate.labels"),
+              widened=(("quantization.variants", "it shows each variant's description and "
+                        "kind; " + kinds),),
               deps=(lay.dataset, lay.variants, *(lay.history(m) for m in KERAS_MODELS),
                     lay.evaluations, lay.benchmarks, lay.footprints,
                     *(lay.keras_metrics(m) for m in KERAS_MODELS)),
@@ -217,19 +241,141 @@ def render(root: Path = ROOT) -> str:
     return HEADER + yaml.safe_dump(doc, sort_keys=False, default_flow_style=False, width=100)
 
 
+# --- what reruns when a key changes -------------------------------------------------------------
+
+PARAMS_FILE = "params.yaml"  # a stage depending on the file reruns on any key (track)
+LOCK_FILE = ROOT / "dvc.lock"
+DOCS_FILE = ROOT / "docs" / "configuration.md"
+TABLE_START, TABLE_END = "<!-- reruns: start -->", "<!-- reruns: end -->"
+
+
+def instances(variants: Iterable[str]) -> list[tuple[Stage, str | None, str]]:
+    """Every stage DVC runs for these variants: `(stage, variant or None, its name)`, the
+    per-variant ones as `name@variant`, in order."""
+    variants = list(variants)
+    return [(s, v, f"{s.name}@{v}" if v else s.name) for s in stages()
+            for v in (variants if s.per_variant else [None])]
+
+
+def instance_params(stage: Stage, variant: str | None) -> list[str]:
+    """A stage's params with `${key}` set to its variant."""
+    return [p.replace(KEY, variant or KEY) for p in stage.params]
+
+
+def reruns(raw: Mapping[str, Any]) -> dict[str, list[str]]:
+    """For every leaf key of a config (as in params.yaml), the stages whose params list it
+    (or a section holding it) or that depend on params.yaml itself: what `dvc status` names
+    when that one key changes. Interpolated deps (`${report.reference}`,
+    `${item.source}`) need nothing more: their keys are in the same stages' params
+    (`test_interpolated_keys_are_params`)."""
+    from pipeline.reads import covers, leaves
+
+    found = {key: [] for key in leaves(raw)}
+    for stage, variant, name in instances(raw["quantization"]["variants"]):
+        whole = PARAMS_FILE in _paths(stage.deps)
+        params = instance_params(stage, variant)
+        for key, names in found.items():
+            if whole or any(covers(p, key) for p in params):
+                names.append(name)
+    return found
+
+
+def prune_lock(path: Path = LOCK_FILE, variants: Iterable[str] = ()) -> list[str]:
+    """Remove from `dvc.lock` the entries of stages `dvc.yaml` no longer defines (DVC keeps
+    them: a renamed or removed stage's entry stayed forever). Returns the names removed."""
+    if not path.is_file():
+        return []
+    lock = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    defined = {name for _, _, name in instances(variants)}
+    stale = [n for n in lock.get("stages", {}) if n not in defined]
+    if stale:
+        from dvc.utils.serialize import modify_yaml  # DVC's own writer: its format stays
+
+        with modify_yaml(path) as doc:
+            for name in stale:
+                del doc["stages"][name]
+    return stale
+
+
+def mappings_name(prefix: str) -> str:
+    """The placeholder for a name in a mapping of the config (`<variant>`, `<npu>`)."""
+    return {"quantization.variants": "<variant>", "footprint.npu": "<npu>"}[prefix]
+
+
+def _generic(key: str, variants: Iterable[str], mappings: Mapping[str, Iterable[str]]) -> str:
+    """A key with its variant or NPU target name replaced by a placeholder."""
+    for prefix, names in mappings.items():
+        for n in names:
+            if key.startswith(f"{prefix}.{n}.") or key == f"{prefix}.{n}":
+                return key.replace(f"{prefix}.{n}", f"{prefix}.{mappings_name(prefix)}", 1)
+    return key
+
+
+def rerun_table(raw: Mapping[str, Any]) -> str:
+    """The Markdown table `docs/configuration.md` shows: each key of the default config, the
+    stages a change of it reruns directly (a variant's keys collapsed to `<variants>`), and
+    nothing else; what then reruns is what depends on their outputs, when those change."""
+    variants = list(raw["quantization"]["variants"])
+    mappings = {"quantization.variants": variants,
+                "footprint.npu": list(raw.get("footprint", {}).get("npu") or {})}
+    rows: dict[str, set[str]] = {}
+    order: list[str] = []
+    for key, names in reruns(raw).items():
+        generic = _generic(key, variants, mappings)
+        collapsed = set()
+        for n in names:
+            stage, _, v = n.partition("@")
+            if v and f"quantization.variants.{v}" in key:
+                collapsed.add(f"{stage}@<variant>")  # its own variant's stage
+            else:
+                collapsed.add(f"{stage}@*" if v else stage)
+        if generic not in rows:
+            rows[generic], order = set(), [*order, generic]
+        rows[generic] |= collapsed
+    ranked = {s.name: i for i, s in enumerate(stages())}
+
+    def sort(name: str) -> tuple[int, str]:
+        return ranked[name.partition("@")[0]], name
+
+    lines = ["| key | reruns |", "|---|---|"]
+    for key in order:
+        names = sorted(rows[key], key=sort)
+        lines.append(f"| `{key}` | {', '.join(f'`{n}`' for n in names)} |")
+    return "\n".join(lines) + "\n"
+
+
+def docs_text(current: str, raw: Mapping[str, Any]) -> str:
+    """`docs/configuration.md` with its rerun table (between the markers) made anew."""
+    start, end = current.index(TABLE_START), current.index(TABLE_END)
+    return (current[:start + len(TABLE_START)] + "\n" + rerun_table(raw) + current[end:])
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true",
-                        help="only check that dvc.yaml is up to date (exit 1 if not)")
+                        help="only check that dvc.yaml and the docs' rerun table are up to "
+                             "date (exit 1 if not)")
     args = parser.parse_args(argv)
+    from pipeline.config import compose
+
     text = render()
+    docs = docs_text(DOCS_FILE.read_text(encoding="utf-8"), compose())  # the default config
     if args.check:
         if DVC_FILE.read_text(encoding="utf-8") != text:
             sys.exit("dvc.yaml is out of date with the code: run `make params`")
-        print("dvc.yaml is up to date")
+        if DOCS_FILE.read_text(encoding="utf-8") != docs:
+            sys.exit(f"the rerun table of {DOCS_FILE} is out of date: run `make params`")
+        print("dvc.yaml and the rerun table are up to date")
         return
     write_text(DVC_FILE, text)
-    print(f"wrote {DVC_FILE}")
+    write_text(DOCS_FILE, docs)
+    params = ROOT / PARAMS_FILE
+    if params.is_file():
+        variants = yaml.safe_load(params.read_text(encoding="utf-8"))["quantization"]["variants"]
+        stale = prune_lock(LOCK_FILE, variants)
+        if stale:
+            print(f"removed from dvc.lock: {len(stale)} stages dvc.yaml no longer defines")
+    print(f"wrote {DVC_FILE} and the rerun table of {DOCS_FILE}")
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ only the sizes are small.
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,9 @@ from pipeline import data, sources
 from pipeline.variants import FLOAT_TFLITE
 
 ROOT = Path(__file__).resolve().parent.parent
+# A stage (or the Hydra app's step) that reads a config key its params in dvc.yaml do not
+# list fails, in every test and in every process a test starts (`pipeline.reads`).
+os.environ["LAB_STRICT_READS"] = "1"
 
 # Overrides that make any pipeline run take seconds, not minutes: the default model (small_cnn)
 # made narrow, and everything else short. TINY_OVERRIDES holds both; a test that brings its

@@ -4,6 +4,7 @@ its own MLflow store. Slow (about two minutes); CI runs it too.
 
 from __future__ import annotations
 
+import copy
 import csv
 import json
 import os
@@ -11,17 +12,19 @@ import shutil
 import socket
 import subprocess
 import sys
+import re
 import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 
 from conftest import ROOT, TINY_OVERRIDES
 from pipeline import config as config_mod
-from pipeline import dvcfile
+from pipeline import dvcfile, reads
 from test_structure import finder_closure
 from pipeline.io import read_json
 from pipeline.report.summary import ALL_METRICS, device_metric
@@ -55,8 +58,8 @@ def project_env(project: Path, tracking_uri: str | None = None) -> dict[str, str
 
 
 def run(cmd: list[str], cwd: Path, tracking_uri: str | None = None,
-        stdout_only: bool = False) -> str:
-    proc = subprocess.run(cmd, cwd=cwd, env=project_env(cwd, tracking_uri),
+        stdout_only: bool = False, **env: str) -> str:
+    proc = subprocess.run(cmd, cwd=cwd, env={**project_env(cwd, tracking_uri), **env},
                           capture_output=True, text=True)
     assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout}\n{proc.stderr}"
     return proc.stdout if stdout_only else proc.stdout + proc.stderr
@@ -117,6 +120,139 @@ def http_json(url: str, path: str, body: dict | None = None) -> dict:
         return json.loads(resp.read())
 
 
+def _set(raw: dict, key: str, value: Any) -> dict:
+    out = copy.deepcopy(raw)
+    node = out
+    *parents, last = key.split(".")
+    for part in parents:
+        node = node[part]
+    node[last] = value
+    return out
+
+
+def _candidates(value: Any) -> list[Any]:
+    """Other values of a leaf, the likeliest valid first."""
+    if isinstance(value, bool):
+        return [not value]
+    if isinstance(value, int):
+        return [value + 1, value * 2, max(value - 1, 0)]
+    if isinstance(value, float):
+        return [value / 2, value * 2, value + 0.5, 1.0]
+    if value is None:
+        return [10, 1, 0.5, "x"]
+    if isinstance(value, str):
+        return [value + "_other"]
+    if isinstance(value, list):
+        return [value[:-1], value + value[:1], [*value, "x"]] if value else [[1], ["x"]]
+    return [value, "x"]  # an empty mapping
+
+
+VALID = re.compile(r"valid: (.+)$")
+
+
+def another_value(raw: dict, key: str) -> tuple[Any, bool]:
+    """A different value for `key` that the lab accepts (`parse_config`), and whether one
+    was found (else the first different value: `dvc status` does not validate)."""
+    current = reads.leaves(raw)[key]
+    tried = [v for v in _candidates(current) if v != current]
+    for value in tried:
+        try:
+            config_mod.parse_config(_set(raw, key, value))
+            return value, True
+        except ValueError as exc:  # a closed set of values: the message lists them
+            found = VALID.search(str(exc).splitlines()[0])
+            for option in (found.group(1).split(", ") if found else []):
+                if isinstance(current, list):
+                    option = [option] if [option] != current else None
+                if option is not None and option != current and option != str(current):
+                    try:
+                        config_mod.parse_config(_set(raw, key, option))
+                        return option, True
+                    except ValueError:
+                        continue
+    return tried[0], False
+
+
+def params_status(project: Path, keys_in_deps: set[str], key: str, dvc: list[str],
+                  stages: list) -> set[str]:
+    """What `dvc status` names after a change of `key` (already written to params.yaml):
+    DVC's own params check of each stage, or, for a key that dvc.yaml interpolates into
+    paths, a whole `dvc status` (it reloads the stages)."""
+    from dvc.dependency.param import ParamsDependency
+
+    if key in keys_in_deps:
+        return set(json.loads(run(dvc + ["status", "--json"], project, stdout_only=True)))
+    return {s.name for s in stages  # params, and params.yaml as a file (track)
+            if any((isinstance(d, ParamsDependency) or d.def_path == "params.yaml")
+                   and d.status() for d in s.deps)}
+
+
+def check_every_key(project: Path, raw: dict, read_dir: Path, dvc: list[str]) -> None:
+    """Change every leaf of params.yaml, one at a time: `dvc status` must name exactly the
+    stages whose step read it (as `pipeline.reads` recorded in `read_dir` during the run),
+    and beyond them only stages a reason allows (`Stage.widened`, or another variant's
+    instance of the same stage reads it: DVC lists one set of params per stage)."""
+    from dvc.repo import Repo
+
+    recorded = {f.stem: json.loads(f.read_text()) for f in read_dir.glob("*.json")}
+    by_name = {name: (stage, variant)
+               for stage, variant, name in dvcfile.instances(raw["quantization"]["variants"])}
+    assert set(recorded) == set(by_name)  # every stage ran and recorded what it read
+    assert not any(r["missing"] for r in recorded.values()), \
+        {n: r["missing"] for n, r in recorded.items() if r["missing"]}
+    table = dvcfile.reruns(raw)
+    interpolated = {k for k in table if "${" + k + "}" in (project / "dvc.yaml").read_text()}
+    params_file = project / "params.yaml"
+    original = params_file.read_text()
+    repo = Repo(str(project))
+    stage_list = list(repo.index.stages)
+    problems, unread, invalid, widened = [], [], [], {}
+    try:
+        for key in table:
+            value, valid = another_value(raw, key)
+            if not valid:
+                invalid.append(key)
+            params_file.write_text(config_mod.render_params(_set(raw, key, value)))
+            listed = params_status(project, interpolated, key, dvc, stage_list)
+            if listed != set(table[key]):
+                problems.append(f"{key}: dvc status {sorted(listed)}, the table "
+                                f"{sorted(table[key])}")
+            reading = {n for n, r in recorded.items()
+                       if n == "track" or any(reads.covers(k, key) for k in r["keys"])}
+            if missing := reading - listed:
+                problems.append(f"{key}: read by {sorted(missing)}, not rerun")
+            for name in sorted(listed - reading):
+                stage, variant = by_name[name]
+                same = any(by_name[n][0].name == stage.name for n in reading)
+                reason = next((why for p, why in stage.widened
+                               if reads.covers(p.replace(dvcfile.KEY, variant or ""), key)),
+                              None)
+                if same:
+                    widened.setdefault("another variant's instance reads it", set()).add(name)
+                elif reason:
+                    widened.setdefault(reason, set()).add(f"{name}: {key}")
+                else:
+                    problems.append(f"{key}: reruns {name}, whose step does not read it")
+            if reading == {"track"}:
+                unread.append(key)
+    finally:
+        params_file.write_text(original)
+        repo.close()
+    # Every listed param is read by some instance of its stage.
+    for stage in dvcfile.stages():
+        names = [n for n, (s, _) in by_name.items() if s.name == stage.name]
+        for param in stage.params:
+            if not any(reads.covers(param.replace(dvcfile.KEY, by_name[n][1] or ""), k)
+                       or reads.covers(k, param.replace(dvcfile.KEY, by_name[n][1] or ""))
+                       for n in names for k in recorded[n]["keys"]):
+                problems.append(f"{stage.name} lists {param}, which its step never read")
+    print(f"{len(table)} keys changed; no valid other value for {invalid}; read by no stage "
+          f"but track (logged only): {unread}")
+    for reason, names in widened.items():
+        print(f"wider than read ({reason}): {len(names)}")
+    assert not problems, "\n".join(problems)
+
+
 @pytest.mark.slow
 def test_dvc_repro_end_to_end(tmp_path: Path, mlflow_server: str) -> None:
     project = project_copy(tmp_path / "lab")
@@ -142,7 +278,8 @@ def test_dvc_repro_end_to_end(tmp_path: Path, mlflow_server: str) -> None:
     variants = [v for v in raw["quantization"]["variants"] if v != "broken"]
     dvc = [str(Path(sys.executable).parent / "dvc")]
 
-    run(dvc + ["repro"], project)
+    read_dir = tmp_path / "reads"  # what each stage's step read (pipeline.reads)
+    run(dvc + ["repro"], project, **{reads.ENV_RECORD: str(read_dir)})
 
     for v in variants:
         assert (project / "models" / "tflite" / v / f"{v}.tflite").stat().st_size > 0
@@ -235,6 +372,13 @@ def test_dvc_repro_end_to_end(tmp_path: Path, mlflow_server: str) -> None:
     assert "Data and pipelines are up to date" in out
     logged_with_trials = len(logged) + len(trials)
     assert len(runs(project)) == logged_with_trials
+
+    # Every key of params.yaml reruns exactly the stages that read it (or says why more).
+    check_every_key(project, raw, read_dir, dvc)
+    assert "up to date" in run(dvc + ["status"], project)
+    lock = yaml.safe_load((project / "dvc.lock").read_text())
+    assert set(lock["stages"]) == {name for _, _, name in dvcfile.instances(
+        raw["quantization"]["variants"])}  # nothing of a stage dvc.yaml does not define
 
     # A harmless edit of one library module: `dvc status` names exactly the stages that
     # import it (found by the standard library's module finder, not by pipeline.dvcfile).

@@ -213,6 +213,9 @@ def test_every_readme_command_works_in_a_fresh_shell(tmp_path: Path) -> None:
     assert proc.returncode == 0, (f"failed at: {ran[-1] if ran else '?'}\n"
                                   f"{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
     assert len(ran) == len(commands)  # every command ran, in order
+    # No stage, and no step of the Hydra app, read a key its params in dvc.yaml do not list
+    # (pipeline.reads logs it; the shell's environment is the user's, so not strict here).
+    assert "which dvc.yaml does not list" not in proc.stdout + proc.stderr
 
     # What the commands left behind.
     assert (project / "reports" / "report.html").is_file()

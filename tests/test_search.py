@@ -20,6 +20,10 @@ from pipeline import artifacts, data
 from pipeline.produce import quantize
 from pipeline.variants import FLOAT_TFLITE, parse_variant
 
+# A search's own budget and labels (conf/ sets them from the report's budget and
+# evaluate.labels); what the candidates are really measured on is each test's `validation`.
+SCORED = {"budget": 0.01, "labels": "data"}
+
 
 @pytest.fixture(scope="module")
 def outlier_model(dataset: data.Dataset, tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -51,7 +55,7 @@ def outlier_model(dataset: data.Dataset, tmp_path_factory: pytest.TempPathFactor
 
 def run(outlier_model: Path, dataset: data.Dataset, out: Path, budget: float,
         **fields: object) -> dict:
-    spec = parse_variant("auto", {"source": "float", "backend": "search",
+    spec = parse_variant("auto", {"source": "float", "backend": "search", **SCORED,
                                   "precisions": ["int8", "float"], **fields})
     calibration = data.calibration_samples(dataset, 100, 0)
     return quantize.quantize_variant(outlier_model, spec, calibration, out,
@@ -132,7 +136,7 @@ def test_each_layer_starts_at_the_cheapest_precision_the_quantizer_allows_for_it
     path.write_bytes(convert.convert(model, ConverterVariant(name="float32", source="float")))
     rng = np.random.default_rng(0)
     x_val, y_val = rng.random((32, 8, 8, 1), np.float32), rng.integers(0, 10, 32)
-    spec = parse_variant("auto", {"source": "float", "backend": "search",
+    spec = parse_variant("auto", {"source": "float", "backend": "search", **SCORED,
                                   "precisions": ["int4", "int8", "float"], "max_trials": 3})
     record = quantize.quantize_variant(path, spec, x_val[:8], tmp_path / "auto",
                                        validation=(x_val, y_val, 1.0))
@@ -192,7 +196,7 @@ def test_the_search_on_a_model_where_int4_hurts_is_not_dominated_by_a_fixed_vari
 
     float_tflite, model = int4_hurts
     calibration = data.calibration_samples(dataset, 100, 0)
-    spec = parse_variant("auto", {"source": "float", "backend": "search"})  # the defaults
+    spec = parse_variant("auto", {"source": "float", "backend": "search", **SCORED})  # defaults
     assert spec.precisions == ["int4", "int8", "dynamic8", "float16", "float"]
     record = quantize.quantize_variant(float_tflite, spec, calibration, tmp_path / "auto",
                                        validation=(dataset.x_val, dataset.y_val, 0.02))
@@ -235,7 +239,8 @@ def test_the_search_takes_a_method_as_a_move_before_a_wider_precision(
     assert not search.allowed("CONV_2D", "int4_gptq")
     assert search.ladder_of("CONV_2D", ["int4", "int4_gptq", "int8", "float"]) == \
         ["int4", "int8", "float"]
-    spec = parse_variant("auto", {"source": "float", "backend": "search", "max_trials": 6,
+    spec = parse_variant("auto", {"source": "float", "backend": "search", **SCORED,
+                                  "max_trials": 6,
                                   "precisions": ["int4", "int4_octav", "int8", "float"]})
     assert spec.calibrated
     float_tflite, _ = int4_hurts
@@ -341,7 +346,7 @@ def test_where_only_16_bit_keeps_the_budget_the_search_finds_float16_not_float(
 
     float_tflite, model = only16
     calibration = data.calibration_samples(dataset, 100, 0)
-    spec = parse_variant("auto", {"source": "float", "backend": "search"})  # the defaults
+    spec = parse_variant("auto", {"source": "float", "backend": "search", **SCORED})  # defaults
     record = quantize.quantize_variant(float_tflite, spec, calibration, tmp_path / "auto",
                                        validation=(dataset.x_val, dataset.y_val, 0.02))
     assert record["status"] == "ok", record.get("error")

@@ -4,8 +4,10 @@ TensorFlow."""
 
 from __future__ import annotations
 
+
 import dataclasses
 import modulefinder
+import re
 import shutil
 import subprocess
 import sys
@@ -36,6 +38,41 @@ def test_dvc_yaml_is_generated_from_the_code() -> None:
     assert (ROOT / "dvc.yaml").read_text() == dvcfile.render(), \
         "dvc.yaml is out of date: run `make params`"
     assert list(DVC_YAML["stages"]) == [s.name for s in dvcfile.stages()]
+
+
+def test_the_rerun_table_and_the_readme_sentence_are_the_dvc_yaml_ones() -> None:
+    """docs/configuration.md's table is made from dvc.yaml's params (a forgotten `make
+    params` fails here), and the README's example names exactly the stages that a new
+    budget in conf/ reruns directly (two keys change: the report's and the search's own)."""
+    from pipeline.config import compose
+    from pipeline.reads import leaves
+
+    docs = ROOT / "docs" / "configuration.md"
+    assert docs.read_text() == dvcfile.docs_text(docs.read_text(), compose()), \
+        "the rerun table of docs/configuration.md is out of date: run `make params`"
+    default, tight = compose(), compose(["report.max_accuracy_drop=0.001"])
+    changed = [k for k, v in leaves(tight).items() if leaves(default).get(k) != v]
+    assert set(changed) == {"report.max_accuracy_drop", "quantization.variants.auto.budget"}
+    table = dvcfile.reruns(tight)
+    direct = {name for key in changed for name in table[key]}
+    readme = (ROOT / "README.md").read_text()
+    sentence = readme[readme.index("report.max_accuracy_drop=0.001"):]
+    sentence = sentence[:sentence.index(")")]
+    named = set(re.findall(r"`([a-z_]+(?:@[a-z0-9_]+)?)`", sentence))
+    assert named == direct, (sorted(named), sorted(direct))
+
+
+def test_interpolated_keys_are_params() -> None:
+    """A key dvc.yaml interpolates into a stage's paths (`${report.reference}`, a variant's
+    `source`) is among that stage's params too, so the rerun table needs nothing else."""
+    for stage in dvcfile.stages():
+        for path in stage.deps:
+            for key in re.findall(r"\$\{([^}]+)\}", path.as_posix()):
+                if key == "key":  # the variant's own name: the stage's identity
+                    continue
+                key = key.replace("item.", f"quantization.variants.{dvcfile.KEY}.")
+                assert any(key == p or key.startswith(p + ".") for p in stage.params), \
+                    (stage.name, key)
 
 
 def finder_closure(script: Path) -> set[str]:
@@ -157,7 +194,8 @@ def test_layout_paths_are_the_ones_dvc_tracks() -> None:
 # The package's layers, bottom up: a module imports from its own layer or the ones below,
 # never from one above. Top-level modules are the core; the folders are named.
 LAYERS = (
-    ("core", ("__init__", "io", "signals", "quiet", "schema", "stats", "layout", "artifacts", "console",
+    ("core", ("__init__", "io", "signals", "quiet", "schema", "reads", "metrics", "stats", "layout",
+              "artifacts", "console",
               "tfcompat", "plots", "data", "sources", "variants", "config")),
     ("measure", ("measure",)),  # LiteRT side: runs .tflite models, no TensorFlow
     ("produce", ("produce",)),  # TensorFlow side: trains, converts, quantizes

@@ -144,3 +144,20 @@ def test_each_kind_is_a_class_chosen_by_backend_with_its_own_fields(tiny_cfg: Co
     with pytest.raises(ValueError, match="backend: unknown value 'tflite'; valid: converter, "
                                          "litert_quantizer, search"):
         parse_variant("v", {"source": "float", "backend": "tflite"})
+
+
+def test_a_search_names_its_budget_and_labels(tiny_raw: dict) -> None:
+    """The search's budget and labels are its own keys (conf/ sets them from the report's
+    budget and evaluate.labels), so DVC reruns only its stage when they change; left out,
+    each is refused with the usual value to give."""
+    raw = tiny_raw
+    auto = raw["quantization"]["variants"]["auto"]
+    assert auto["budget"] == raw["report"]["max_accuracy_drop"]
+    assert auto["labels"] == raw["evaluate"]["labels"]
+    for field, usual in (("budget", "report.max_accuracy_drop"), ("labels", "evaluate.labels")):
+        fields = {k: v for k, v in auto.items() if k != field}
+        with pytest.raises(ValueError, match=rf"auto\.{field} is required; `{field}: "
+                                             rf"\$\{{{usual}\}}`"):
+            parse_variant("auto", fields)
+    with pytest.raises(ValueError, match="auto.labels: unknown value 'both'; valid: data, model"):
+        parse_variant("auto", {**auto, "labels": "both"})

@@ -231,13 +231,13 @@ def register_custom_objects(names: list[str] | tuple[str, ...]) -> None:
             pass
 
 
-def load(model_dir: str | Path, qat: bool = False,
-         custom_objects: list[str] | tuple[str, ...] = ()) -> Any:
+def load(model_dir: str | Path, qat: bool = False) -> Any:
     """Load a stored model: a tf_keras model (`model.h5`), or the path of its SavedModel.
+    The classes its layers need (`model.custom_objects` of a user's file) are the ones its
+    `model.json` names (`custom_objects`), so that loading it reads no config.
 
     Args:
         qat: Bring tfmot's custom objects into scope (a QAT model).
-        custom_objects: The user's classes (`model.custom_objects`).
 
     Raises:
         FileNotFoundError: if the folder holds no stored model.
@@ -250,7 +250,7 @@ def load(model_dir: str | Path, qat: bool = False,
     if info["format"] == "saved_model":
         return model_dir / SAVED_MODEL
     _, keras = import_tf()
-    register_custom_objects(custom_objects)
+    register_custom_objects(info.get("custom_objects", ()))
     if qat:
         import tensorflow_model_optimization as tfmot
 

@@ -65,7 +65,9 @@ def quantize_variant(model: Any, spec: VariantSpec, calibration: np.ndarray | No
     with atomic_dir(out_dir) as out, tempfile.TemporaryDirectory() as scratch:
         job = Job(calibration, selection, table, validation, out, Path(scratch), record)
         try:
-            flatbuffer = PRODUCERS[type(spec)](model, spec, job)
+            # by the kind's class (the config may be a recording view: a subclass of it)
+            produce = next(PRODUCERS[k] for k in type(spec).__mro__ if k in PRODUCERS)
+            flatbuffer = produce(model, spec, job)
             path = write_bytes(tflite_path(out, spec.name), flatbuffer)
             sample = next((s for s in (comparison, calibration, selection)
                            if s is not None and len(s)), None)

@@ -7,11 +7,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from pipeline import reads
 from pipeline.config import Config
 from pipeline.layout import Layout
 from pipeline.steps import (ORDER, PER_VARIANT, benchmark, evaluate, footprint, layer_errors,
                             prepare, qat, quantize, reference, report, track, train)
 
+DVC_YAML = Path(__file__).resolve().parents[2] / "dvc.yaml"  # the project this code is in
 # Each step module by stage name; the order they run in is `ORDER`'s.
 STEPS = {m.__name__.rsplit(".", 1)[1]: m for m in (benchmark, evaluate, footprint, layer_errors,
                                                    prepare, qat, quantize, reference, report,
@@ -27,14 +29,24 @@ def run(cfg: Config, raw: Mapping[str, Any], root: Path, params_file: Path,
         The track step's result (run ids).
     """
     layout = Layout(Path(root))
+
+    def checked(name: str, variant: str | None = None, **kwargs: Any) -> Any:
+        """The step on a recording view of `cfg`, held to its stage's params in dvc.yaml
+        (`pipeline.reads`), as `dvc repro` runs it."""
+        view, read = reads.recording(cfg)
+        args = (variant,) if variant is not None else ()
+        result = STEPS[name].run(view, layout, *args, **kwargs)
+        reads.enforce(read, DVC_YAML, name, variant)
+        return result
+
     for name in ORDER:
-        step = STEPS[name]
         if name == "track":
-            return track.run(cfg, layout, raw, params_file, parent_run_id, extra_params,
-                             run_name)
+            return checked(name, raw=raw, params_file=params_file,
+                           parent_run_id=parent_run_id, extra_params=extra_params,
+                           run_name=run_name)
         if name not in PER_VARIANT:
-            step.run(cfg, layout)
+            checked(name)
             continue
         for variant in cfg.variants:
-            step.run(cfg, layout, variant, **({"progress": False} if step is benchmark else {}))
+            checked(name, variant, **({"progress": False} if name == "benchmark" else {}))
     raise AssertionError("track is the last step")

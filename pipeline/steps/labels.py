@@ -12,6 +12,7 @@ import numpy as np
 
 from pipeline.config import Config
 from pipeline.data import Dataset
+from pipeline.io import read_json
 from pipeline.layout import Layout
 
 UNLABELLED = ("has no labels (an image folder without class folders): bring a trained "
@@ -45,3 +46,11 @@ def test_labels(cfg: Config, layout: Layout, ds: Dataset) -> np.ndarray:
     if label_free(cfg):
         return predicted(np.load(layout.reference_outputs, mmap_mode="r"))
     return ds.y_test
+
+
+def keras_accuracy(cfg: Config, layout: Layout) -> float | None:
+    """The float Keras model's test accuracy, or None where no accuracy is measured
+    (label-free, whatever labels the data carries)."""
+    if label_free(cfg):
+        return None
+    return read_json(layout.keras_metrics("float"))["test_accuracy"]

@@ -36,8 +36,7 @@ def run(cfg: Config, layout: Layout) -> float | None:
         ds = data.load(layout.dataset)
         try:
             with qat_mod.third_party("the float model could not be loaded for QAT"):
-                float_model = model_store.load(
-                    float_dir, custom_objects=getattr(cfg.model, "custom_objects", ()))
+                float_model = model_store.load(float_dir)
             if labels.label_free(cfg):  # fine-tune towards the float model's own answers
                 ds = dataclasses.replace(ds, **{
                     f"y_{s}": model_store.predict(float_model, getattr(ds, f"x_{s}")
@@ -45,8 +44,10 @@ def run(cfg: Config, layout: Layout) -> float | None:
             qat_model, hist, accuracy, cover = qat_mod.fine_tune(float_model, ds, cfg.qat,
                                                                  cfg.seed)
             with qat_mod.third_party("the QAT model could not be stored"):
-                model_store.save(qat_model, layout.keras("qat"), {"origin": "qat", "qat": cover},
-                                 float_tflite=False)
+                model_store.save(qat_model, layout.keras("qat"), {
+                    "origin": "qat", "qat": cover,  # its layers need the float model's classes
+                    "custom_objects": model_store.read_info(float_dir).get("custom_objects", [])},
+                    float_tflite=False)
         except qat_mod.QatUnsupported as exc:
             blocker = str(exc).splitlines()[0]
     if blocker:

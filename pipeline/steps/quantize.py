@@ -11,7 +11,6 @@ from pipeline.produce import quantize as quantize_mod
 from pipeline.produce.layer_errors import read_table
 from pipeline.config import Config
 from pipeline.layout import Layout
-from pipeline.steps import labels
 from pipeline.variants import FLOAT_TFLITE, KERAS, select
 
 log = logging.getLogger(__name__)
@@ -44,8 +43,7 @@ def run(cfg: Config, layout: Layout, variant: str) -> dict[str, Any]:
             pass  # nothing to compare with: the variant still converts
     try:
         if spec.source_form == KERAS:  # equalization and AdaRound change the Keras model
-            source = model_store.load(layout.keras(spec.source),
-                                      custom_objects=getattr(cfg.model, "custom_objects", ()))
+            source = model_store.load(layout.keras(spec.source))
         elif spec.source_form == FLOAT_TFLITE:
             source = model_store.float_tflite(layout.keras(spec.source))
         else:
@@ -57,10 +55,11 @@ def run(cfg: Config, layout: Layout, variant: str) -> dict[str, Any]:
         if spec.full_integer and not spec.prepared:  # a prepared model has its own table
             table = read_table(layout.layer_errors, spec)
         validation = None
-        if spec.validated:  # label-free: the float model's own answers on the validation split
-            budget = spec.accuracy_budget(cfg.report.max_accuracy_drop)
+        target = spec.validation_target()
+        if target is not None:  # candidates measured on the validation split
+            budget, scored_against = target
             y_val = ds.y_val
-            if labels.label_free(cfg):
+            if scored_against == "model":  # label-free: the float model's own answers
                 from pipeline.measure.litert import Runner
 
                 y_val = Runner(source).predict(ds.x_val).argmax(axis=1)

@@ -10,6 +10,7 @@ from pipeline.config import Config
 from pipeline.io import read_json
 from pipeline.layout import FOOTPRINT_FILE, Layout
 from pipeline.report import recommend, summary, writer
+from pipeline.steps.labels import keras_accuracy
 
 
 def run(cfg: Config, layout: Layout) -> dict[str, Path]:
@@ -26,9 +27,10 @@ def run(cfg: Config, layout: Layout) -> dict[str, Path]:
     rec = recommend.recommend(rows, r.max_accuracy_drop, r.prefer, r.reference, r.target,
                               r.max_arena_bytes, r.max_flash_bytes)
     return writer.write_report(layout.reports, rows, cfg.variants, rec, cfg.report.reference,
-                               read_json(layout.keras_metrics("float"))["test_accuracy"],
+                               keras_accuracy(cfg, layout),
                                {m: read_json(layout.history(m)) for m in ("float", "qat")},
                                read_json(layout.keras_metrics("qat")), layout.variants,
                                facts={"labels": cfg.evaluate.labels,
                                       "inputs": data.meta(layout.dataset).get(
                                           "input_range", data.IDENTITY)["describe"]})
+

@@ -13,6 +13,7 @@ from pipeline import artifacts, data
 from pipeline.config import Config
 from pipeline.io import read_json, write_json
 from pipeline.layout import RECOMMENDATION, REPORT_HTML, SUMMARY_JSON, SUMMARY_MD, Layout
+from pipeline.steps.labels import keras_accuracy
 from pipeline.tracking import models, store
 from pipeline.tracking import runs as tracking
 
@@ -43,7 +44,7 @@ def run(cfg: Config, layout: Layout, raw: Mapping[str, Any], params_file: Path,
               for k, v in read_json(layout.history(model)).items()}
     qat_metrics = read_json(layout.keras_metrics("qat"))
     keras_metrics = {
-        "keras_test_accuracy": read_json(layout.keras_metrics("float"))["test_accuracy"],
+        "keras_test_accuracy": keras_accuracy(cfg, layout),  # None: label-free
         "qat_keras_test_accuracy": qat_metrics["test_accuracy"],  # None: QAT was impossible
         "qat_coverage": (qat_metrics.get("coverage") or {}).get("coverage")}
     execution = tracking.Execution(

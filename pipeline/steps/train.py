@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from pipeline import data
+from pipeline import data, reads
 from pipeline.produce import model_store
 from pipeline.produce import train as train_mod
 from pipeline.config import FROM_FILE, Config
@@ -25,22 +25,26 @@ def run(cfg: Config, layout: Layout) -> float | None:
             does not fit the data (nothing is written).
     """
     ds = data.load(layout.dataset)
-    labels.check(cfg, ds, f"data.path {cfg.data.path}")
-    if not ds.labelled and cfg.model.arch != FROM_FILE:
-        raise ValueError(f"data.path {cfg.data.path} {labels.UNLABELLED}")
+    with reads.unrecorded():  # checks: they refuse, or the step goes on as if unread
+        if not ds.labelled:
+            labels.check(cfg, ds, f"data.path {cfg.data.path}")
+            if cfg.model.arch != FROM_FILE:
+                raise ValueError(f"data.path {cfg.data.path} {labels.UNLABELLED}")
     if cfg.model.arch == FROM_FILE:
         model, kind, blocker = model_store.load_user_model(
             cfg.model.path, cfg.model.safe_mode, cfg.model.custom_objects)
-        model_store.check_fits(model, ds.input_shape, ds.num_classes,
-                               declared=cfg.data.num_classes)
-        # Label-free: the model is its own reference; its variants are scored against it.
-        accuracy = (None if labels.label_free(cfg)
-                    else model_store.accuracy(model, ds.x_test, ds.y_test))
+        with reads.unrecorded():
+            model_store.check_fits(model, ds.input_shape, ds.num_classes,
+                                   declared=cfg.data.num_classes)
+        # On the data's labels whenever there are some; label-free runs (evaluate.labels:
+        # model) do not show it (the report and the tracking read evaluate.labels).
+        accuracy = (model_store.accuracy(model, ds.x_test, ds.y_test) if ds.labelled
+                    else None)
         hist: dict[str, list[float]] = {}  # not trained here
-        info = {"origin": str(Path(cfg.model.path).expanduser().resolve()), "kind": kind}
+        info = {"origin": str(Path(cfg.model.path).expanduser().resolve()), "kind": kind,
+                "custom_objects": list(cfg.model.custom_objects)}  # what loading it needs
         log.info("model %s (%s): test accuracy %s", cfg.model.path, kind,
-                 "not measured (evaluate.labels=model)" if accuracy is None
-                 else f"{accuracy:.4f}")
+                 "not measured (no labels)" if accuracy is None else f"{accuracy:.4f}")
     else:
         model, hist, accuracy = train_mod.train(ds, cfg.model, cfg.train, cfg.seed)
         info, blocker = {"origin": "trained", "kind": "tf_keras"}, None

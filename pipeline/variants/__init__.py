@@ -19,8 +19,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from pipeline.schema import one_of, typed
-from pipeline.variants.base import (FLOAT_TFLITE, KERAS, KINDS, SAVED_MODEL, SOURCES,
-                                    VariantSpec)
+from pipeline.variants.base import (FLOAT_TFLITE, KERAS, KINDS, LABELS, SAVED_MODEL,
+                                    SOURCES, VariantSpec)
 from pipeline.variants.converter import (IO_TYPES, OPS_SETS, OPTIMIZATIONS, ROUNDINGS,
                                          SUPPORTED_TYPES, ConverterVariant)
 from pipeline.variants.quantizer import (ADAROUND_RECIPES, ALGORITHMS, CALIBRATING_ALGORITHMS,
@@ -29,8 +29,8 @@ from pipeline.variants.quantizer import (ADAROUND_RECIPES, ALGORITHMS, CALIBRATI
 from pipeline.variants.search import OBJECTIVES, PRECISIONS, RANKINGS, SearchVariant
 
 __all__ = ["ADAROUND_RECIPES", "ALGORITHMS", "CALIBRATING_ALGORITHMS", "FLOAT_TFLITE",
-           "GRANULARITIES", "IO_MODES", "IO_TYPES", "KERAS", "KINDS", "OBJECTIVES", "OPS_SETS",
-           "OPTIMIZATIONS", "PRECISIONS", "RANKINGS", "RECIPES", "ROUNDINGS", "RULE_MODES",
+           "GRANULARITIES", "IO_MODES", "IO_TYPES", "KERAS", "KINDS", "LABELS", "OBJECTIVES",
+           "OPS_SETS", "OPTIMIZATIONS", "PRECISIONS", "RANKINGS", "RECIPES", "ROUNDINGS", "RULE_MODES",
            "SAVED_MODEL", "SELECTORS", "SOURCES", "SUPPORTED_TYPES", "ConverterVariant",
            "LayerRule", "QuantizerVariant", "SearchVariant", "VariantSpec", "parse_variant",
            "parse_variants", "select"]

@@ -13,11 +13,15 @@ import dataclasses
 import re
 from typing import Any, ClassVar
 
+from pipeline.reads import NO_RERUN
 from pipeline.schema import one_of
 
 SOURCES = ("float", "qat")  # which Keras model a variant starts from
 # What the quantize step hands a kind's producer.
 KERAS, SAVED_MODEL, FLOAT_TFLITE = "keras", "saved_model", "float_tflite"
+# What accuracy is measured against: the data's labels, or the reference model's own answers
+# (label-free). evaluate.labels, and a search's labels.
+LABELS = ("data", "model")
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
 KINDS: dict[str, type[VariantSpec]] = {}  # backend -> kind, filled as the kinds are defined
@@ -38,14 +42,14 @@ class VariantSpec:
 
     BACKEND: ClassVar[str] = ""
 
-    name: str = "?"
+    name: str = dataclasses.field(default="?", metadata=NO_RERUN)  # its key in the mapping
     description: str = ""
     source: str = "???"  # required: dvc.yaml picks the Keras model to convert by it
     backend: str = "?"
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        if cls.BACKEND:
+        if "BACKEND" in vars(cls):  # a kind of its own (not a subclass of one)
             KINDS[cls.BACKEND] = cls
 
     @property
@@ -98,14 +102,11 @@ class VariantSpec:
         """True if no float fallback is allowed (only integer op sets)."""
         return False
 
-    @property
-    def validated(self) -> bool:
-        """True if making the variant measures candidates on the validation split."""
-        return False
-
-    def accuracy_budget(self, default: float) -> float:
-        """The accuracy drop making the variant may cost on the validation split."""
-        return default
+    def validation_target(self) -> tuple[float, str] | None:
+        """For a kind that measures candidates on the validation split while it is made:
+        the accuracy drop they may cost and what they are scored against (`LABELS`), from
+        the variant's own fields; None for the others."""
+        return None
 
     def as_params(self) -> dict[str, str]:
         """Flat string params of this kind's own fields (for MLflow)."""

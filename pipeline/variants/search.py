@@ -8,7 +8,7 @@ import dataclasses
 from typing import ClassVar
 
 from pipeline.schema import one_of, positive
-from pipeline.variants.base import FLOAT_TFLITE, VariantSpec
+from pipeline.variants.base import FLOAT_TFLITE, LABELS, VariantSpec
 from pipeline.variants.quantizer import CALIBRATING_ALGORITHMS
 
 # What a layer may be (cheapest first), what the search minimizes, how it ranks layers.
@@ -36,9 +36,14 @@ class SearchVariant(VariantSpec):
         rank: `error` (the layers' error against the float model, lowest SNR first) or
             `impact` (raise each layer alone and measure the validation accuracy: costlier,
             more exact).
-        budget: the accuracy drop it may cost, on the validation split; conf/ sets it to
-            `${report.max_accuracy_drop}`, so params.yaml holds the value and DVC reruns
-            only the search when the budget changes.
+        budget: the accuracy drop it may cost, on the validation split (required).
+        labels: what the candidates are scored against on the validation split: `data`
+            (the labels) or `model` (the float model's own answers; required).
+
+    conf/ sets `budget: ${report.max_accuracy_drop}` and `labels: ${evaluate.labels}`: the
+    composed params.yaml then holds the values in the variant's own keys, so DVC reruns
+    this variant's stage, not every variant's, when the report's budget or the labels
+    change (a per-variant stage can only list keys that every variant has).
     """
 
     BACKEND: ClassVar[str] = "search"
@@ -51,6 +56,7 @@ class SearchVariant(VariantSpec):
     time_limit: float = 600.0
     rank: str = "error"
     budget: float | None = None
+    labels: str | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -65,8 +71,13 @@ class SearchVariant(VariantSpec):
                              f"precisions, cheapest first, got {self.precisions}")
         positive(f"{key}.max_trials", self.max_trials)
         positive(f"{key}.time_limit", self.time_limit)
-        if self.budget is not None:
-            positive(f"{key}.budget", self.budget, allow_zero=True)
+        for field, usual in (("budget", "${report.max_accuracy_drop}"),
+                             ("labels", "${evaluate.labels}")):
+            if getattr(self, field) is None:
+                raise ValueError(f"{key}.{field} is required; `{field}: {usual}` takes the "
+                                 "value the rest of the lab uses")
+        positive(f"{key}.budget", self.budget, allow_zero=True)
+        one_of(f"{key}.labels", self.labels, LABELS)
 
     @property
     def source_form(self) -> str:
@@ -77,9 +88,5 @@ class SearchVariant(VariantSpec):
         return any(p.startswith(("int8", "int16")) or p.endswith(CALIBRATING_ALGORITHMS)
                    for p in self.precisions)
 
-    @property
-    def validated(self) -> bool:
-        return True
-
-    def accuracy_budget(self, default: float) -> float:
-        return self.budget if self.budget is not None else default
+    def validation_target(self) -> tuple[float, str]:
+        return float(self.budget), str(self.labels)
