@@ -189,6 +189,11 @@ def script_for(commands: list[str]) -> str:
                                   f"sys.exit('{url} still answers')")]
         else:
             lines.append(command)
+        if command.split("#")[0].strip() == "make repro":  # a fresh clone's first run: after
+            # it, DVC agrees that nothing is left to run (no stale lock, no output changed)
+            lines.append('.venv/bin/dvc status | tee dvc_status.log | grep -q "up to date" || '
+                         '{ echo "dvc status right after make repro:"; cat dvc_status.log; '
+                         'exit 1; }')
     return "\n".join(lines) + "\n"
 
 
