@@ -19,7 +19,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from pipeline import quiet
 from pipeline.console import USER_ERRORS
-from pipeline.config import parse_config, render_params
+from pipeline.config import parse_config
+from pipeline.params import render_params
 from pipeline.io import read_json, write_text
 from pipeline.layout import RECOMMENDATION, SUMMARY_JSON, Layout
 from pipeline.tracking.sweep import job_label, sweep_run
@@ -87,7 +88,7 @@ def unknown_override(argv: list[str]) -> str | None:
     Hydra refuses such a typo too, but over five lines; this names the key and the valid keys
     beside it on one line, before anything runs.
     """
-    from pipeline.config import CONF_DIR, compose
+    from pipeline.params import CONF_DIR, compose
 
     composed: dict | None = None
     # Group choices (`model=file`) decide which keys exist: compose with them (a sweep's

@@ -65,7 +65,7 @@ def stage(doc: str | None, step: Callable[..., Any], per_variant: bool = False,
             sys.exit(code)
 
     def main() -> None:
-        from pipeline.config import load_params
+        from pipeline.params import load_params
         from pipeline.layout import Layout
 
         p = parser(doc)

@@ -168,8 +168,8 @@ class RayLauncher(PluginRayLauncher):
                     cfg.hydra.job.env_set[name] = str(cpus)
                 # The sweep run's store, whatever MLFLOW_TRACKING_URI a node's shell has.
                 cfg.hydra.job.env_set.MLFLOW_TRACKING_URI = uri
-                if cfg.get("evaluate") is not None and cfg.evaluate.get("num_threads") is None:
-                    cfg.evaluate.num_threads = cpus
+                if cfg.get("evaluate") is not None and cfg.evaluate.get("workers") is None:
+                    cfg.evaluate.workers = cpus
             ref = task.remote(self.hydra_context, cfg, task_function, Singleton.get_state())
             pending[ref] = (idx, overrides, cfg)
         results: dict[int, JobReturn] = {}

@@ -1,34 +1,29 @@
-"""The lab's configuration: a typed schema, one validation path, loading of `params.yaml`,
-and composition of `conf/` (the source of truth) into `params.yaml`.
+"""The lab's config schema: one dataclass per section of `conf/`, and one validation path.
 
-Validation has one path: OmegaConf merges the plain mapping into these dataclasses (types
-and unknown keys), and each dataclass checks its own values in `__post_init__`. Every error
-is a `ValueError` that names the key. Regenerate `params.yaml` after editing `conf/`:
+`conf/` is the only home of the values: every key of a section is required here (OmegaConf's
+MISSING, no default of the schema's own), so a key a `conf/` file forgets is refused by name,
+not filled in with a second opinion (`tests/test_config.py` checks both sides). Validation has
+one path: OmegaConf merges the plain mapping into these dataclasses (types, unknown and
+missing keys), and each dataclass checks its own values in `__post_init__`. Every error is a
+`ValueError` that names the key. Composing `conf/` into `params.yaml` and loading it:
+`pipeline.params`. Regenerate `params.yaml` after editing `conf/`:
 
-    python -m pipeline.config            # or: make params
+    python -m pipeline.config [overrides]   # or: make params (runs pipeline.params.main)
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import os
 import re
-from collections.abc import Mapping, Sequence
-from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
-import yaml
-
-from pipeline.io import write_text
 from pipeline.reads import NO_RERUN
 from pipeline.schema import one_of, positive, typed
 from pipeline.variants import LABELS, VariantSpec, parse_variants
 
-ROOT = Path(__file__).resolve().parent.parent
-CONF_DIR = ROOT / "conf"
-PARAMS_FILE = ROOT / "params.yaml"
-MISSING = "???"  # OmegaConf's mark of a required value
+MISSING = "???"  # OmegaConf's mark of a required value: conf/ sets it, the schema does not
 
 
 # data.name: where the splits come from (`pipeline.sources` loads each). The last ones come
@@ -39,26 +34,26 @@ DATA_SOURCES = ("digits", "image_folder", *SPLIT_SOURCES)
 
 @dataclasses.dataclass
 class NormalizeConfig:
-    mean: list[float] = dataclasses.field(default_factory=list)  # per channel, of [0, 1] pixels
-    std: list[float] = dataclasses.field(default_factory=list)  # per channel, > 0
+    mean: list[float] = MISSING  # per channel, of [0, 1] pixels
+    std: list[float] = MISSING  # per channel, > 0
 
 
 @dataclasses.dataclass
 class DataConfig:
-    name: str = "digits"  # source: digits, image_folder, npz, mnist, fashion_mnist, cifar10
-    test_fraction: float = 0.2  # share of samples held out for the test split
-    val_fraction: float = 0.1  # share of samples used for validation during training
-    path: str | None = None  # image folder or .npz file, for name: image_folder / npz
-    image_size: list[int] = dataclasses.field(default_factory=lambda: [32, 32])  # (h, w)
-    channels: int = 1  # image_folder: 1 (grey) or 3 (RGB)
+    name: str = MISSING  # source: digits, image_folder, npz, mnist, fashion_mnist, cifar10
+    test_fraction: float = MISSING  # share of samples held out for the test split
+    val_fraction: float = MISSING  # share of samples used for validation during training
+    path: str | None = MISSING  # image folder or .npz file, for name: image_folder / npz
+    image_size: list[int] = MISSING  # (h, w) of image_folder's resized images
+    channels: int = MISSING  # image_folder: 1 (grey) or 3 (RGB)
     # classes of the task; null: from the labels (a split may lack some: the model decides)
-    num_classes: int | None = None
+    num_classes: int | None = MISSING
     # The model's input range, from [0, 1] pixels: x * scale + offset ([-1, 1]: 2, -1;
     # 0..255: 255, 0), or per-channel (x - mean) / std with normalize. Applied once, when
     # samples are read: training, calibration, evaluation and the device all see it.
-    scale: float = 1.0
-    offset: float = 0.0
-    normalize: NormalizeConfig | None = None
+    scale: float = MISSING
+    offset: float = MISSING
+    normalize: NormalizeConfig | None = MISSING
 
     def __post_init__(self) -> None:
         one_of("data.name", self.name, DATA_SOURCES)
@@ -114,9 +109,9 @@ class ModelConfig:
 
 @dataclasses.dataclass
 class SmallCnnConfig(ModelConfig):
-    filters: list[int] = dataclasses.field(default_factory=lambda: [16, 32])  # per conv layer
-    dense_units: int = 64  # width of the hidden dense layer
-    dropout: float = 0.0  # dropout before the classifier
+    filters: list[int] = MISSING  # per conv layer
+    dense_units: int = MISSING  # width of the hidden dense layer
+    dropout: float = MISSING  # dropout before the classifier
 
     def __post_init__(self) -> None:
         _check_filters(self.filters)
@@ -126,8 +121,8 @@ class SmallCnnConfig(ModelConfig):
 
 @dataclasses.dataclass
 class ResnetSmallConfig(ModelConfig):
-    filters: list[int] = dataclasses.field(default_factory=lambda: [16, 32])  # per block
-    dropout: float = 0.0  # dropout before the classifier
+    filters: list[int] = MISSING  # per block
+    dropout: float = MISSING  # dropout before the classifier
 
     def __post_init__(self) -> None:
         _check_filters(self.filters)
@@ -136,9 +131,9 @@ class ResnetSmallConfig(ModelConfig):
 
 @dataclasses.dataclass
 class MobileNetV2Config(ModelConfig):
-    alpha: float = 0.35  # width multiplier
-    input_size: int = 32  # inputs are upsampled (integer factor) to at least this
-    weights: str | None = None  # None (random init) or "imagenet" (downloads)
+    alpha: float = MISSING  # width multiplier
+    input_size: int = MISSING  # inputs are upsampled (integer factor) to at least this
+    weights: str | None = MISSING  # None (random init) or "imagenet" (downloads)
 
     def __post_init__(self) -> None:
         positive("model.alpha", self.alpha)
@@ -149,9 +144,9 @@ class MobileNetV2Config(ModelConfig):
 @dataclasses.dataclass
 class FileModelConfig(ModelConfig):
     path: str = MISSING  # your .keras, .h5 or SavedModel folder (not trained here)
-    safe_mode: bool = True  # refuse Lambda layers' Python code (Keras safe mode)
+    safe_mode: bool = MISSING  # refuse Lambda layers' Python code (Keras safe mode)
     # Classes the file's layers need (`module:Class`), imported before loading it
-    custom_objects: list[str] = dataclasses.field(default_factory=list)
+    custom_objects: list[str] = MISSING
 
     def __post_init__(self) -> None:
         for name in self.custom_objects:
@@ -186,9 +181,9 @@ MODEL_SCHEMAS: dict[str, type[ModelConfig]] = {
 
 @dataclasses.dataclass
 class TrainConfig:
-    epochs: int = 10
-    batch_size: int = 32
-    learning_rate: float = 0.001
+    epochs: int = MISSING
+    batch_size: int = MISSING
+    learning_rate: float = MISSING
 
     def __post_init__(self) -> None:
         positive("train.epochs", self.epochs)
@@ -198,10 +193,10 @@ class TrainConfig:
 
 @dataclasses.dataclass
 class QatConfig:
-    epochs: int = 2
-    batch_size: int = 32
-    learning_rate: float = 0.0001
-    layers: list[str] = dataclasses.field(default_factory=list)  # names or classes; []: all
+    epochs: int = MISSING
+    batch_size: int = MISSING
+    learning_rate: float = MISSING
+    layers: list[str] = MISSING  # names or classes; []: all
 
     def __post_init__(self) -> None:
         positive("qat.epochs", self.epochs, allow_zero=True)
@@ -211,10 +206,10 @@ class QatConfig:
 
 @dataclasses.dataclass
 class QuantizationConfig:
-    calibration_samples: int = 200  # representative samples, drawn from the training split
-    comparison_samples: int = 16  # validation samples every tensor is compared on; 0: none
+    calibration_samples: int = MISSING  # representative samples, drawn from the training split
+    comparison_samples: int = MISSING  # validation samples every tensor is compared on; 0: none
     # variant name -> fields; each is validated as a `VariantSpec` (pipeline.variants)
-    variants: dict[str, Any] = dataclasses.field(default_factory=dict)
+    variants: dict[str, Any] = MISSING
 
     def __post_init__(self) -> None:
         positive("quantization.calibration_samples", self.calibration_samples)
@@ -226,21 +221,20 @@ class QuantizationConfig:
 KERNEL_PATHS = ("xnnpack", "builtin", "reference")
 
 
-
-
 @dataclasses.dataclass
 class EvaluateConfig:
-    batch_size: int = 256  # samples per invoke (models that cannot be resized use 1)
-    top_k: int = 3  # k of top_k_accuracy
-    # Interpreters on separate batches; None: every core. How fast, not what: the same
-    # batches give the same outputs, so changing it reruns nothing.
-    num_threads: int | None = dataclasses.field(default=None, metadata=NO_RERUN)
+    batch_size: int = MISSING  # samples per invoke (models that cannot be resized use 1)
+    top_k: int = MISSING  # k of top_k_accuracy
+    # Interpreters scoring separate batches at once (each with one thread; not
+    # benchmark.num_threads, an interpreter's own threads); None: one per core. How fast,
+    # not what: the same batches give the same outputs, so changing it reruns nothing.
+    workers: int | None = dataclasses.field(default=MISSING, metadata=NO_RERUN)
     # Kernel paths every variant is evaluated on; the first gives its figures.
-    kernel_paths: list[str] = dataclasses.field(default_factory=lambda: ["xnnpack", "builtin"])
-    kernel_path_tolerance: float = 0.01  # accuracy difference between paths that is flagged
+    kernel_paths: list[str] = MISSING
+    kernel_path_tolerance: float = MISSING  # accuracy difference between paths that is flagged
     # What the variants are scored against: the data's labels, or the reference variant's
     # own predictions (`model`: label-free, for a model without its labelled test set)
-    labels: str = "data"
+    labels: str = MISSING
 
     def __post_init__(self) -> None:
         positive("evaluate.batch_size", self.batch_size)
@@ -254,25 +248,25 @@ class EvaluateConfig:
             raise ValueError(f"evaluate.kernel_paths lists a path twice: {self.kernel_paths}")
         positive("evaluate.kernel_path_tolerance", self.kernel_path_tolerance,
                  allow_zero=True)
-        if self.num_threads is not None:
-            positive("evaluate.num_threads", self.num_threads)
+        if self.workers is not None:
+            positive("evaluate.workers", self.workers)
 
     @property
-    def workers(self) -> int:
-        """How many interpreters evaluate at once."""
-        return self.num_threads or os.cpu_count() or 1
+    def worker_count(self) -> int:
+        """How many interpreters evaluate at once: `workers`, or one per core."""
+        return self.workers or os.cpu_count() or 1
 
 
 @dataclasses.dataclass
 class BenchmarkConfig:
-    num_threads: list[int] = dataclasses.field(default_factory=lambda: [1, 2])
-    xnnpack: list[bool] = dataclasses.field(default_factory=lambda: [True])
-    warmup_runs: int = 1  # warm-up: at least this many invokes ...
-    warmup_seconds: float = 0.5  # ... and at least this long
-    min_runs: int = 50  # timed: at least this many invokes ...
-    min_seconds: float = 1.0  # ... and at least this long
-    max_seconds: float = 150.0  # stop timing after this long
-    memory: bool = True  # peak RSS of each model, measured in a fresh subprocess
+    num_threads: list[int] = MISSING  # the interpreter's own threads, one setting each
+    xnnpack: list[bool] = MISSING  # with the XNNPACK delegate, without, or both
+    warmup_runs: int = MISSING  # warm-up: at least this many invokes ...
+    warmup_seconds: float = MISSING  # ... and at least this long
+    min_runs: int = MISSING  # timed: at least this many invokes ...
+    min_seconds: float = MISSING  # ... and at least this long
+    max_seconds: float = MISSING  # stop timing after this long
+    memory: bool = MISSING  # peak RSS of each model, measured in a fresh subprocess
 
     def __post_init__(self) -> None:
         for key, values in (("benchmark.num_threads", self.num_threads),
@@ -304,12 +298,12 @@ NPU_ACCELERATORS = ("ethos-u55-32", "ethos-u55-64", "ethos-u55-128", "ethos-u55-
 
 @dataclasses.dataclass
 class FootprintConfig:
-    micro: bool = True  # TensorFlow Lite for Microcontrollers: arena, and its kernels' outputs
-    micro_samples: int = 200  # test samples run on TFLM's kernels (a seeded subset); 0: none
-    smallest_arena: bool = True  # also search the smallest arena each model runs in
-    gpu: bool = True  # LiteRT's analyzer: GPU delegate compatibility
+    micro: bool = MISSING  # TensorFlow Lite for Microcontrollers: arena, and its kernels' outputs
+    micro_samples: int = MISSING  # test samples run on TFLM's kernels (a seeded subset); 0: none
+    smallest_arena: bool = MISSING  # also search the smallest arena each model runs in
+    gpu: bool = MISSING  # LiteRT's analyzer: GPU delegate compatibility
     # Ethos-U NPUs every integer variant is compiled for (accelerator -> Vela config)
-    npu: dict[str, NpuTarget] = dataclasses.field(default_factory=dict)
+    npu: dict[str, NpuTarget] = MISSING
 
     def __post_init__(self) -> None:
         positive("footprint.micro_samples", self.micro_samples, allow_zero=True)
@@ -324,9 +318,9 @@ class FootprintConfig:
 
 @dataclasses.dataclass
 class TrackingConfig:
-    uri: str = "sqlite:///mlflow.db"  # MLflow store; MLFLOW_TRACKING_URI overrides it
-    experiment: str = "tflite-quantization-lab"
-    registered_model: str = "tflite-quant-lab"  # Model Registry name of the @candidate model
+    uri: str = MISSING  # MLflow store; MLFLOW_TRACKING_URI overrides it
+    experiment: str = MISSING  # one experiment for all pipeline executions
+    registered_model: str = MISSING  # Model Registry name of the @candidate model
 
 
 PREFERENCES = ("smallest", "fastest")
@@ -334,12 +328,12 @@ PREFERENCES = ("smallest", "fastest")
 
 @dataclasses.dataclass
 class ReportConfig:
-    reference: str = "float32"  # variant that accuracy_drop, agreement, compression compare to
-    max_accuracy_drop: float = 0.01  # accuracy budget (absolute) for the recommendation
-    prefer: str = "smallest"  # which recommendation becomes the registry's candidate
-    target: str = "cpu"  # device the budgets apply to: cpu, micro, or a footprint.npu key
-    max_arena_bytes: int | None = None  # working memory budget on the target; None: any
-    max_flash_bytes: int | None = None  # storage budget on the target; None: any
+    reference: str = MISSING  # variant that accuracy_drop, agreement, compression compare to
+    max_accuracy_drop: float = MISSING  # accuracy budget (absolute) for the recommendation
+    prefer: str = MISSING  # which recommendation becomes the registry's candidate
+    target: str = MISSING  # device the budgets apply to: cpu, micro, or a footprint.npu key
+    max_arena_bytes: int | None = MISSING  # working memory budget on the target; None: any
+    max_flash_bytes: int | None = MISSING  # storage budget on the target; None: any
 
     def __post_init__(self) -> None:
         positive("report.max_accuracy_drop", self.max_accuracy_drop, allow_zero=True)
@@ -351,18 +345,20 @@ class ReportConfig:
 
 @dataclasses.dataclass
 class Config:
-    seed: int = 42
-    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    """The whole config: `seed` (conf/config.yaml) and one section per group of `conf/`."""
+
+    seed: int = MISSING
+    data: DataConfig = MISSING
     # Validated against MODEL_SCHEMAS[model.arch]; a `ModelConfig` subclass after parsing.
-    model: Any = dataclasses.field(default_factory=dict)
-    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
-    qat: QatConfig = dataclasses.field(default_factory=QatConfig)
-    quantization: QuantizationConfig = dataclasses.field(default_factory=QuantizationConfig)
-    evaluate: EvaluateConfig = dataclasses.field(default_factory=EvaluateConfig)
-    benchmark: BenchmarkConfig = dataclasses.field(default_factory=BenchmarkConfig)
-    footprint: FootprintConfig = dataclasses.field(default_factory=FootprintConfig)
-    tracking: TrackingConfig = dataclasses.field(default_factory=TrackingConfig)
-    report: ReportConfig = dataclasses.field(default_factory=ReportConfig)
+    model: Any = MISSING
+    train: TrainConfig = MISSING
+    qat: QatConfig = MISSING
+    quantization: QuantizationConfig = MISSING
+    evaluate: EvaluateConfig = MISSING
+    benchmark: BenchmarkConfig = MISSING
+    footprint: FootprintConfig = MISSING
+    tracking: TrackingConfig = MISSING
+    report: ReportConfig = MISSING
 
     @property
     def variants(self) -> dict[str, VariantSpec]:
@@ -397,59 +393,7 @@ def parse_config(raw: Mapping[str, Any]) -> Config:
         quantization=dataclasses.replace(cfg.quantization, variants=variants))
 
 
-def load_params(path: str | Path = PARAMS_FILE) -> tuple[Config, dict[str, Any]]:
-    """Load and validate `params.yaml`.
+if __name__ == "__main__":  # the documented command; composing conf/ is pipeline.params
+    from pipeline import console, params
 
-    Returns:
-        The typed config and the raw mapping (for logging the resolved config).
-
-    Raises:
-        FileNotFoundError: if the file is missing.
-        ValueError: if the file is not a mapping or fails validation.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"config file {path} does not exist; run `make params`")
-    raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    if not isinstance(raw, dict):
-        raise ValueError(f"{path} must hold a YAML mapping")
-    return parse_config(raw), raw
-
-
-def compose(overrides: Sequence[str] = (), config_dir: Path = CONF_DIR,
-            config_name: str = "config") -> dict[str, Any]:
-    """Compose `conf/` with Hydra (as `dvc exp run` does) into a plain, resolved mapping."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-    from omegaconf import OmegaConf
-
-    with initialize_config_dir(config_dir=str(config_dir), version_base=None):
-        cfg = hydra_compose(config_name=config_name, overrides=list(overrides))
-    raw = OmegaConf.to_container(cfg, resolve=True)
-    assert isinstance(raw, dict)
-    raw.pop("hydra", None)
-    return raw
-
-
-def render_params(raw: Mapping[str, Any]) -> str:
-    """The text of `params.yaml` for a composed config (stable key order, as DVC dumps it)."""
-    header = ("# Generated from conf/ by `make params` (python -m pipeline.config); "
-              "edit conf/, not this file.\n")
-    return header + yaml.safe_dump(dict(raw), sort_keys=False, default_flow_style=False)
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. train.epochs=3")
-    parser.add_argument("--out", default=str(PARAMS_FILE), help="where to write params.yaml")
-    args = parser.parse_args(argv)
-    raw = compose(args.overrides)
-    parse_config(raw)  # refuse an invalid composition before writing anything
-    write_text(args.out, render_params(raw))
-    print(f"wrote {args.out}")
-
-
-if __name__ == "__main__":
-    from pipeline import console
-
-    console.run(main)
+    console.run(params.main)

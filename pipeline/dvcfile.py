@@ -98,7 +98,7 @@ def stages(lay: Layout = Layout(Path("."))) -> list[Stage]:
                       "quantization.comparison_samples", f"quantization.variants.{KEY}"),
               deps=(lay.dataset, lay.keras(SOURCE), lay.layer_errors),
               outs=(lay.variant(KEY),), widened=((f"quantization.variants.{KEY}", kinds),)),
-        Stage("reference", params=("report.reference", "evaluate.batch_size"),
+        Stage("reference_outputs", params=("report.reference", "evaluate.batch_size"),
               deps=(lay.dataset, lay.variant(REFERENCE)), outs=(lay.reference_outputs,)),
         Stage("evaluate", params=("evaluate.batch_size", "evaluate.top_k",
                                   "evaluate.kernel_paths", "evaluate.kernel_path_tolerance",
@@ -247,6 +247,8 @@ PARAMS_FILE = "params.yaml"  # a stage depending on the file reruns on any key (
 LOCK_FILE = ROOT / "dvc.lock"
 DOCS_FILE = ROOT / "docs" / "configuration.md"
 TABLE_START, TABLE_END = "<!-- reruns: start -->", "<!-- reruns: end -->"
+METRICS_DOCS = ROOT / "docs" / "metrics.md"
+METRICS_START, METRICS_END = "<!-- metrics: start -->", "<!-- metrics: end -->"
 
 
 def instances(variants: Iterable[str]) -> list[tuple[Stage, str | None, str]]:
@@ -344,10 +346,21 @@ def rerun_table(raw: Mapping[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _between(current: str, start_mark: str, end_mark: str, table: str) -> str:
+    start, end = current.index(start_mark), current.index(end_mark)
+    return current[:start + len(start_mark)] + "\n" + table + current[end:]
+
+
 def docs_text(current: str, raw: Mapping[str, Any]) -> str:
     """`docs/configuration.md` with its rerun table (between the markers) made anew."""
-    start, end = current.index(TABLE_START), current.index(TABLE_END)
-    return (current[:start + len(TABLE_START)] + "\n" + rerun_table(raw) + current[end:])
+    return _between(current, TABLE_START, TABLE_END, rerun_table(raw))
+
+
+def metrics_docs_text(current: str) -> str:
+    """`docs/metrics.md` with its table of the declared metrics (`pipeline.metrics`) anew."""
+    from pipeline import metrics
+
+    return _between(current, METRICS_START, METRICS_END, metrics.docs_table())
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -356,26 +369,29 @@ def main(argv: list[str] | None = None) -> None:
                         help="only check that dvc.yaml and the docs' rerun table are up to "
                              "date (exit 1 if not)")
     args = parser.parse_args(argv)
-    from pipeline.config import compose
+    from pipeline.params import compose
 
     text = render()
-    docs = docs_text(DOCS_FILE.read_text(encoding="utf-8"), compose())  # the default config
+    docs = {DOCS_FILE: docs_text(DOCS_FILE.read_text(encoding="utf-8"), compose()),
+            METRICS_DOCS: metrics_docs_text(METRICS_DOCS.read_text(encoding="utf-8"))}
     if args.check:
         if DVC_FILE.read_text(encoding="utf-8") != text:
             sys.exit("dvc.yaml is out of date with the code: run `make params`")
-        if DOCS_FILE.read_text(encoding="utf-8") != docs:
-            sys.exit(f"the rerun table of {DOCS_FILE} is out of date: run `make params`")
-        print("dvc.yaml and the rerun table are up to date")
+        for path, made in docs.items():
+            if path.read_text(encoding="utf-8") != made:
+                sys.exit(f"the generated table of {path} is out of date: run `make params`")
+        print("dvc.yaml and the generated tables are up to date")
         return
     write_text(DVC_FILE, text)
-    write_text(DOCS_FILE, docs)
+    for path, made in docs.items():
+        write_text(path, made)
     params = ROOT / PARAMS_FILE
     if params.is_file():
         variants = yaml.safe_load(params.read_text(encoding="utf-8"))["quantization"]["variants"]
         stale = prune_lock(LOCK_FILE, variants)
         if stale:
             print(f"removed from dvc.lock: {len(stale)} stages dvc.yaml no longer defines")
-    print(f"wrote {DVC_FILE} and the rerun table of {DOCS_FILE}")
+    print(f"wrote {DVC_FILE} and the tables of {DOCS_FILE} and {METRICS_DOCS}")
 
 
 if __name__ == "__main__":

@@ -20,6 +20,14 @@ def pyplot():  # type: ignore[no-untyped-def]
     return plt
 
 
+def save(fig: object, path: str | Path) -> Path:
+    """Write a figure as PNG atomically and close it (a figure left open keeps its memory)."""
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=100)  # type: ignore[attr-defined]
+    pyplot().close(fig)
+    return Path(path)
+
+
 def confusion_matrix(matrix: Sequence[Sequence[int]], title: str, path: str | Path) -> Path:
     """Counts of (true class, predicted class) as a heat map, written atomically as PNG."""
     plt = pyplot()
@@ -34,10 +42,7 @@ def confusion_matrix(matrix: Sequence[Sequence[int]], title: str, path: str | Pa
     ax.set(xlabel="predicted class", ylabel="true class", title=title,
            xticks=range(len(m)), yticks=range(len(m)))
     fig.tight_layout()
-    with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    return Path(path)
+    return save(fig, path)
 
 
 def pareto_front(points: dict[str, tuple[float, float]]) -> list[str]:
@@ -97,10 +102,7 @@ def tradeoff(points: dict[str, tuple[float, float]], xlabel: str, title: str,
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right")
     fig.tight_layout()
-    with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    return Path(path)
+    return save(fig, path)
 
 
 def bars(values: dict[str, float], ylabel: str, title: str, path: str | Path) -> Path:
@@ -114,10 +116,7 @@ def bars(values: dict[str, float], ylabel: str, title: str, path: str | Path) ->
         label.set_horizontalalignment("right")
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
-    with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    return Path(path)
+    return save(fig, path)
 
 
 def training_curves(histories: dict[str, dict[str, list[float]]], path: str | Path) -> Path:
@@ -142,7 +141,4 @@ def training_curves(histories: dict[str, dict[str, list[float]]], path: str | Pa
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()
-    with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    return Path(path)
+    return save(fig, path)

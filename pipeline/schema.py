@@ -41,21 +41,30 @@ def _schema_at(schema: Any, parts: Sequence[str]) -> Any:
     return node if dataclasses.is_dataclass(node) else None
 
 
+def _required(key: str) -> str:
+    """The message for a key with no value. `conf/` holds every value (the schema none): the
+    key is missing from its `conf/` file, or it is one the user gives (`???` there)."""
+    group, dot, _ = key.partition(".")
+    home = f"the conf/{group}/ file you use" if dot else "conf/config.yaml"
+    return f"config key {key} is required: set it in {home}, or give it ({key}=...)"
+
+
 def typed(schema: type, raw: Any, where: str = "") -> Any:
     """Merge a plain mapping into a dataclass schema with OmegaConf and build the object,
     which runs its `__post_init__` value checks.
 
     Args:
         schema: The dataclass.
-        raw: The mapping (None for all defaults).
+        raw: The mapping (None: empty; every required key is then missing).
         where: Dotted key of the mapping in the whole config, for error messages.
 
     Raises:
-        ValueError: `config key <key>: <what is wrong>` for wrong types and missing values,
-            `unknown config key ...` listing the valid keys, or the dataclass's own message.
+        ValueError: `config key <key>: <what is wrong>` for wrong types, `config key <key> is
+            required: ...` for a missing value, `unknown config key ...` listing the valid
+            keys, or the dataclass's own message.
     """
     from omegaconf import OmegaConf
-    from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
+    from omegaconf.errors import ConfigKeyError, MissingMandatoryValue, OmegaConfBaseException
 
     if raw is not None and not isinstance(raw, Mapping):
         raise ValueError(f"config key {where or 'config'} must be a mapping, got {raw!r}")
@@ -70,4 +79,6 @@ def typed(schema: type, raw: Any, where: str = "") -> Any:
             valid = ", ".join(f.name for f in dataclasses.fields(parent)) if parent else "?"
             raise ValueError(f"unknown config key {key!r}; valid keys in "
                              f"{key.rpartition('.')[0] or 'the top level'}: {valid}") from None
+        if isinstance(exc, MissingMandatoryValue):
+            raise ValueError(_required(key)) from None
         raise ValueError(f"config key {key}: {str(exc).splitlines()[0]}") from None

@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 
 from pipeline import config as config_mod
+from pipeline import params as params_mod
 from pipeline import data, sources
-from pipeline.variants import FLOAT_TFLITE
 
 ROOT = Path(__file__).resolve().parent.parent
 # A stage (or the Hydra app's step) that reads a config key its params in dvc.yaml do not
@@ -46,7 +46,7 @@ TINY_OVERRIDES = TINY_MODEL_OVERRIDES + TINY_RUN_OVERRIDES
 @pytest.fixture(scope="session")
 def tiny_raw() -> dict[str, Any]:
     """The composed default config with the tiny overrides, as a plain mapping."""
-    return config_mod.compose(TINY_OVERRIDES)
+    return params_mod.compose(TINY_OVERRIDES)
 
 
 @pytest.fixture(scope="session")
@@ -89,18 +89,22 @@ def variant_dirs(tmp_path_factory: pytest.TempPathFactory, tiny_cfg: config_mod.
     does: `<root>/<variant>/` with the `.tflite`, `conversion.json` and per-layer errors."""
     from pipeline.artifacts import tflite_path
     from pipeline.produce import quantize
+    from pipeline.produce.producer import Inputs, Source, Validation
 
     root = tmp_path_factory.mktemp("variants")
     calibration = data.calibration_samples(small_dataset, 16, tiny_cfg.seed)
     comparison = small_dataset.x_val[:8]
-    reference = tflite_path(root / "float32", "float32")  # the float model's .tflite
+    float_tflite = tflite_path(root / "float32", "float32")  # the float model's .tflite
+    validation = Validation(small_dataset.x_val, small_dataset.y_val, 0.01)
     specs = sorted(tiny_cfg.variants.items(), key=lambda kv: kv[0] != "float32")
     for name, spec in specs:  # float32 first: the LiteRT Quantizer starts from it
-        model = reference if spec.source_form == FLOAT_TFLITE else tiny_models[spec.source]
-        record = quantize.quantize_variant(
-            model, spec, calibration, root / name, comparison=comparison,
-            reference=reference if spec.source == "float" and name != "float32" else None,
-            validation=(small_dataset.x_val, small_dataset.y_val, 0.01))
+        # each kind's producer takes the form it starts from (the float .tflite: float only)
+        source = Source.given(keras=tiny_models[spec.source],
+                              float_tflite=float_tflite if spec.source == "float" else None)
+        compared = spec.source == "float" and name != "float32"
+        record = quantize.variant(spec, Inputs(
+            source, calibration=calibration, comparison=comparison, validation=validation,
+            float_tflite=float_tflite if compared else None), root / name)
         assert record["status"] == "ok", (name, record["error"])
     return root
 

@@ -24,6 +24,7 @@ from PIL import Image
 
 from conftest import ROOT
 from pipeline import config as config_mod
+from pipeline import params as params_mod
 from pipeline import sources
 from pipeline.layout import Layout
 
@@ -50,9 +51,15 @@ def images(root: Path, classes: tuple[str, ...] = ("a", "b"), per_class: int = 4
     return root
 
 
+def conf_section(choice: str) -> dict[str, Any]:
+    """A group's section as its conf/ file sets it (`data=npz`: conf/data/npz.yaml)."""
+    return params_mod.compose([choice])[choice.partition("=")[0]]
+
+
 def image_folder(path: Path | None) -> Setup:
     def setup(ws: Path, raw: dict[str, Any]) -> None:
-        raw["data"] = {"name": "image_folder", "path": None if path is None else str(ws / path),
+        raw["data"] = {**conf_section("data=image_folder"),
+                       "path": None if path is None else str(ws / path),
                        "image_size": [8, 8], "channels": 1, "test_fraction": 0.25,
                        "val_fraction": 0.25}
     return setup
@@ -68,7 +75,8 @@ def folder_then(edit: Callable[[Path], None]) -> Setup:
 def npz(**arrays: np.ndarray) -> Setup:
     def setup(ws: Path, raw: dict[str, Any]) -> None:
         np.savez(ws / "mine.npz", **arrays)
-        raw["data"] = {"name": "npz", "path": str(ws / "mine.npz"), "val_fraction": 0.2}
+        raw["data"] = {**conf_section("data=npz"), "path": str(ws / "mine.npz"),
+                       "val_fraction": 0.2}
     return setup
 
 
@@ -80,7 +88,7 @@ def user_model(make: Callable[[Path], Path] | None, name: str = "mine.keras") ->
     def setup(ws: Path, raw: dict[str, Any]) -> None:
         prepared()(ws, raw)
         path = make(ws / name) if make else ws / name
-        raw["model"] = {"name": "file", "arch": "file", "path": str(path), "safe_mode": True}
+        raw["model"] = {**conf_section("model=file"), "path": str(path), "safe_mode": True}
     return setup
 
 
@@ -198,7 +206,7 @@ def test_bad_input_is_refused_with_one_clear_line(case: Case, tmp_path: Path,
     ws.mkdir()
     raw = copy.deepcopy(tiny_raw)
     case.setup(ws, raw)
-    (ws / "params.yaml").write_text(config_mod.render_params(raw))
+    (ws / "params.yaml").write_text(params_mod.render_params(raw))
     cmd, outputs = command(case, ws)
     before = {p for p in ws.rglob("*")}
     env = {**os.environ, "PYTHONPATH": str(ROOT),

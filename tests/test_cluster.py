@@ -20,7 +20,7 @@ from typing import Iterator
 import pytest
 
 from conftest import TINY_OVERRIDES
-from pipeline import config as config_mod
+from pipeline import params as params_mod
 from pipeline.cluster import stop_cluster
 from test_bad_input import free_port
 from test_e2e import http_json, mlflow_server  # noqa: F401  (a fixture)
@@ -29,7 +29,7 @@ BIN = Path(sys.executable).parent
 VARIANTS = ("float32", "dynamic_range")  # the two the jobs build (the others deleted)
 JOB_OVERRIDES = (*TINY_OVERRIDES,
                  *(f"~quantization.variants.{v}" for v in
-                   config_mod.compose()["quantization"]["variants"] if v not in VARIANTS),
+                   params_mod.compose()["quantization"]["variants"] if v not in VARIANTS),
                  "evaluate.kernel_paths=[xnnpack]", "benchmark.num_threads=[1]")
 
 
@@ -130,7 +130,7 @@ def test_a_sweep_on_two_ray_nodes_loses_nothing_when_a_worker_dies(
     for job in jobs:
         assert job["info"]["status"] == "FINISHED"
         params = {p["key"]: p["value"] for p in job["data"]["params"]}
-        assert params["evaluate.num_threads"] == "1"  # the job's own CPU, as asked of Ray
+        assert params["evaluate.workers"] == "1"  # the job's own CPU, as asked of Ray
         variants = children(job["info"]["run_id"])
         assert sorted(tags(v)["variant"] for v in variants) == sorted(VARIANTS)
         for variant in variants:

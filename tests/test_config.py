@@ -1,25 +1,33 @@
-"""Config: conf/ composes into the committed params.yaml, and bad values are refused early."""
+"""Config: conf/ composes into the committed params.yaml, conf/ is the only home of the
+values (every schema key set there, none defaulted in the schema), and bad or missing values
+are refused early."""
 
 from __future__ import annotations
 
 import copy
 import dataclasses
+import re
+import subprocess
+import sys
+import typing
 from typing import Any
 
 import pytest
 import yaml
 
 from pipeline import config as config_mod
+from pipeline import params as params_mod
+from pipeline.reads import leaves
 from pipeline.variants import select
 
 
 @pytest.fixture()
 def raw() -> dict[str, Any]:
-    return config_mod.compose()
+    return params_mod.compose()
 
 
 def test_params_yaml_matches_composition_of_conf(raw: dict[str, Any]) -> None:
-    committed = yaml.safe_load(config_mod.PARAMS_FILE.read_text())
+    committed = yaml.safe_load(params_mod.PARAMS_FILE.read_text())
     assert committed == raw, "params.yaml drifted from conf/: run `make params`"
 
 
@@ -44,21 +52,131 @@ def test_a_variant_added_in_config_needs_no_code(raw: dict[str, Any]) -> None:
 
 
 def test_overrides_reach_the_typed_config() -> None:
-    cfg = config_mod.parse_config(config_mod.compose(["train.epochs=3", "model.filters=[2]"]))
+    cfg = config_mod.parse_config(params_mod.compose(["train.epochs=3", "model.filters=[2]"]))
     assert cfg.train.epochs == 3
     assert cfg.model.filters == [2]
 
 
-@pytest.mark.parametrize("group", sorted(p.stem for p in (config_mod.CONF_DIR / "model").glob(
+@pytest.mark.parametrize("group", sorted(p.stem for p in (params_mod.CONF_DIR / "model").glob(
     "*.yaml")))
 def test_each_model_config_has_only_the_keys_its_architecture_uses(group: str) -> None:
     overrides = [f"model={group}"] + (["model.path=/x.keras"] if group == "file" else [])
-    raw = config_mod.compose(overrides)
+    raw = params_mod.compose(overrides)
     cfg = config_mod.parse_config(raw)
     assert cfg.model.name == group  # runs are named after the config, not the builder
     schema = config_mod.MODEL_SCHEMAS[raw["model"]["arch"]]
     assert set(raw["model"]) == {f.name for f in dataclasses.fields(schema)}
-    assert "unused" not in (config_mod.CONF_DIR / "model" / f"{group}.yaml").read_text()
+    assert "unused" not in (params_mod.CONF_DIR / "model" / f"{group}.yaml").read_text()
+
+
+# Every option of every group of conf/ (Hydra's own hydra/ aside): `data=npz`, `model=file`, ...
+GROUP_OPTIONS = [f"{group.name}={option.stem}"
+                 for group in sorted(params_mod.CONF_DIR.iterdir())
+                 if group.is_dir() and group.name != "hydra"
+                 for option in sorted(group.glob("*.yaml"))]
+
+
+def _dataclass_in(hint: Any) -> tuple[type | None, bool]:
+    """The dataclass a field's type holds, and whether as a mapping's values
+    (`NormalizeConfig | None` -> NormalizeConfig, False; `dict[str, NpuTarget]` -> NpuTarget,
+    True)."""
+    if typing.get_origin(hint) is dict:
+        inner = typing.get_args(hint)[1]
+        return (inner, True) if dataclasses.is_dataclass(inner) else (None, False)
+    for arg in (hint, *typing.get_args(hint)):
+        if dataclasses.is_dataclass(arg):
+            return arg, False
+    return None, False
+
+
+def _schema_of(schema: type, raw: dict[str, Any], name: str) -> tuple[type | None, bool]:
+    if schema is config_mod.Config and name == "model":  # chosen by model.arch
+        return config_mod.MODEL_SCHEMAS[raw["model"]["arch"]], False
+    if schema is config_mod.QuantizationConfig and name == "variants":
+        return None, False  # the user's entries, each its kind's (pipeline.variants)
+    return _dataclass_in(typing.get_type_hints(schema)[name])
+
+
+def unset_and_unknown(schema: type, raw: dict[str, Any], where: str = "") -> list[str]:
+    """Schema fields a composed mapping leaves out, and its keys the schema lacks, at every
+    level (sections, model schemas, nested mappings such as footprint.npu's targets)."""
+    fields = [f.name for f in dataclasses.fields(schema)]
+    found = [f"{where}{k}: not a field of {schema.__name__}" for k in raw if k not in fields]
+    found += [f"{where}{k}: not set by conf/" for k in fields if k not in raw]
+    for name in fields:
+        inner, mapping = _schema_of(schema, raw, name)
+        value = raw.get(name)
+        if inner is None or not isinstance(value, dict):  # a leaf, or null
+            continue
+        for key, item in (value.items() if mapping else [(None, value)]):
+            if isinstance(item, dict):
+                prefix = f"{where}{name}." + (f"{key}." if mapping else "")
+                found += unset_and_unknown(inner, item, prefix)
+    return found
+
+
+def all_schemas() -> set[type]:
+    """Every dataclass of the config schema: the sections, the model schemas and what they
+    nest (variant kinds aside: a variant is the user's entry, with its kind's defaults)."""
+    found: set[type] = set()
+    todo: list[type] = [config_mod.Config, *config_mod.MODEL_SCHEMAS.values()]
+    while todo:
+        schema = todo.pop()
+        if schema in found:
+            continue
+        found.add(schema)
+        for hint in typing.get_type_hints(schema).values():
+            inner, _ = _dataclass_in(hint)
+            if inner is not None:
+                todo.append(inner)
+    return found
+
+
+@pytest.mark.parametrize("option", GROUP_OPTIONS)
+def test_every_schema_key_is_set_by_conf_and_every_conf_key_is_in_the_schema(
+        option: str) -> None:
+    """Each option of each group, composed: its keys are exactly its schema's fields, at
+    every level, and the composition is a valid config (with a value for what the user must
+    give, `???` in conf/)."""
+    raw = params_mod.compose([option])
+    assert not unset_and_unknown(config_mod.Config, raw), unset_and_unknown(
+        config_mod.Config, raw)
+    given = [f"{key}=/given" for key, value in leaves(raw).items()
+             if value == config_mod.MISSING]
+    config_mod.parse_config(params_mod.compose([option, *given]))
+
+
+def test_the_schema_has_no_default_of_its_own() -> None:
+    """conf/ is the only home of the values: no schema field has a default that could
+    disagree with it (each is required: MISSING)."""
+    own = [f"{schema.__name__}.{f.name} = "
+           f"{f.default_factory() if f.default is dataclasses.MISSING else f.default!r}"
+           for schema in all_schemas() for f in dataclasses.fields(schema)
+           if f.default != config_mod.MISSING]
+    assert {config_mod.DataConfig, config_mod.NormalizeConfig, config_mod.NpuTarget,
+            config_mod.FileModelConfig, config_mod.EvaluateConfig} <= all_schemas()
+    assert not own, own
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    (lambda raw: raw["data"].pop("channels"),
+     "config key data.channels is required: set it in the conf/data/ file you use, or give "
+     "it (data.channels=...)"),
+    (lambda raw: raw["data"].__setitem__("path", config_mod.MISSING),  # npz: `path: ???`
+     "config key data.path is required: set it in the conf/data/ file you use"),
+    (lambda raw: raw["model"].pop("dropout"), "config key model.dropout is required"),
+    (lambda raw: raw["evaluate"].pop("workers"), "config key evaluate.workers is required"),
+    (lambda raw: raw["footprint"]["npu"]["ethos-u55-128"].pop("memory_mode"),
+     "config key footprint.npu.ethos-u55-128.memory_mode is required"),
+    (lambda raw: raw.pop("seed"),
+     "config key seed is required: set it in conf/config.yaml, or give it (seed=...)"),
+])
+def test_a_missing_key_is_refused_by_name(raw: dict[str, Any], change: Any,
+                                          message: str) -> None:
+    bad = copy.deepcopy(raw)
+    change(bad)
+    with pytest.raises(ValueError, match=re.escape(message)):
+        config_mod.parse_config(bad)
 
 
 def test_every_architecture_has_a_builder_and_a_schema() -> None:
@@ -138,12 +256,12 @@ def test_unknown_variant_lists_the_valid_names(raw: dict[str, Any]) -> None:
 
 def test_load_params_missing_file(tmp_path) -> None:
     with pytest.raises(FileNotFoundError, match="does not exist"):
-        config_mod.load_params(tmp_path / "params.yaml")
+        params_mod.load_params(tmp_path / "params.yaml")
 
 
 def test_config_cli_writes_params_atomically(tmp_path) -> None:
     out = tmp_path / "params.yaml"
-    config_mod.main(["train.epochs=2", "--out", str(out)])
+    params_mod.main(["train.epochs=2", "--out", str(out)])
     assert yaml.safe_load(out.read_text())["train"]["epochs"] == 2
     assert [p.name for p in tmp_path.iterdir()] == ["params.yaml"]  # no temp file left
 
@@ -151,8 +269,24 @@ def test_config_cli_writes_params_atomically(tmp_path) -> None:
 def test_config_cli_refuses_invalid_override_without_writing(tmp_path) -> None:
     out = tmp_path / "params.yaml"
     with pytest.raises(ValueError, match="train.epochs must be > 0"):
-        config_mod.main(["train.epochs=0", "--out", str(out)])
+        params_mod.main(["train.epochs=0", "--out", str(out)])
     assert not out.exists()
+
+
+def test_the_documented_command_writes_params(tmp_path) -> None:
+    """`python -m pipeline.config` (what `make params` runs) is `pipeline.params.main`."""
+    out = tmp_path / "params.yaml"
+    proc = subprocess.run([sys.executable, "-m", "pipeline.config", "evaluate.workers=1",
+                           "--out", str(out)], cwd=params_mod.ROOT, capture_output=True,
+                          text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert yaml.safe_load(out.read_text())["evaluate"]["workers"] == 1
+    proc = subprocess.run([sys.executable, "-m", "pipeline.config", "~data.channels",
+                           "--out", str(out)], cwd=params_mod.ROOT, capture_output=True,
+                          text=True)
+    assert proc.returncode == 2 and proc.stderr.strip() == (
+        "error: config key data.channels is required: set it in the conf/data/ file you use, "
+        "or give it (data.channels=...)")
 
 
 def test_the_hydra_app_checks_override_keys_against_the_chosen_groups() -> None:

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from conftest import ROOT
-from pipeline import config as config_mod
+from pipeline import params as params_mod
 from pipeline import data, quiet
 from pipeline.layout import Layout
 
@@ -60,7 +60,7 @@ def test_tensorflow_stages_print_no_third_party_noise(tmp_path: Path, tiny_raw: 
     raw["train"]["epochs"] = raw["qat"]["epochs"] = 1
     names = ("float32", "int8_full", "aeq_int8_static")
     raw["quantization"]["variants"] = {n: raw["quantization"]["variants"][n] for n in names}
-    (tmp_path / "params.yaml").write_text(config_mod.render_params(raw))
+    (tmp_path / "params.yaml").write_text(params_mod.render_params(raw))
     env = {**os.environ, "PYTHONPATH": str(ROOT), "LAB_WORKER": "0"}
     env.pop("TF_CPP_MIN_LOG_LEVEL", None)  # as a user's shell has it
     printed = {}

@@ -4,7 +4,9 @@ input refused with a message naming the file and the problem."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -12,8 +14,19 @@ from PIL import Image
 
 from pipeline import sources
 from pipeline.config import DataConfig
+from pipeline.params import compose
 
 RNG = np.random.default_rng(0)
+
+
+@functools.cache
+def conf_data(group: str) -> dict[str, Any]:
+    return compose([f"data={group}"])["data"]
+
+
+def data_cfg(group: str, **kw: object) -> DataConfig:
+    """conf/data/<group>.yaml (every key set there), with `kw` changed."""
+    return DataConfig(**{**conf_data(group), **kw})
 
 
 def image_folder(root: Path, per_class: int = 8) -> Path:
@@ -29,8 +42,8 @@ def image_folder(root: Path, per_class: int = 8) -> Path:
 
 
 def folder_cfg(path: Path, **kw: object) -> DataConfig:
-    return DataConfig(name="image_folder", path=str(path), image_size=(8, 6), channels=3,
-                      test_fraction=0.25, val_fraction=0.25, **kw)
+    return data_cfg("image_folder", path=str(path), image_size=(8, 6), channels=3,
+                    test_fraction=0.25, val_fraction=0.25, **kw)
 
 
 def test_image_folder_loads_resizes_and_splits(tmp_path: Path) -> None:
@@ -65,7 +78,7 @@ def test_image_folder_bad_input(tmp_path: Path) -> None:
         sources.prepare(folder_cfg(root), 0, tmp_path / "out")
     assert not (tmp_path / "out").exists()  # found while streaming: nothing is left
     with pytest.raises(ValueError, match="data.path is required"):
-        sources.prepare(DataConfig(name="image_folder"), 0, tmp_path / "out")
+        sources.prepare(data_cfg("image_folder", path=None), 0, tmp_path / "out")
 
 
 def npz_file(path: Path, **arrays: np.ndarray) -> Path:
@@ -83,7 +96,7 @@ def good_arrays() -> dict[str, np.ndarray]:
 def test_npz_keeps_its_test_split(tmp_path: Path) -> None:
     arrays = good_arrays()
     path = npz_file(tmp_path / "d.npz", **arrays)
-    ds = sources.prepare(DataConfig(name="npz", path=str(path), val_fraction=0.25), 3,
+    ds = sources.prepare(data_cfg("npz", path=str(path), val_fraction=0.25), 3,
                          tmp_path / "out")
     np.testing.assert_array_equal(ds.y_test, arrays["y_test"])
     np.testing.assert_allclose(ds.x_test[:][..., 0], arrays["x_test"] / 255.0, rtol=1e-6)
@@ -104,16 +117,16 @@ def test_npz_bad_input(tmp_path: Path, change: dict, message: str) -> None:
     arrays = {k: v for k, v in arrays.items() if v is not None}
     path = npz_file(tmp_path / "bad.npz", **arrays)
     with pytest.raises(ValueError, match=message):
-        sources.prepare(DataConfig(name="npz", path=str(path)), 0, tmp_path / "out")
+        sources.prepare(data_cfg("npz", path=str(path)), 0, tmp_path / "out")
 
 
 def test_npz_missing_file_and_unknown_source(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="missing.npz does not exist"):
-        sources.prepare(DataConfig(name="npz", path=str(tmp_path / "missing.npz")), 0,
+        sources.prepare(data_cfg("npz", path=str(tmp_path / "missing.npz")), 0,
                         tmp_path / "out")
     with pytest.raises(ValueError, match="data.name: unknown value 'imagenet'; valid: digits, "
                                          "image_folder, npz, mnist"):
-        DataConfig(name="imagenet")
+        data_cfg("npz", name="imagenet")
 
 
 def test_keras_dataset_needs_the_internet_and_says_so() -> None:
@@ -129,7 +142,7 @@ def test_keras_dataset_needs_the_internet_and_says_so() -> None:
 def test_mnist_is_read_offline_from_the_pinned_package(tmp_path: Path) -> None:
     """The default data: the real MNIST (its published class counts), its own 10,000 test
     images kept, validation carved from its 60,000 training images, pixels in [0, 1]."""
-    ds = sources.prepare(DataConfig(name="mnist", val_fraction=0.1), 0, tmp_path / "out")
+    ds = sources.prepare(data_cfg("mnist", val_fraction=0.1), 0, tmp_path / "out")
     assert ds.x_test.shape == (10_000, 28, 28, 1) and ds.x_train.shape[1:] == (28, 28, 1)
     assert (len(ds.x_train), len(ds.x_val)) == (54_000, 6_000)
     assert np.bincount(ds.y_test).tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028,

@@ -8,7 +8,6 @@ import copy
 import csv
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -24,37 +23,15 @@ import yaml
 
 from conftest import ROOT, TINY_OVERRIDES
 from pipeline import config as config_mod
+from pipeline import params as params_mod
 from pipeline import dvcfile, reads
 from test_structure import finder_closure
 from pipeline.io import read_json
-from pipeline.report.summary import ALL_METRICS, device_metric
+from pipeline import metrics as declared
 
-OUTPUT_DIRS = ("data", "models", "evaluation", "benchmark", "footprint", "reports")
-
-
-def project_copy(dest: Path) -> Path:
-    """The project's tracked and new files (no outputs, no lock) in a fresh git repo."""
-    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"],
-                           cwd=ROOT, check=True, capture_output=True, text=True).stdout.split()
-    for rel in files:
-        if rel == "dvc.lock" or rel.split("/")[0] in OUTPUT_DIRS or not (ROOT / rel).exists():
-            continue
-        (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(ROOT / rel, dest / rel)
-    for args in (["init", "-q"], ["add", "-A"],
-                 ["-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "copy"]):
-        subprocess.run(["git", *args], cwd=dest, check=True)
-    return dest
-
-
-def project_env(project: Path, tracking_uri: str | None = None) -> dict[str, str]:
-    """The environment `dvc` runs the copy's stages in."""
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-               PYTHONPATH=str(project))  # the copy's own pipeline/, not the installed checkout
-    env.pop("MLFLOW_TRACKING_URI", None)  # the project's own default store ...
-    if tracking_uri:
-        env["MLFLOW_TRACKING_URI"] = tracking_uri  # ... unless a server is given
-    return env
+# One project copy for every end-to-end test and `make bench` (`tools/project.py`); the tests
+# that import `project_copy` and `project_env` from here get the same functions.
+from tools.project import project_copy, project_env  # noqa: F401 (imported from here too)
 
 
 def run(cmd: list[str], cwd: Path, tracking_uri: str | None = None,
@@ -212,7 +189,7 @@ def check_every_key(project: Path, raw: dict, read_dir: Path, dvc: list[str]) ->
             value, valid = another_value(raw, key)
             if not valid:
                 invalid.append(key)
-            params_file.write_text(config_mod.render_params(_set(raw, key, value)))
+            params_file.write_text(params_mod.render_params(_set(raw, key, value)))
             listed = params_status(project, interpolated, key, dvc, stage_list)
             if listed != set(table[key]):
                 problems.append(f"{key}: dvc status {sorted(listed)}, the table "
@@ -256,7 +233,7 @@ def check_every_key(project: Path, raw: dict, read_dir: Path, dvc: list[str]) ->
 @pytest.mark.slow
 def test_dvc_repro_end_to_end(tmp_path: Path, mlflow_server: str) -> None:
     project = project_copy(tmp_path / "lab")
-    raw = config_mod.compose(TINY_OVERRIDES)
+    raw = params_mod.compose(TINY_OVERRIDES)
     # A new variant is only config: it must flow through every stage, MLflow and the report.
     raw["quantization"]["variants"]["int8_per_tensor"] = {
         "description": "int8, one scale per weight tensor", "source": "float",
@@ -274,7 +251,7 @@ def test_dvc_repro_end_to_end(tmp_path: Path, mlflow_server: str) -> None:
         "optimizations": ["DEFAULT"], "representative_data": True,
         "supported_ops": ["TFLITE_BUILTINS_INT8"], "inference_input_type": "int16",
         "inference_output_type": "int16"}
-    (project / "params.yaml").write_text(config_mod.render_params(raw))
+    (project / "params.yaml").write_text(params_mod.render_params(raw))
     variants = [v for v in raw["quantization"]["variants"] if v != "broken"]
     dvc = [str(Path(sys.executable).parent / "dvc")]
 
@@ -296,10 +273,19 @@ def test_dvc_repro_end_to_end(tmp_path: Path, mlflow_server: str) -> None:
     shown = json.loads(run(dvc + ["metrics", "show", "--json"], project, stdout_only=True))
     metrics = next(iter(shown.values()))["data"]["reports/metrics.json"]["data"]
     assert set(metrics) == set(variants)
-    assert all(set(ALL_METRICS) <= set(m) for m in metrics.values())
+    assert all(set(declared.every_variant()) <= set(m) for m in metrics.values())
+    # Every metric written is declared, and every declared one is written here, but those
+    # written only `when` a setting asks (memory, with benchmark.memory: tests/test_measure).
+    written = {k for m in metrics.values() for k in m}
+    assert all(declared.declared(k) for k in written), sorted(
+        k for k in written if not declared.declared(k))
+    never = {m.key for m in declared.METRICS if not m.when} - {
+        declared.find(k).key for k in written}
+    assert not never, sorted(never)
     # The same columns for every variant, but a device tool's figures, which exist only
     # where the tool ran it (an arena of 0 would be a lie for a model TFLM cannot run).
-    assert len({frozenset(k for k in m if not device_metric(k)) for m in metrics.values()}) == 1
+    assert len({frozenset(k for k in m if not declared.device_metric(k))
+                for m in metrics.values()}) == 1
     assert "smallest_arena_bytes" in metrics["float32"]  # TFLM runs float models ...
     assert "arena_bytes" not in metrics["dynamic_range"]  # ... not hybrid ones
     assert metrics["int8"]["ethos-u55-128.sram_bytes"] > 0  # Vela compiles integer ones
@@ -403,7 +389,7 @@ def test_dvc_repro_end_to_end(tmp_path: Path, mlflow_server: str) -> None:
     # and track rerun (`raw` was composed once: the search's own budget, resolved from it
     # then, stays), and one complete new set of runs reaches the server.
     raw["report"]["max_accuracy_drop"] = 0.5
-    (project / "params.yaml").write_text(config_mod.render_params(raw))
+    (project / "params.yaml").write_text(params_mod.render_params(raw))
     out = run(dvc + ["repro"], project, tracking_uri=mlflow_server)
     ran = {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")}
     assert ran == {"report", "track"}

@@ -15,7 +15,7 @@ import pytest
 
 from conftest import TINY_RUN_OVERRIDES
 from tools import compat
-from pipeline import config as config_mod
+from pipeline import params as params_mod
 from pipeline.io import read_json
 from test_e2e import project_copy, run
 
@@ -38,11 +38,11 @@ def application(name: str, path: Path, data: Path) -> Path:
 def repro(tmp_path: Path, name: str, variants: tuple[str, ...]) -> tuple[Path, dict, dict]:
     data = compat.synthetic(tmp_path / "data.npz", train=400, test=100)
     model = application(name, tmp_path / f"{name}.h5", data)
-    raw = config_mod.compose([*TINY_RUN_OVERRIDES, "data=npz", f"data.path={data}",
+    raw = params_mod.compose([*TINY_RUN_OVERRIDES, "data=npz", f"data.path={data}",
                               "model=file", f"model.path={model}"])
     raw["quantization"]["variants"] = {v: raw["quantization"]["variants"][v] for v in variants}
     project = project_copy(tmp_path / "lab")
-    (project / "params.yaml").write_text(config_mod.render_params(raw))
+    (project / "params.yaml").write_text(params_mod.render_params(raw))
     run([str(Path(sys.executable).parent / "dvc"), "repro"], project)
     summary = read_json(project / "reports" / "summary.json")
     return project, summary, read_json(project / "models" / "keras" / "qat_metrics.json")

@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 
 from conftest import ROOT, TINY_OVERRIDES
-from pipeline import config as config_mod
+from pipeline import params as params_mod
 from pipeline import data
 from pipeline.layout import Layout
 from pipeline.io import read_json
@@ -52,14 +52,14 @@ def test_a_killed_stage_leaves_its_old_output(sig: signal.Signals, tmp_path: Pat
     data.save(dataset, lay.dataset)
     raw = copy.deepcopy(tiny_raw)
     raw["train"]["epochs"] = 1
-    (tmp_path / "params.yaml").write_text(config_mod.render_params(raw))
+    (tmp_path / "params.yaml").write_text(params_mod.render_params(raw))
     cmd = [sys.executable, str(ROOT / "stages" / "train.py"), "--params",
            str(tmp_path / "params.yaml"), "--root", str(tmp_path)]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
     subprocess.run(cmd, env=env, check=True, capture_output=True)  # the old output
     old = tree(lay.root / "models")
     raw["train"]["epochs"] = 1000  # long enough to be killed in the middle
-    (tmp_path / "params.yaml").write_text(config_mod.render_params(raw))
+    (tmp_path / "params.yaml").write_text(params_mod.render_params(raw))
 
     with (tmp_path / "stderr.log").open("w") as err:
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=err, text=True)
@@ -137,9 +137,9 @@ def test_rebuild_is_bit_identical_and_an_interrupted_build_resumes(tmp_path: Pat
     from mlflow.tracking import MlflowClient
 
     project = project_copy(tmp_path / "lab").resolve()
-    raw = config_mod.compose(TINY_OVERRIDES)
+    raw = params_mod.compose(TINY_OVERRIDES)
     raw["quantization"]["variants"] = {v: raw["quantization"]["variants"][v] for v in KINDS}
-    (project / "params.yaml").write_text(config_mod.render_params(raw))
+    (project / "params.yaml").write_text(params_mod.render_params(raw))
     variants = list(KINDS)
     dvc = [str(Path(sys.executable).parent / "dvc")]
 

@@ -16,13 +16,14 @@ from PIL import Image
 
 from conftest import TINY_OVERRIDES, TINY_RUN_OVERRIDES
 from pipeline import config as config_mod
+from pipeline import params as params_mod
 from pipeline import data, sources
 from pipeline.io import read_json
 from pipeline.layout import Layout
 
 
 def cfg_with(*overrides: str) -> config_mod.Config:
-    return config_mod.parse_config(config_mod.compose([*TINY_RUN_OVERRIDES, *overrides]))
+    return config_mod.parse_config(params_mod.compose([*TINY_RUN_OVERRIDES, *overrides]))
 
 
 def test_an_input_range_is_applied_where_samples_are_read(tmp_path: Path) -> None:
@@ -51,15 +52,16 @@ def test_an_input_range_is_applied_where_samples_are_read(tmp_path: Path) -> Non
 def test_a_model_trained_on_minus_one_to_one_is_calibrated_on_that_range(
         tmp_path: Path) -> None:
     from pipeline.produce import quantize, train
+    from pipeline.produce.producer import Inputs, Source
     from pipeline.measure import litert
 
     cfg = cfg_with(*TINY_OVERRIDES, "data.scale=2", "data.offset=-1")
     ds = sources.prepare(cfg.data, cfg.seed, tmp_path / "prepared")
     model, _, accuracy = train.train(ds, cfg.model, cfg.train, cfg.seed)
     assert accuracy > 0.5  # it learned on [-1, 1] inputs
-    record = quantize.quantize_variant(model, cfg.variants["int8_full"],
-                                       data.calibration_samples(ds, 16, cfg.seed),
-                                       tmp_path / "int8_full")
+    record = quantize.variant(cfg.variants["int8_full"], Inputs(
+        Source.given(keras=model), calibration=data.calibration_samples(ds, 16, cfg.seed)),
+        tmp_path / "int8_full")
     assert record["status"] == "ok", record.get("error")
     runner = litert.Runner(tmp_path / "int8_full" / "int8_full.tflite")
     scale, zero_point = runner.input["quantization"]
@@ -95,17 +97,17 @@ def digits_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, data.D
 
 
 def _steps(cfg: config_mod.Config, lay: Layout, variants: tuple[str, ...]) -> dict[str, Any]:
-    """prepare, train (the user's file), qat, quantize, reference, evaluate, benchmark and
-    footprint of `variants`; returns the evaluations."""
+    """prepare, train (the user's file), qat, quantize, reference_outputs, evaluate,
+    benchmark and footprint of `variants`; returns the evaluations."""
     from pipeline.steps import (benchmark, evaluate, footprint, prepare, qat, quantize,
-                                reference, train)
+                                reference_outputs, train)
 
     prepare.run(cfg, lay)
     train.run(cfg, lay)
     qat.run(cfg, lay)
     for v in variants:
         assert quantize.run(cfg, lay, v)["status"] == "ok", v
-    reference.run(cfg, lay)
+    reference_outputs.run(cfg, lay)
     results = {v: evaluate.run(cfg, lay, v) for v in variants}
     for v in variants:
         benchmark.run(cfg, lay, v, progress=False)

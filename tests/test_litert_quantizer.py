@@ -14,6 +14,7 @@ import pytest
 
 from pipeline import artifacts, data
 from pipeline.produce import litert_quantizer, quantize
+from pipeline.produce.producer import Inputs, Source
 from pipeline.config import Config
 from pipeline.measure import evaluate, litert
 from pipeline.variants import parse_variant
@@ -56,7 +57,8 @@ def test_a_rule_the_policy_ignores_is_named_asked_and_got(tiny_models: dict, tmp
         "rules": [{"regex": ".*", "mode": "weight_only", "bits": 4,
                    "granularity": "blockwise_32"}]})
     float_tflite = artifacts.tflite_path(variant_dirs / "float32", "float32")
-    record = quantize.quantize_variant(float_tflite, spec, None, tmp_path / "b")
+    record = quantize.variant(spec, Inputs(Source.given(float_tflite=float_tflite)),
+                              tmp_path / "b")
     assert record["status"] == "ok"
     assert record["asked_vs_got"] and {m["got"] for m in record["asked_vs_got"]} == {"float"}
     assert all(m["asked"].startswith("int4 weight-only blockwise_32")
@@ -69,7 +71,8 @@ def test_a_refused_recipe_fails_that_variant_alone(variant_dirs: Path, tmp_path:
         "rules": [{"regex": ".*", "op": "FULLY_CONNECTED", "mode": "weight_only", "bits": 4,
                    "granularity": "blockwise_32"}]})
     float_tflite = artifacts.tflite_path(variant_dirs / "float32", "float32")
-    record = quantize.quantize_variant(float_tflite, spec, None, tmp_path / "r")
+    record = quantize.variant(spec, Inputs(Source.given(float_tflite=float_tflite)),
+                              tmp_path / "r")
     assert record["status"] == "failed" and "was not found in the policy" in record["error"]
     assert not artifacts.tflite_path(tmp_path / "r", "refused").exists()
     assert (variant_dirs / "int4_weight_only" / "int4_weight_only.tflite").exists()

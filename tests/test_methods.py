@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from pipeline import artifacts, data
-from pipeline.produce import equalize, quantize
+from pipeline.produce import adaround, equalize, quantize
+from pipeline.produce.producer import Inputs, Source
 from pipeline.tfcompat import import_tf
 from pipeline.config import Config
 from pipeline.measure import evaluate
@@ -113,10 +114,12 @@ def test_equalized_per_tensor_int8_converts_and_says_what_changed(
     plain = parse_variant("int8_per_tensor", fields)
     cle = parse_variant("int8_per_tensor_cle", {**fields, "equalize": True,
                                                 "bias_correction": True})
-    assert cle.prepared and cle.calibrated and cle.full_integer and not plain.prepared
+    assert cle.adjusts_weights and cle.calibrated and cle.full_integer
+    assert not plain.adjusts_weights
     original = [w.copy() for w in tiny_models["float"].get_weights()]
-    records = {s.name: quantize.quantize_variant(tiny_models["float"], s, calibration,
-                                                 tmp_path / s.name) for s in (plain, cle)}
+    source = Source.given(keras=tiny_models["float"])
+    records = {s.name: quantize.variant(s, Inputs(source, calibration=calibration),
+                                        tmp_path / s.name) for s in (plain, cle)}
     assert all(r["status"] == "ok" for r in records.values()), records
     # The caller's model is untouched: the variant works on a copy.
     assert all(np.array_equal(a, b) for a, b in
@@ -148,9 +151,9 @@ def test_a_litert_quantizer_algorithm_is_a_variant_field(
     assert spec.calibrated == (recipe.startswith("static") or algorithm == "gptq")
     float_tflite = artifacts.tflite_path(variant_dirs / "float32", "float32")
     calibration = data.calibration_samples(small_dataset, 16, tiny_cfg.seed)
-    record = quantize.quantize_variant(float_tflite, spec,
-                                       calibration if spec.calibrated else None,
-                                       tmp_path / spec.name)
+    record = quantize.variant(spec, Inputs(Source.given(float_tflite=float_tflite),
+                                           calibration=calibration if spec.calibrated else None),
+                              tmp_path / spec.name)
     assert record["status"] == "ok", record["error"]
     applied = json.loads((tmp_path / spec.name / artifacts.RECIPE).read_text())
     assert {e["algorithm_key"] for e in applied} >= {key}
@@ -189,9 +192,9 @@ def test_adaround_lands_on_the_grid_and_reconstructs_better_than_nearest() -> No
     kernel = rng.normal(0, 1, (32, 16)).astype(np.float32)
     layer.set_weights([kernel, np.zeros(16, np.float32)])
     inputs = np.maximum(rng.normal(0.5, 1, (128, 32)), 0).astype(np.float32)  # post-ReLU
-    errors = equalize.adaround_layer(layer, inputs, bits=4, per_channel=True, iterations=300)
+    errors = adaround.adaround_layer(layer, inputs, bits=4, per_channel=True, iterations=300)
     rounded = layer.get_weights()[0]
-    scale = equalize.grid_scale(layer, kernel, 4, True)
+    scale = adaround.grid_scale(layer, kernel, 4, True)
     steps = rounded / scale
     assert np.allclose(steps, np.round(steps), atol=1e-4)  # on the int4 grid ...
     assert np.abs(steps).max() <= 7 + 1e-4
@@ -206,10 +209,10 @@ def test_int4_adaround_is_a_variant(tiny_models: dict[str, Any], small_dataset: 
     spec = parse_variant("int4_adaround", {"source": "float", "backend": "litert_quantizer",
                                            "recipe": "weight_only_wi4_afp32",
                                            "rounding": "adaround"})
-    assert spec.prepared and spec.calibrated
+    assert spec.adjusts_weights and spec.calibrated
     calibration = data.calibration_samples(small_dataset, 64, tiny_cfg.seed)
-    record = quantize.quantize_variant(tiny_models["float"], spec, calibration,
-                                       tmp_path / spec.name)
+    record = quantize.variant(spec, Inputs(Source.given(keras=tiny_models["float"]),
+                                           calibration=calibration), tmp_path / spec.name)
     assert record["status"] == "ok", record["error"]
     prep = record["preparation"]
     assert prep["adaround_layers"] == 4 and prep["adaround_error_ratio_median"] <= 1.0
@@ -236,8 +239,8 @@ def test_adaround_on_a_converter_variant_keeps_the_converters_int8_grid(
                                            "representative_data": True,
                                            "rounding": "adaround"})
     calibration = data.calibration_samples(small_dataset, 64, tiny_cfg.seed)
-    record = quantize.quantize_variant(tiny_models["float"], spec, calibration,
-                                       tmp_path / spec.name)
+    record = quantize.variant(spec, Inputs(Source.given(keras=tiny_models["float"]),
+                                           calibration=calibration), tmp_path / spec.name)
     assert record["status"] == "ok", record["error"]
     assert record["preparation"]["adaround_layers"] == 4
     interpreter = litert.load_interpreter(artifacts.tflite_path(tmp_path / spec.name,

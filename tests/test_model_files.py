@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from pipeline import config as config_mod
+from pipeline import params as params_mod
 from pipeline import data
 from pipeline.produce import model_store
 from pipeline.io import read_json, write_json
@@ -92,8 +93,9 @@ def workspace(tmp_path: Path, dataset: data.Dataset) -> Layout:
 
 
 def file_cfg(cfg: config_mod.Config, path: Path, **kw: Any) -> config_mod.Config:
-    return dataclasses.replace(cfg, model=config_mod.FileModelConfig(
-        name="file", arch="file", path=str(path), **kw))
+    """`cfg` with conf/model/file.yaml's model, loading `path`, and `kw` changed."""
+    model = {**params_mod.compose(["model=file"])["model"], "path": str(path), **kw}
+    return dataclasses.replace(cfg, model=config_mod.parse_model(model))
 
 
 def train_step(cfg: config_mod.Config, lay: Layout) -> float | None:

@@ -9,9 +9,11 @@ import numpy as np
 import pytest
 
 from pipeline import config as config_mod
+from pipeline import params as params_mod
 from pipeline import artifacts, data
 from pipeline.produce import layer_errors, model_store, qat, quantize, train
 from pipeline.measure import litert
+from pipeline.produce.producer import Inputs, Source, Validation
 from pipeline.variants import FLOAT_TFLITE
 
 
@@ -19,7 +21,7 @@ from pipeline.variants import FLOAT_TFLITE
 @pytest.mark.parametrize("model", ["resnet_small", "mobilenet_v2"])
 def test_architecture_converts_and_runs_in_every_variant(model: str, dataset: data.Dataset,
                                                          tmp_path: Path) -> None:
-    cfg = config_mod.parse_config(config_mod.compose(
+    cfg = config_mod.parse_config(params_mod.compose(
         [f"model={model}", "train.epochs=1", "qat.epochs=0"]))
     tiny = dataclasses.replace(dataset, x_train=dataset.x_train[:32],
                                y_train=dataset.y_train[:32], x_val=dataset.x_val[:8],
@@ -47,8 +49,11 @@ def test_architecture_converts_and_runs_in_every_variant(model: str, dataset: da
             if key not in tables:
                 tables[key] = layer_errors.layer_table(saved["float"], spec, calibration, None)
             table = tables[key]
-        record = quantize.quantize_variant(source, spec, calibration, tmp_path / name,
-                                           table=table, validation=validation)
+        record = quantize.variant(spec, Inputs(
+            Source.given(keras=source) if spec.source_form != FLOAT_TFLITE
+            else Source.given(float_tflite=source), calibration=calibration,
+            stored_table=lambda _, table=table: table,
+            validation=Validation(*validation) if validation else None), tmp_path / name)
         if name == cfg.report.reference:
             float_tflite = artifacts.tflite_path(tmp_path / name, name)
         assert record["status"] == "ok", (name, record["error"])

@@ -12,6 +12,7 @@ from PIL import Image
 
 from conftest import TINY_RUN_OVERRIDES
 from pipeline import config as config_mod
+from pipeline import params as params_mod
 from pipeline import data, sources
 from pipeline.produce import model_store
 from pipeline.io import read_json
@@ -54,14 +55,14 @@ def test_own_image_folder_and_own_keras_model_through_dvc_repro(tmp_path: Path) 
     overrides = [*TINY_RUN_OVERRIDES, "data=image_folder", f"data.path={images}",
                  "data.image_size=[8,8]", "data.channels=3", "data.test_fraction=0.25",
                  "data.val_fraction=0.25", "model=file"]
-    raw = config_mod.compose([*overrides, "model.path=unused"])
+    raw = params_mod.compose([*overrides, "model.path=unused"])
     cfg = config_mod.parse_config(raw)
     model_path = trained_model(tmp_path / "mine.keras",
                                sources.prepare(cfg.data, cfg.seed, tmp_path / "prepared"))
-    raw = config_mod.compose([*overrides, f"model.path={model_path}"])
+    raw = params_mod.compose([*overrides, f"model.path={model_path}"])
     raw["quantization"]["variants"] = {v: raw["quantization"]["variants"][v] for v in VARIANTS}
     project = project_copy(tmp_path / "lab")
-    (project / "params.yaml").write_text(config_mod.render_params(raw))
+    (project / "params.yaml").write_text(params_mod.render_params(raw))
 
     out = run([str(Path(sys.executable).parent / "dvc"), "repro"], project)
 

@@ -12,6 +12,7 @@ import pytest
 
 from pipeline import artifacts, data
 from pipeline.produce import layer_errors, qat, quantize
+from pipeline.produce.producer import Inputs, Source
 from pipeline.measure import inspection
 from pipeline.config import Config
 from pipeline.variants import parse_variant
@@ -114,7 +115,8 @@ def test_a_failing_conversion_is_recorded_not_raised(tiny_models: dict, tmp_path
         "supported_ops": ["TFLITE_BUILTINS_INT8"], "inference_input_type": "int16",
         "inference_output_type": "int16"})
     calibration = data.calibration_samples(small_dataset, 8, seed=0)
-    result = quantize.quantize_variant(tiny_models["float"], spec, calibration, tmp_path / "b")
+    result = quantize.variant(spec, Inputs(Source.given(keras=tiny_models["float"]),
+                                           calibration=calibration), tmp_path / "b")
     assert result["status"] == "failed"
     assert "inference_input_type" in result["error"]
     assert artifacts.read_record(tmp_path / "b") == result
@@ -138,15 +140,16 @@ def test_a_model_litert_cannot_run_is_a_failed_variant(tmp_path: Path) -> None:
     int16x8 = parse_variant("int16x8", {
         "source": "float", "optimizations": ["DEFAULT"], "representative_data": True,
         "supported_ops": ["EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8"]})
-    result = quantize.quantize_variant(model, int16x8, calibration, tmp_path / "v",
-                                       comparison=zeros)
+    result = quantize.variant(int16x8, Inputs(Source.given(keras=model),
+                                              calibration=calibration, comparison=zeros),
+                              tmp_path / "v")
     assert result["status"] == "failed", result
     assert result["error"].startswith("CannotRun: LiteRT aborted the process (exit -6) "
                                       "running it on the xnnpack kernels"), result["error"]
     assert not artifacts.tflite_path(tmp_path / "v", "int16x8").exists()
     float32 = parse_variant("float32", {"source": "float"})
-    assert quantize.quantize_variant(model, float32, None, tmp_path / "f",
-                                     comparison=zeros)["status"] == "ok"
+    assert quantize.variant(float32, Inputs(Source.given(keras=model), comparison=zeros),
+                            tmp_path / "f")["status"] == "ok"
 
 
 def test_qat_can_annotate_chosen_layers(tiny_models: dict, small_dataset: data.Dataset) -> None:

@@ -13,7 +13,7 @@ import yaml
 from conftest import ROOT
 from pipeline import config as config_mod
 from pipeline import dvcfile, reads
-from pipeline.steps import labels
+from pipeline import labels
 
 
 def test_a_leaf_read_is_recorded_with_its_dotted_key(tiny_cfg: config_mod.Config) -> None:
@@ -56,7 +56,7 @@ def test_listing_a_mapping_reads_its_names_and_membership_reads_nothing(
 def test_keys_that_change_no_output_and_checks_are_not_dependencies(
         tiny_cfg: config_mod.Config) -> None:
     view, read = reads.recording(tiny_cfg)
-    assert view.evaluate.workers >= 1  # evaluate.num_threads: how fast, not what
+    assert view.evaluate.worker_count >= 1  # evaluate.workers: how fast, not what
     assert view.variants["int8"].name == "int8"  # its key in the mapping
     with reads.unrecorded():
         assert view.data.name == tiny_cfg.data.name
@@ -95,7 +95,7 @@ def test_the_check_reads_the_stage_from_dvc_yaml(tmp_path: Path, monkeypatch) ->
 def test_the_rerun_table_follows_dvc_yaml(tiny_raw: dict) -> None:
     table = dvcfile.reruns(tiny_raw)
     assert set(table) == set(reads.leaves(tiny_raw))
-    assert table["evaluate.num_threads"] == ["track"]
+    assert table["evaluate.workers"] == ["track"]
     assert set(table["quantization.variants.auto.labels"]) == {
         "layer_errors", "quantize@auto", "report", "track"}
     assert {n for n in table["seed"] if n.startswith("quantize@")} == {

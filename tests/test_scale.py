@@ -19,7 +19,7 @@ import pytest
 
 from conftest import ROOT
 from pipeline import data
-from pipeline.config import render_params
+from pipeline.params import render_params
 from pipeline.layout import Layout
 
 SHAPE = (32, 32, 3)  # one sample: 3 KiB of 8-bit pixels

@@ -18,10 +18,11 @@ import pytest
 
 from pipeline import artifacts, data
 from pipeline.produce import quantize
-from pipeline.variants import FLOAT_TFLITE, parse_variant
+from pipeline.produce.producer import Inputs, Source, Validation
+from pipeline.variants import parse_variant
 
 # A search's own budget and labels (conf/ sets them from the report's budget and
-# evaluate.labels); what the candidates are really measured on is each test's `validation`.
+# evaluate.labels); what the trials are really measured on is each test's `validation`.
 SCORED = {"budget": 0.01, "labels": "data"}
 
 
@@ -58,8 +59,9 @@ def run(outlier_model: Path, dataset: data.Dataset, out: Path, budget: float,
     spec = parse_variant("auto", {"source": "float", "backend": "search", **SCORED,
                                   "precisions": ["int8", "float"], **fields})
     calibration = data.calibration_samples(dataset, 100, 0)
-    return quantize.quantize_variant(outlier_model, spec, calibration, out,
-                                     validation=(dataset.x_val, dataset.y_val, budget))
+    return quantize.variant(spec, Inputs(
+        Source.given(float_tflite=outlier_model), calibration=calibration,
+        validation=Validation(dataset.x_val, dataset.y_val, budget)), out)
 
 
 def decisions(out: Path) -> dict[str, str]:
@@ -138,8 +140,10 @@ def test_each_layer_starts_at_the_cheapest_precision_the_quantizer_allows_for_it
     x_val, y_val = rng.random((32, 8, 8, 1), np.float32), rng.integers(0, 10, 32)
     spec = parse_variant("auto", {"source": "float", "backend": "search", **SCORED,
                                   "precisions": ["int4", "int8", "float"], "max_trials": 3})
-    record = quantize.quantize_variant(path, spec, x_val[:8], tmp_path / "auto",
-                                       validation=(x_val, y_val, 1.0))
+    record = quantize.variant(spec, Inputs(Source.given(float_tflite=path),
+                                           calibration=x_val[:8],
+                                           validation=Validation(x_val, y_val, 1.0)),
+                              tmp_path / "auto")
     assert record["status"] == "ok", record.get("error")
     with (tmp_path / "auto" / artifacts.SEARCH_DECISIONS).open() as f:
         rows = {r["op"]: r for r in csv.DictReader(f)}
@@ -198,8 +202,10 @@ def test_the_search_on_a_model_where_int4_hurts_is_not_dominated_by_a_fixed_vari
     calibration = data.calibration_samples(dataset, 100, 0)
     spec = parse_variant("auto", {"source": "float", "backend": "search", **SCORED})  # defaults
     assert spec.precisions == ["int4", "int8", "dynamic8", "float16", "float"]
-    record = quantize.quantize_variant(float_tflite, spec, calibration, tmp_path / "auto",
-                                       validation=(dataset.x_val, dataset.y_val, 0.02))
+    source = Source.given(keras=model, float_tflite=float_tflite)
+    record = quantize.variant(spec, Inputs(
+        source, calibration=calibration,
+        validation=Validation(dataset.x_val, dataset.y_val, 0.02)), tmp_path / "auto")
     assert record["status"] == "ok", record.get("error")
     fixed = {
         "int4_weight_only": {"backend": "litert_quantizer", "recipe": "weight_only_wi4_afp32"},
@@ -211,8 +217,8 @@ def test_the_search_on_a_model_where_int4_hurts_is_not_dominated_by_a_fixed_vari
     paths = {"auto": artifacts.tflite_path(tmp_path / "auto", "auto"), "float32": float_tflite}
     for name, fields in fixed.items():
         variant = parse_variant(name, {"source": "float", **fields})
-        source = float_tflite if variant.source_form == FLOAT_TFLITE else model
-        rec = quantize.quantize_variant(source, variant, calibration, tmp_path / name)
+        rec = quantize.variant(variant, Inputs(source, calibration=calibration),
+                               tmp_path / name)
         assert rec["status"] == "ok", (name, rec.get("error"))
         paths[name] = artifacts.tflite_path(tmp_path / name, name)
     x, y = dataset.x_val, np.asarray(dataset.y_val)
@@ -245,8 +251,9 @@ def test_the_search_takes_a_method_as_a_move_before_a_wider_precision(
     assert spec.calibrated
     float_tflite, _ = int4_hurts
     calibration = data.calibration_samples(dataset, 100, 0)
-    record = quantize.quantize_variant(float_tflite, spec, calibration, tmp_path / "auto",
-                                       validation=(dataset.x_val, dataset.y_val, 0.02))
+    record = quantize.variant(spec, Inputs(
+        Source.given(float_tflite=float_tflite), calibration=calibration,
+        validation=Validation(dataset.x_val, dataset.y_val, 0.02)), tmp_path / "auto")
     assert record["status"] == "ok", record["error"]
     with (tmp_path / "auto" / artifacts.SEARCH_TRIALS).open() as f:
         trials = {r["change"]: r for r in csv.DictReader(f)}
@@ -281,7 +288,7 @@ def weight_types(path: Path) -> dict[str, str]:
     """Each weight op's weight tensor type as stored (read through a DEQUANTIZE op), by Keras
     layer name."""
     from ai_edge_litert import schema_py_generated as schema
-    from ai_edge_quantizer.utils import tfl_flatbuffer_utils as fbu
+    from litert_quantizer.utils import tfl_flatbuffer_utils as fbu
 
     from pipeline.produce import litert_quantizer
 
@@ -347,8 +354,10 @@ def test_where_only_16_bit_keeps_the_budget_the_search_finds_float16_not_float(
     float_tflite, model = only16
     calibration = data.calibration_samples(dataset, 100, 0)
     spec = parse_variant("auto", {"source": "float", "backend": "search", **SCORED})  # defaults
-    record = quantize.quantize_variant(float_tflite, spec, calibration, tmp_path / "auto",
-                                       validation=(dataset.x_val, dataset.y_val, 0.02))
+    source = Source.given(keras=model, float_tflite=float_tflite)
+    record = quantize.variant(spec, Inputs(
+        source, calibration=calibration,
+        validation=Validation(dataset.x_val, dataset.y_val, 0.02)), tmp_path / "auto")
     assert record["status"] == "ok", record.get("error")
     found = record["search"]
     assert found["budget_met"] and decisions(tmp_path / "auto")["big"] == "float16", found
@@ -363,8 +372,8 @@ def test_where_only_16_bit_keeps_the_budget_the_search_finds_float16_not_float(
     paths = {"auto": auto, "float32": float_tflite}
     for name, fields in fixed.items():
         variant = parse_variant(name, {"source": "float", **fields})
-        source = float_tflite if variant.source_form == FLOAT_TFLITE else model
-        rec = quantize.quantize_variant(source, variant, calibration, tmp_path / name)
+        rec = quantize.variant(variant, Inputs(source, calibration=calibration),
+                               tmp_path / name)
         assert rec["status"] == "ok", (name, rec.get("error"))
         paths[name] = artifacts.tflite_path(tmp_path / name, name)
     x, y = dataset.x_val, np.asarray(dataset.y_val)
@@ -379,7 +388,7 @@ def test_where_only_16_bit_keeps_the_budget_the_search_finds_float16_not_float(
     assert not beaten_by, (scores, found)
 
 
-def test_a_dominated_candidate_is_never_chosen() -> None:
+def test_a_dominated_trial_is_never_chosen() -> None:
     """`choose` drops every trial another one beats (no larger, no less accurate, no slower,
     better in one) before taking the cheapest within the budget, else the most accurate."""
     from pipeline.produce.search import Trial, choose, dominates, undominated

@@ -18,7 +18,8 @@ import yaml
 
 from conftest import ROOT
 from pipeline import data, dvcfile
-from pipeline.config import Config, render_params
+from pipeline.config import Config
+from pipeline.params import render_params
 from pipeline.io import write_json
 from pipeline.layout import Layout
 
@@ -44,7 +45,7 @@ def test_the_rerun_table_and_the_readme_sentence_are_the_dvc_yaml_ones() -> None
     """docs/configuration.md's table is made from dvc.yaml's params (a forgotten `make
     params` fails here), and the README's example names exactly the stages that a new
     budget in conf/ reruns directly (two keys change: the report's and the search's own)."""
-    from pipeline.config import compose
+    from pipeline.params import compose
     from pipeline.reads import leaves
 
     docs = ROOT / "docs" / "configuration.md"
@@ -164,7 +165,7 @@ def test_tensorflow_free_stages_run_without_tensorflow(tmp_path: Path, tiny_cfg:
              "atexit.register(check)\n"
              "script = sys.argv[1]; sys.argv = sys.argv[1:]\n"
              "runpy.run_path(script, run_name='__main__')\n")
-    commands = [["reference"], *(["evaluate", n] for n in names),
+    commands = [["reference_outputs"], *(["evaluate", n] for n in names),
                 *(["benchmark", n] for n in names), ["footprint"], ["report"]]
     for stage, *args in commands:
         proc = subprocess.run([sys.executable, "-c", guard, str(ROOT / "stages" / f"{stage}.py"),
@@ -194,9 +195,9 @@ def test_layout_paths_are_the_ones_dvc_tracks() -> None:
 # The package's layers, bottom up: a module imports from its own layer or the ones below,
 # never from one above. Top-level modules are the core; the folders are named.
 LAYERS = (
-    ("core", ("__init__", "io", "signals", "quiet", "schema", "reads", "metrics", "stats", "layout",
-              "artifacts", "console",
-              "tfcompat", "plots", "data", "sources", "variants", "config")),
+    ("core", ("__init__", "io", "signals", "quiet", "schema", "reads", "metrics", "labels",
+              "stats", "layout", "artifacts", "console", "tfcompat", "plots", "data",
+              "sources", "variants", "config", "params")),
     ("measure", ("measure",)),  # LiteRT side: runs .tflite models, no TensorFlow
     ("produce", ("produce",)),  # TensorFlow side: trains, converts, quantizes
     ("report", ("report",)),

@@ -13,7 +13,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from conftest import ROOT
-from pipeline import config as config_mod
+from pipeline import params as params_mod
 
 
 def app(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
@@ -53,7 +53,7 @@ def test_launcher_configs_name_installed_launchers_and_change_no_lab_key(launche
     from hydra.utils import get_class
     from omegaconf import OmegaConf
 
-    with initialize_config_dir(config_dir=str(config_mod.CONF_DIR), version_base=None):
+    with initialize_config_dir(config_dir=str(params_mod.CONF_DIR), version_base=None):
         cfg = compose("config", [f"hydra/launcher={launcher}"], return_hydra_config=True)
     assert issubclass(get_class(cfg.hydra.launcher._target_), Launcher)  # plugin installed
     from omegaconf import open_dict
@@ -62,7 +62,7 @@ def test_launcher_configs_name_installed_launchers_and_change_no_lab_key(launche
         del cfg["hydra"]
     lab = OmegaConf.to_container(cfg, resolve=True)
     # The hydra section is the app's alone: the lab's config is DVC's, key for key.
-    assert lab == config_mod.compose() and "hydra" not in config_mod.compose()
+    assert lab == params_mod.compose() and "hydra" not in params_mod.compose()
 
 
 def test_a_sweep_over_seeds_summarizes_each_variant_across_them(tmp_path: Path) -> None:

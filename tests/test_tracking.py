@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from pipeline import metrics
 from pipeline import data
 from test_bad_input import free_port
 from pipeline.measure.benchmark import setting_key
@@ -26,6 +27,9 @@ from pipeline.report import summary
 from pipeline.tracking import models, store
 from pipeline.tracking import runs as tracking
 from pipeline.config import Config
+
+# The fixtures run every stage but the footprint (its tools are slow: test_footprint.py).
+WITHOUT_FOOTPRINT = [s for s in metrics.STAGES if s != "footprint"]
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +103,7 @@ def test_one_parent_and_a_child_per_variant(tmp_path: Path, tiny_cfg: Config, ti
     assert failed.data.tags["error"] == "ValueError: converter refused"
     assert {frozenset(r.data.metrics) for r in children.values()} == {
         frozenset(summary.metrics_of(rows["int8"]))}
-    assert set(summary.ALL_METRICS) <= set(children["int8"].data.metrics)
+    assert set(metrics.every_variant(WITHOUT_FOOTPRINT)) <= set(children["int8"].data.metrics)
     for name, child in children.items():
         assert child.info.status == "FINISHED"
         assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
@@ -115,11 +119,15 @@ def test_one_parent_and_a_child_per_variant(tmp_path: Path, tiny_cfg: Config, ti
 
 def test_a_failure_ends_every_run_with_a_final_status(tmp_path: Path, tiny_cfg: Config,
                                                       tiny_raw: dict, rows: dict,
-                                                      models: dict[str, Path]) -> None:
+                                                      models: dict[str, Path],
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     from mlflow.tracking import MlflowClient
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    # A metric name MLflow refuses: logging fails in the middle of int8's child run.
+    # A metric name MLflow refuses (declared here for the test): logging fails in the middle
+    # of int8's child run.
+    declared = metrics.declared
+    monkeypatch.setattr(metrics, "declared", lambda k: k == "bad name!" or declared(k))
     broken = {**rows, "int8": {**rows["int8"], "bad name!": 1.0}}
     with pytest.raises(Exception, match="bad name!"):
         _log(uri, tiny_cfg, tiny_raw, broken, models)

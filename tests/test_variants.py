@@ -111,6 +111,29 @@ def test_loading_a_file_that_is_not_a_model_is_refused(tmp_path: Path) -> None:
         litert.load_interpreter(tmp_path / "missing.tflite")
 
 
+def test_every_kind_is_made_by_its_own_producer_found_through_a_recording_view(
+        tiny_cfg: Config) -> None:
+    """Each kind (`KINDS`) has one producer, a class of its own module in pipeline/produce/
+    registered for it; the quantize step's config is a recording view whose sections are
+    subclasses of the config's classes (`pipeline.reads`), and the lookup sees through it."""
+    from pipeline import reads
+    from pipeline.produce.producer import Producer, producer_for
+    from pipeline.produce.quantize import PRODUCERS
+    from pipeline.variants import KINDS
+
+    assert set(PRODUCERS) == set(KINDS.values())
+    for kind, producer in PRODUCERS.items():
+        assert issubclass(producer, Producer) and producer.KIND is kind
+        assert producer.__module__.startswith("pipeline.produce.by_"), producer
+    assert len({p.__module__ for p in PRODUCERS.values()}) == len(PRODUCERS)
+    view, _ = reads.recording(tiny_cfg)
+    for name in tiny_cfg.variants:
+        spec = view.variants[name]
+        kind = KINDS[spec.backend]
+        assert type(spec) is not kind and isinstance(spec, kind)  # the view's subclass
+        assert type(producer_for(spec)) is PRODUCERS[kind]
+
+
 def test_each_kind_is_a_class_chosen_by_backend_with_its_own_fields(tiny_cfg: Config) -> None:
     """`backend` chooses the kind as `model.arch` chooses a model schema; each kind validates
     and logs only its own fields, and every configured variant has a producer."""

@@ -61,7 +61,7 @@ def configure(converter: Any, spec: ConverterVariant, calibration: np.ndarray | 
 
 def new_converter(model: Any) -> Any:
     """A fresh `tf.lite.TFLiteConverter` for a `tf_keras` model or a SavedModel folder's path
-    (`pipeline.model_store.load`)."""
+    (`pipeline.produce.model_store.load`)."""
     tf, _ = import_tf()
     if isinstance(model, Path):
         return tf.lite.TFLiteConverter.from_saved_model(str(model))

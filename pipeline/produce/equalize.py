@@ -1,6 +1,6 @@
-"""Prepare a Keras model for quantization before it is converted (imports TensorFlow):
-batch-norm folding, cross-layer equalization and bias correction, after Nagel et al.,
-"Data-Free Quantization through Weight Equalization and Bias Correction" (ICCV 2019).
+"""Adjust a Keras model's weights for quantization before it is converted (imports
+TensorFlow): batch-norm folding, cross-layer equalization and bias correction, after Nagel
+et al., "Data-Free Quantization through Weight Equalization and Bias Correction" (ICCV 2019).
 
 - Folding: a batch norm right after a conv or dense layer is merged into its weights; the
   batch norm is left as a per-channel shift (its `beta`), which the converter folds again.
@@ -18,7 +18,9 @@ batch-norm folding, cross-layer equalization and bias correction, after Nagel et
   layer's bias (or its batch norm's shift) is moved back by that much, with `W_q` simulated
   as the converter will quantize (symmetric int8, per tensor or per channel).
 
-The model is changed in place: pass a copy (`load` gives a fresh one per call).
+AdaRound, the other change to the weights before conversion, is `pipeline.produce.adaround`;
+`pipeline.produce.adjust` applies what a variant asks for. The model is changed in place:
+pass a copy (`load` gives a fresh one per call).
 """
 
 from __future__ import annotations
@@ -43,14 +45,13 @@ WEIGHTED = ("Conv2D", "DepthwiseConv2D", "Dense")
 
 @dataclasses.dataclass
 class Report:
-    """What preparing the model changed, for the variant's record and `equalization.csv`."""
+    """What adjusting the weights changed, for the variant's record and `equalization.csv`."""
 
     folded: int = 0                      # batch norms folded into the layer before them
     relu6_replaced: int = 0              # ReLU6 made ReLU so that scales pass through
     pairs: list[tuple[str, str]] = dataclasses.field(default_factory=list)
     corrected: int = 0                   # layers whose bias was corrected
     rows: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # per layer
-    rounding: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # AdaRound's
     # Each folded layer's name -> its batch norm, which now holds the layer's shift.
     norms: dict[str, Any] = dataclasses.field(default_factory=dict, repr=False)
 
@@ -79,8 +80,9 @@ def _kernel(layer: Any) -> np.ndarray:
     return layer.get_weights()[0]
 
 
-def _channels_out(layer: Any) -> int | None:
-    """Output channels of a weight layer, or None if channel scales cannot map onto it."""
+def channels_out(layer: Any) -> int | None:
+    """Output channels of a weight layer, or None if channel scales cannot map onto it
+    (AdaRound rounds only the layers that have them)."""
     k = _kernel(layer)
     if _class(layer) == "DepthwiseConv2D":
         return k.shape[2] if k.shape[3] == 1 else None
@@ -126,7 +128,7 @@ def fold_batch_norms(model: Any, report: Report) -> dict[str, Any]:
     consumers = _consumers(model)
     folded = {}
     for layer in model.layers:
-        if _class(layer) not in WEIGHTED or _channels_out(layer) is None:
+        if _class(layer) not in WEIGHTED or channels_out(layer) is None:
             continue
         after = consumers[layer.name]
         if len(after) != 1 or _class(after[0]) != "BatchNormalization":
@@ -197,7 +199,7 @@ def find_pairs(model: Any, folded: dict[str, Any], replace_relu6: bool,
     pairs: list[tuple[Any, Any, int]] = []
     relus: set[str] = set()
     for layer in model.layers:
-        if _class(layer) not in WEIGHTED or _channels_out(layer) is None or \
+        if _class(layer) not in WEIGHTED or channels_out(layer) is None or \
                 len(layer._inbound_nodes) != 1:
             continue
         ok, replace = _passes(layer, replace_relu6)
@@ -213,8 +215,8 @@ def find_pairs(model: Any, folded: dict[str, Any], replace_relu6: bool,
             node = after[0]
             cls = _class(node)
             if cls in WEIGHTED:
-                channels, inputs = _channels_out(layer), _in_channels(node)
-                if inputs is None or _channels_out(node) is None or \
+                channels, inputs = channels_out(layer), _in_channels(node)
+                if inputs is None or channels_out(node) is None or \
                         len(node._inbound_nodes) != 1:
                     break
                 repeat = inputs // channels if cls == "Dense" and flatten else 1
@@ -239,7 +241,7 @@ def _in_channels(layer: Any) -> int | None:
     return k.shape[0] if _class(layer) == "Dense" else k.shape[2]
 
 
-def _out_view(layer: Any, kernel: np.ndarray) -> np.ndarray:
+def out_view(layer: Any, kernel: np.ndarray) -> np.ndarray:
     """The kernel as (..., out channel) for per-output-channel ranges and scales."""
     if _class(layer) == "DepthwiseConv2D":
         return kernel[..., 0]
@@ -254,7 +256,7 @@ def _in_view(layer: Any, kernel: np.ndarray, repeat: int) -> np.ndarray:
 
 
 def _ranges_out(layer: Any) -> np.ndarray:
-    view = _out_view(layer, _kernel(layer))
+    view = out_view(layer, _kernel(layer))
     return np.abs(view).reshape(-1, view.shape[-1]).max(axis=0)
 
 
@@ -331,7 +333,7 @@ def _spread(ranges: np.ndarray) -> float:
 def simulate_int8(layer: Any, kernel: np.ndarray, per_channel: bool) -> np.ndarray:
     """The kernel as the converter stores it: symmetric int8 in [-127, 127], one scale per
     tensor or per output channel (dense layers keep per-channel scales either way)."""
-    view = _out_view(layer, kernel)
+    view = out_view(layer, kernel)
     if per_channel or _class(layer) == "Dense":
         peak = np.abs(view).reshape(-1, view.shape[-1]).max(axis=0)
     else:
@@ -349,7 +351,7 @@ def correct_biases(model: Any, samples: np.ndarray, per_channel: bool,
     report = report or Report()
     folded = report.norms
     targets = [layer for layer in model.layers
-               if _class(layer) in WEIGHTED and _channels_out(layer) is not None
+               if _class(layer) in WEIGHTED and channels_out(layer) is not None
                and _bias(layer, folded)[1] is not None]
     if not targets:
         return report
@@ -379,126 +381,4 @@ def correct_biases(model: Any, samples: np.ndarray, per_channel: bool,
         _set_bias(holder, (bias - shift).astype(np.float32))
         report.corrected += 1
     log.info("bias correction: %d layers corrected on %d samples", report.corrected, count)
-    return report
-
-
-# --- AdaRound ------------------------------------------------------------------------------
-
-ADAROUND_ITERATIONS = 500   # optimizer steps per layer
-ADAROUND_SAMPLES = 128      # calibration samples whose layer inputs are reconstructed
-REGULARIZATION = 0.1        # weight of the push to 0 or 1, against the output error
-_ZETA, _GAMMA = 1.1, -0.1   # the rectified sigmoid's stretch (Nagel et al. 2020)
-
-
-def grid_scale(layer: Any, kernel: np.ndarray, bits: int, per_channel: bool) -> np.ndarray:
-    """The step of the symmetric integer grid the weights will be stored on, broadcastable
-    to the kernel: `max |W| / (2^(bits-1) - 1)` per output channel or per tensor, as both
-    TFLite's converter (int8) and the LiteRT Quantizer (int4, int8) compute it."""
-    view = _out_view(layer, kernel)
-    top = 2 ** (bits - 1) - 1
-    if per_channel or _class(layer) == "Dense":
-        peak = np.abs(view).reshape(-1, view.shape[-1]).max(axis=0)
-    else:
-        peak = np.full(view.shape[-1], np.abs(view).max())
-    scale = np.where(peak > 0, peak / top, 1.0).astype(np.float32)
-    return scale[:, None] if _class(layer) == "DepthwiseConv2D" else scale
-
-
-def _layer_op(layer: Any) -> Any:
-    """`f(x, kernel)`: the layer's linear part (no bias, no activation), in TensorFlow."""
-    tf, _ = import_tf()
-    cls = _class(layer)
-    if cls == "Dense":
-        return lambda x, k: tf.tensordot(x, k, 1)
-    padding = layer.padding.upper()
-    if cls == "DepthwiseConv2D":
-        return lambda x, k: tf.nn.depthwise_conv2d(
-            x, k, (1, *layer.strides, 1), padding, dilations=layer.dilation_rate)
-    return lambda x, k: tf.nn.convolution(x, k, layer.strides, padding,
-                                          dilations=layer.dilation_rate)
-
-
-def adaround_layer(layer: Any, inputs: np.ndarray, bits: int, per_channel: bool,
-                   iterations: int = ADAROUND_ITERATIONS, seed: int = 0) -> dict[str, float]:
-    """Round the layer's kernel up or down per weight, chosen to reconstruct its output on
-    `inputs` (AdaRound: Nagel et al., "Up or Down? Adaptive Rounding for Post-Training
-    Quantization", ICML 2020), and store the result on the integer grid, so the quantizer
-    keeps it exactly. Returns the reconstruction error before (nearest) and after."""
-    tf, keras = import_tf()
-    weights = layer.get_weights()
-    kernel = weights[0].astype(np.float32)
-    scale = grid_scale(layer, kernel, bits, per_channel)
-    top = 2 ** (bits - 1) - 1
-    floor = np.floor(kernel / scale)
-    rest = np.clip(kernel / scale - floor, 0.01, 0.99)
-    v = tf.Variable(-np.log((_ZETA - _GAMMA) / (rest - _GAMMA) - 1).astype(np.float32))
-    op = _layer_op(layer)
-    x_all = tf.constant(inputs.astype(np.float32))
-    k_float, k_floor, k_scale = (tf.constant(a.astype(np.float32)) for a in
-                                 (kernel, floor, np.broadcast_to(scale, kernel.shape)))
-    target_all = op(x_all, k_float)
-    optimizer = keras.optimizers.Adam(1e-2)
-    optimizer.build([v])
-
-    def quantized(h: Any) -> Any:
-        return k_scale * tf.clip_by_value(k_floor + h, -top - 1, top)
-
-    def soft() -> Any:
-        return tf.clip_by_value(tf.sigmoid(v) * (_ZETA - _GAMMA) + _GAMMA, 0.0, 1.0)
-
-    @tf.function
-    def step(x: Any, target: Any, beta: Any, weight: Any) -> Any:
-        with tf.GradientTape() as tape:
-            h = soft()
-            rec = tf.reduce_mean(tf.square(op(x, quantized(h)) - target)) / norm
-            reg = tf.reduce_mean(1.0 - tf.pow(tf.abs(2.0 * h - 1.0), beta))
-            loss = rec + weight * reg
-        optimizer.apply_gradients([(tape.gradient(loss, v), v)])
-        return rec
-
-    def error(k: Any) -> float:
-        return float(tf.reduce_mean(tf.square(op(x_all, k) - target_all)))
-
-    nearest = error(quantized(tf.constant(np.clip(np.round(kernel / scale) - floor, 0, 1)
-                                          .astype(np.float32))))
-    rng = np.random.default_rng(seed)
-    batch = min(32, len(inputs))
-    warmup = iterations // 5
-    norm = tf.constant(max(nearest, 1e-12), tf.float32)  # the loss in units of nearest's
-    weight = tf.constant(REGULARIZATION, tf.float32)
-    for i in range(iterations):
-        pick = rng.choice(len(inputs), batch, replace=False)
-        frac = max(0.0, (i - warmup) / max(1, iterations - warmup))
-        beta = tf.constant(20.0 - 18.0 * frac, tf.float32)
-        step(tf.gather(x_all, pick), tf.gather(target_all, pick), beta,
-             weight if i >= warmup else tf.constant(0.0))
-    hard = tf.cast(v >= 0, tf.float32)
-    rounded = quantized(hard).numpy()
-    after = error(tf.constant(rounded))
-    if after > nearest:  # never worse than rounding to nearest
-        rounded = quantized(tf.constant(np.clip(np.round(kernel / scale) - floor, 0, 1)
-                                        .astype(np.float32))).numpy()
-        after = nearest
-    layer.set_weights([rounded.astype(weights[0].dtype), *weights[1:]])
-    return {"nearest": nearest, "adaround": after}
-
-
-def adaround(model: Any, samples: np.ndarray, bits: int, per_channel: bool,
-             report: Report | None = None, kinds: tuple[str, ...] = WEIGHTED,
-             iterations: int = ADAROUND_ITERATIONS) -> Report:
-    """AdaRound every conv and dense layer of `kinds`, first to last, on the float model's
-    inputs to each (`samples`: calibration samples); the weights end on the grid."""
-    _, keras = import_tf()
-    report = report or Report()
-    samples = samples[:ADAROUND_SAMPLES]
-    targets = [layer for layer in model.layers
-               if _class(layer) in kinds and _channels_out(layer) is not None
-               and getattr(layer, "groups", 1) == 1]
-    report.rounding = []
-    for index, layer in enumerate(targets):
-        inputs = keras.Model(model.inputs, layer.input)(samples, training=False).numpy()
-        errors = adaround_layer(layer, inputs, bits, per_channel, iterations, seed=index)
-        report.rounding.append({"layer": layer.name, **errors})
-        log.info("adaround %d/%d %s: output error %.3g -> %.3g", index + 1, len(targets),
-                 layer.name, errors["nearest"], errors["adaround"])
     return report

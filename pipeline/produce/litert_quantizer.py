@@ -1,7 +1,8 @@
-"""The second backend: Google's LiteRT Quantizer (`ai-edge-quantizer`), which quantizes the
-float model's float32 `.tflite` by a recipe and per-layer rules: int4 weights, blockwise
-scales, weight-only, float16 weights, a different scheme per layer. It does not import
-TensorFlow and takes a fraction of a second on the default model.
+"""The second backend: Google's LiteRT Quantizer (`litert-quantizer`, formerly
+`ai-edge-quantizer`), which quantizes the float model's float32 `.tflite` by a recipe and
+per-layer rules: int4 weights, blockwise scales, weight-only, float16 weights, a different
+scheme per layer. It does not import TensorFlow and takes a fraction of a second on the
+default model.
 
 Its traps, handled here:
 - a rule on `*` (every op) that the quantizer's policy does not allow for an op (int4 on a
@@ -50,7 +51,7 @@ def _batches(samples: np.ndarray, name: str) -> dict[str, list[dict[str, np.ndar
 def weight_ops(path: Path | bytes) -> list[dict[str, Any]]:
     """Every op with weights, in graph order: its index, type and scope (its output tensor
     names joined by `;`, the string the quantizer's regexes are matched against)."""
-    from ai_edge_quantizer.utils import tfl_flatbuffer_utils as fbu
+    from litert_quantizer.utils import tfl_flatbuffer_utils as fbu
 
     model = fbu.read_model(path)
     graph = model.subgraphs[0]
@@ -77,8 +78,8 @@ def quantizer_for(float_tflite: Path, spec: QuantizerVariant) -> Any:
     Raises:
         ValueError: the quantizer's own refusal of a rule ("... was not found in the policy").
     """
-    from ai_edge_quantizer import qtyping, quantizer
-    from ai_edge_quantizer.utils import recipe_utils
+    from litert_quantizer import qtyping, quantizer
+    from litert_quantizer.utils import recipe_utils
 
     from pipeline.variants import ALGORITHMS
 
@@ -219,7 +220,7 @@ def precision(path: Path | bytes) -> list[str]:
     interpreter reports int4 weights as int8): `int4 weight-only channelwise`,
     `float16 weight-only` (float16 weights through a DEQUANTIZE op), `float`."""
     from ai_edge_litert import schema_py_generated as schema
-    from ai_edge_quantizer.utils import tfl_flatbuffer_utils as fbu
+    from litert_quantizer.utils import tfl_flatbuffer_utils as fbu
 
     types = {v: k for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
     builtins = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
@@ -297,8 +298,8 @@ def tensor_errors(reference: Path, variant: Path, samples: np.ndarray,
     """
     import math
 
-    from ai_edge_quantizer import model_validator
-    from ai_edge_quantizer.utils import validation_utils
+    from litert_quantizer import model_validator
+    from litert_quantizer.utils import validation_utils
 
     metric = validation_utils.ValidationErrorMetric
     data = _batches(samples, _signature_input(reference))

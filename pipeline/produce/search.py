@@ -4,7 +4,7 @@ Intel Neural Compressor's tuning (no TensorFlow).
 
 1. Start with every layer that has weights at the cheapest precision (`precisions[0]`; the
    default ladder is int4, int8, dynamic8, float16, float: `RULES` says what each is).
-2. Measure the candidate on the validation split; its drop is against the float model's
+2. Measure the trial model on the validation split; its drop is against the float model's
    validation accuracy. The test split is never used here.
 3. Rank the layers by sensitivity: `error` (lowest SNR of the layer's output against the
    float model's, on validation samples), or `impact` (raise each layer alone one step and
@@ -81,14 +81,14 @@ FLOAT_CASTING = "float_casting"  # the quantizer's algorithm key for float16 wei
 
 @functools.cache
 def _policy() -> dict[str, frozenset[str]]:
-    from ai_edge_quantizer import default_policy
+    from litert_quantizer import default_policy
 
     ops = json.loads(default_policy.DEFAULT_JSON_POLICY)["ops_per_config"]
     return {precision: frozenset(ops[key]) for precision, key in POLICY_CONFIG.items()}
 
 
 def _registered(algorithm_key: str, op: str) -> bool:
-    from ai_edge_quantizer import algorithm_manager, qtyping
+    from litert_quantizer import algorithm_manager, qtyping
 
     return algorithm_manager.is_op_registered(algorithm_key, qtyping.TFLOperationName(op))
 
@@ -118,7 +118,7 @@ def ladder_of(op: str, precisions: Sequence[str]) -> list[str]:
 
 @dataclasses.dataclass
 class Trial:
-    """One candidate model: what changed, how it did, what it costs."""
+    """One trial: the model the search made, what changed, how it did, what it costs."""
 
     index: int
     change: str
@@ -177,16 +177,16 @@ def choose(trials: Sequence[Trial], budget: float, cost: Callable[[Trial], float
     # slower, and better in one (an all-float model that an all-float16 one matches at half
     # the size, for one). Without this, a tie on the cost or on the accuracy went to the
     # earlier trial, whatever it cost on the other axes.
-    candidates = undominated(trials)
-    kept = {t.index for t in candidates}
+    front = undominated(trials)
+    kept = {t.index for t in front}
     for t in trials:
         if t.index not in kept:
             log.info("search trial %d (%s) set aside: trial %d dominates it", t.index,
                      t.change, next(o.index for o in trials if dominates(o, t)))
-    within = [t for t in candidates if t.drop <= budget]
+    within = [t for t in front if t.drop <= budget]
     if within:
         return min(within, key=lambda t: (cost(t), -t.accuracy, t.index))
-    return max(candidates, key=lambda t: (t.accuracy, -cost(t), -t.index))
+    return max(front, key=lambda t: (t.accuracy, -cost(t), -t.index))
 
 
 def layer_rules(layers: list[dict[str, Any]], precisions: dict[str, str]) -> list[LayerRule]:
@@ -220,7 +220,7 @@ class Search:
         self.float_accuracy = float(np.mean(self.float_right))
         self.trials: list[Trial] = []
 
-    # -- one candidate ---------------------------------------------------------------------
+    # -- one trial -------------------------------------------------------------------------
 
     def quantize(self, precisions: dict[str, str]) -> bytes:
         spec = QuantizerVariant(name=self.spec.name, source="float", recipe=None,
@@ -333,7 +333,7 @@ class Search:
 def readers(path: Path, layers: list[dict[str, Any]]) -> dict[str, list[str]]:
     """For each layer with weights, the layers with weights that read its output, directly
     or through ops without weights (pooling, reshape, add, ...)."""
-    from ai_edge_quantizer.utils import tfl_flatbuffer_utils as fbu
+    from litert_quantizer.utils import tfl_flatbuffer_utils as fbu
 
     graph = fbu.read_model(path).subgraphs[0]
     consumers: dict[int, list[int]] = {}
@@ -373,7 +373,7 @@ def noise_floor(float_right: np.ndarray) -> float:
 def search(spec: SearchVariant, float_tflite: Path, calibration: np.ndarray | None,
            x_val: Any, y_val: np.ndarray, budget: float, work: Path,
            batch_size: int = 256) -> Result:
-    """Run the search; `work` holds the candidates meanwhile.
+    """Run the search; `work` holds the trial models meanwhile.
 
     Returns:
         The best model found (`choose`: of the models no other trial dominates, the
@@ -483,7 +483,7 @@ def rules_yaml(decisions: list[dict[str, str]], layers: list[dict[str, Any]]) ->
 def plot(result: Result, budget: float, objective: str, path: Path) -> Path:
     """Validation accuracy against cost for every trial, the budget line, and the path the
     accepted steps took."""
-    from pipeline.io import atomic_path
+    from pipeline import plots
     from pipeline.plots import pyplot
 
     plt = pyplot()
@@ -507,7 +507,4 @@ def plot(result: Result, budget: float, objective: str, path: Path) -> Path:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
-    with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    return path
+    return plots.save(fig, path)

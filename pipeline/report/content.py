@@ -4,16 +4,15 @@ recommendation first, then the tables, plots and evidence. Rendering is elsewher
 
 from __future__ import annotations
 
-import dataclasses
-import math
 from collections.abc import Mapping
 from typing import Any
 
-from pipeline import stats
+from pipeline import metrics, stats
+from pipeline.metrics import fmt
 from pipeline.measure.evaluate import SQNR_CAP_DB
-from pipeline.report.document import (Block, Bullets, Code, Document, Figure, Paragraph,
+from pipeline.report.document import (ci, Block, Bullets, Code, Document, Figure, Paragraph,
                                       Section, Table, Text, code, strong, text)
-from pipeline.report.recommend import on_device
+from pipeline.report import device, production
 from pipeline.report.summary import first_line
 from pipeline.variants import VariantSpec
 
@@ -22,41 +21,8 @@ DEVICE_PLOT = "Device: "  # caption prefix of the device plots (pipeline.report.
 MAX_CLASS_COLUMNS = 20  # above this, per-class accuracy stays in the JSON files
 
 
-def fmt(metric: str, value: Any) -> str:
-    """A metric's value as the report shows it (units included)."""
-    if isinstance(value, str):
-        return value
-    if metric == "output_sqnr_db":
-        return f"{value:.1f} dB"
-    if metric == "output_kl":
-        return f"{value:.3g}"
-    if metric in ("speedup_vs_float32", "compression_ratio"):
-        return f"{value:.2f}x"
-    if metric.startswith(("size_bytes", "weight_bytes")):
-        return f"{value / 1024:.1f} KiB"
-    if metric.startswith("latency_ms"):
-        return f"{value * 1000:.1f} us" if value < 1 else f"{value:.3f} ms"
-    if isinstance(value, int):
-        return str(value)
-    if math.isfinite(value):
-        return f"{value:+.4f}" if metric == "accuracy_drop" else f"{value:.4f}"
-    return str(value)
-
-
-def short_layer(tensor_name: str) -> str:
-    """The readable head of a fused tensor name (`a/conv/Relu;a/conv/BiasAdd;...` -> first)."""
-    return tensor_name.split(";")[0]
-
-
-def ci(low: float, high: float, digits: int = 3) -> str:
-    """An interval as the report shows it: `[0.953, 0.987]`."""
-    return f"[{low:.{digits}f}, {high:.{digits}f}]"
-
-
 def _latency_ci(row: Mapping[str, Any]) -> str:
-    return (f"{fmt('latency_ms', row['latency_ms_p50'])} "
-            f"[{fmt('latency_ms', row['latency_ms_p50_ci_low'])}, "
-            f"{fmt('latency_ms', row['latency_ms_p50_ci_high'])}]")
+    return _cell("latency_ms_p50", row)
 
 
 def too_small_warning(rows: Mapping[str, Mapping[str, Any]], reference: str,
@@ -204,22 +170,18 @@ def tighter_budget(rows: Mapping[str, Mapping[str, Any]], budget: float) -> str:
     return f"At a tenth of this budget ({budget:.4f}), the same intervals say: {said}"
 
 
-SUMMARY_COLUMNS = ("accuracy", "accuracy_drop", "agreement", "top_k_accuracy",
-                   "output_sqnr_db", "output_kl", "size_bytes", "compression_ratio",
-                   "latency_ms_p50", "speedup_vs_float32", "float_compute_ops")
-INTERVALS = {"accuracy": ("accuracy_ci_low", "accuracy_ci_high", 3),
-             "accuracy_drop": ("accuracy_drop_ci_low", "accuracy_drop_ci_high", 4),
-             "speedup_vs_float32": ("speedup_ci_low", "speedup_ci_high", 2)}
+SUMMARY_COLUMNS = metrics.keys(metrics.SUMMARY)  # the declarations say which, in order
 
 
 def _cell(metric: str, row: Mapping[str, Any]) -> str:
     """A summary cell: the value, with its 95% interval where it has one."""
-    if metric == "latency_ms_p50":
-        return _latency_ci(row)
     value = fmt(metric, row[metric])
-    if metric in INTERVALS:
-        low, high, digits = INTERVALS[metric]
-        value += " " + ci(row[low], row[high], digits)
+    interval = metrics.find(metric).interval
+    if interval is not None:
+        low, high, digits = interval
+        value += " " + (f"[{fmt(low, row[low])}, {fmt(high, row[high])}]"
+                        if metrics.find(metric).unit == "ms"
+                        else ci(row[low], row[high], digits))
     return value
 
 
@@ -262,9 +224,9 @@ def _latency(ok: Mapping[str, Mapping[str, Any]]) -> Section:
         cells: list[Text] = [text(code(name))]
         for k in settings:
             fig = row["settings"][k]
-            cells += [text(fmt("latency_ms", fig["latency_ms_p50"])),
-                      text(fmt("latency_ms", fig["latency_ms_p90"])),
-                      text(fmt("latency_ms", fig["latency_ms_p99"])),
+            cells += [text(fmt("latency_ms_p50", fig["latency_ms_p50"])),
+                      text(fmt("latency_ms_p90", fig["latency_ms_p90"])),
+                      text(fmt("latency_ms_p99", fig["latency_ms_p99"])),
                       text(f"{fig['latency_cv']:.2f}"),
                       text(fmt("speedup_vs_float32", fig["speedup_vs_float32"]))]
         table_rows.append(tuple(cells))
@@ -282,8 +244,8 @@ def _memory(ok: Mapping[str, Mapping[str, Any]]) -> Section:
         measured = "peak_rss_mb" in row
         table_rows.append((
             text(code(name)), text(f"{row['init_ms']:.2f} ms"),
-            text(fmt("latency_ms", row["first_inference_ms"])),
-            text(fmt("latency_ms", row["warmup_ms_mean"])),
+            text(fmt("first_inference_ms", row["first_inference_ms"])),
+            text(fmt("warmup_ms_mean", row["warmup_ms_mean"])),
             text(f"{row['peak_rss_delta_mb']:.1f} MiB" if measured else "not measured"),
             text(f"{row['peak_rss_mb']:.1f} MiB" if measured else "not measured")))
     return Section(text("Start-up and memory"), (
@@ -319,364 +281,6 @@ def _models(rows: Mapping[str, Mapping[str, Any]]) -> Section:
                    (Table(("variant", "weights by dtype", "ops by type"), tuple(table_rows)),))
 
 
-def _bytes(value: int | None) -> str:
-    return "-" if value is None else f"{value:,} B"
-
-
-def _device(ok: Mapping[str, Mapping[str, Any]], rec: Mapping[str, Any],
-            plots: Mapping[str, str]) -> Section | None:
-    """What each variant costs on the device: a table for the CPU and microcontroller, one
-    per NPU, the budgets and what they excluded, and the Pareto plots."""
-    measured = {n: r for n, r in ok.items() if "footprint" in r}
-    if not measured:
-        return None
-    target = rec.get("target", "cpu")
-    budgets = [f"arena <= {rec['max_arena_bytes']:,} B" if rec.get("max_arena_bytes") else "",
-               f"flash <= {rec['max_flash_bytes']:,} B" if rec.get("max_flash_bytes") else ""]
-    budgets = [b for b in budgets if b]
-    items: list[Text] = [text(strong("Target: "), code(target), "; budgets: ",
-                              ", ".join(budgets) if budgets else "none", ".")]
-    if rec.get("smallest_arena"):
-        n = rec["smallest_arena"]
-        items.append(text(strong("Smallest working memory on the target: "), code(n),
-                          f", {_bytes(on_device(ok[n], target)[0])}"))
-    items += [text(code(n), " ", strong("excluded"), f": {why}")
-              for n, why in rec.get("excluded", {}).items()]
-    items += [text(code(n), " ", strong("not measured"), f": {first_line(r['footprint_error'])}")
-              for n, r in ok.items() if r.get("footprint_error")]
-    micro_rows = []
-    for name, row in measured.items():
-        m = row["footprint"].get("micro", {})
-        gpu = ("-" if "gpu_compatible" not in row else "yes" if row["gpu_compatible"]
-               else f"no ({row.get('gpu_first_incompatible_op', '?')})")
-        if m.get("status") == "ok":
-            arena = (f"{m['arena_bytes']:,} B ({m['arena_persistent_bytes']:,} persistent + "
-                     f"{m['arena_nonpersistent_bytes']:,} non-persistent)")
-            smallest = _bytes(m.get("smallest_arena_bytes"))
-            if "accuracy" in m:
-                paths = (f"{m['accuracy']:.3f} "
-                         f"{ci(row['micro.accuracy_ci_low'], row['micro.accuracy_ci_high'])}"
-                         f" vs builtin {m['builtin_accuracy']:.3f}; agreement "
-                         f"{m['agreement']:.3f}; "
-                         + ("bit-identical" if m["bit_identical"]
-                            else f"{m['differing_outputs']} outputs differ, max "
-                                 f"{m['max_abs_diff']:.3g}")
-                         + (" (disagree)" if m.get("disagree") else ""))
-            else:
-                paths = "-"
-        else:
-            why = (m.get("error") or "").removeprefix("TFLite Micro cannot run it: ")
-            arena, smallest, paths = (f"cannot run: {first_line(why, 160)}" if m else "-"), \
-                "-", "-"
-        micro_rows.append((text(code(name)), text(f"{row['macs']:,}"),
-                           text(_bytes(row["size_bytes"])), text(arena), text(smallest),
-                           text(paths), text(gpu)))
-    samples = next((r["footprint"]["micro"].get("samples") for r in measured.values()
-                    if r["footprint"].get("micro", {}).get("samples")), None)
-    blocks: list[Block] = [
-        Bullets(tuple(items)),
-        Paragraph(text(strong("CPU and microcontroller. "),
-                       "MACs counted from each graph (as Arm's Vela counts them); flash: the ",
-                       code(".tflite"), " file; arena: the tensor arena TensorFlow Lite for "
-                       "Microcontrollers allocates (its recording allocator's figures), and the "
-                       "smallest arena it runs in (bisection); TFLM accuracy on its reference "
-                       f"kernels on a seeded subset of {samples or 0} test samples, against "
-                       "LiteRT's built-in kernels on the same samples; GPU: LiteRT's model "
-                       "analyzer.")),
-        Table(("variant", "MACs", "flash", "TFLM arena", "smallest arena",
-               "TFLM accuracy [95% CI]", "GPU delegate"), tuple(micro_rows))]
-    targets = sorted({t for r in measured.values() for t in r.get("npu", {})})
-    for t in targets:
-        npu_rows, skipped = [], []
-        for name, row in measured.items():
-            v = row.get("npu", {}).get(t)
-            if not v:
-                continue
-            if v["status"] == "skipped":
-                skipped.append(name)
-                continue
-            if v["status"] != "ok":
-                npu_rows.append((text(code(name)), text(f"{v['status']}: "
-                                                        f"{first_line(v.get('error'), 160)}"),
-                                 *(text("-") for _ in range(5))))
-                continue
-            cpu = ", ".join(f"{op} x{c}" for op, c in v["cpu_op_types"].items())
-            npu_rows.append((
-                text(code(name)), text(_bytes(v["sram_bytes"])), text(_bytes(v["flash_bytes"])),
-                text(f"{v['npu_ops_share']:.1%} ({v['npu_ops']} NPU, {v['cpu_ops']} CPU"
-                     + (f": {cpu}" if cpu else "") + ")"),
-                text(f"{v['cycles']:,}"), text(f"{v['inference_ms']:.3f} ms"),
-                text(f"{v['macs']:,}")))
-        blocks += [Paragraph(text(strong(f"{t}. "), "Arm Vela's compilation of every integer "
-                                  "variant (", code(f"footprint/<variant>/vela/{t}/"), " keeps "
-                                  "its per-operator table and the compiled model): SRAM and "
-                                  "flash it places data in, operators on the NPU, estimated "
-                                  "cycles and inference time.")),
-                   Table(("variant", "SRAM", "flash", "NPU ops", "cycles", "inference",
-                          "MACs (Vela)"), tuple(npu_rows))]
-        if skipped:
-            blocks.append(Paragraph(text(
-                "Not compiled (they compute in float, which Vela leaves on the CPU): ",
-                *[p for i, n in enumerate(skipped) for p in ((", ",) if i else ()) + (code(n),)],
-                ".")))
-    blocks += [Figure(caption, path) for caption, path in plots.items()]
-    return Section(text("Fits on the device"), tuple(blocks))
-
-
-def _kernel_paths(ok: Mapping[str, Mapping[str, Any]]) -> Section | None:
-    """Accuracy and latency on every kernel path, side by side; flagged where they differ."""
-    first = next(iter(ok.values()))
-    others = list(first.get("kernel_paths", {}))
-    if not others:
-        return None
-    primary = first.get("kernels", "xnnpack")
-    # The benchmark's settings with and without XNNPACK are the paths' latencies.
-    setting = {"xnnpack": "t1", "builtin": "t1_noxnnpack"}
-    header = ["variant", f"accuracy ({primary})"]
-    header += [f"accuracy ({k})" for k in others] + [f"agreement ({k})" for k in others]
-    header += [f"p50 ({k})" for k in (primary, *others) if k in setting] + ["paths"]
-    table_rows = []
-    for name, row in ok.items():
-        paths = row.get("kernel_paths", {})
-        cells = [text(code(name)), text(f"{row['accuracy']:.4f}")]
-        cells += [text(f"{paths[k]['accuracy']:.4f}") if k in paths else text("-")
-                  for k in others]
-        cells += [text(f"{paths[k]['agreement']:.4f}") if k in paths else text("-")
-                  for k in others]
-        for k in (primary, *others):
-            if k in setting:
-                fig = row["settings"].get(setting[k])
-                cells.append(text(fmt("latency_ms", fig["latency_ms_p50"]) if fig
-                                  else "not measured"))
-        cells.append(text(strong("disagree")) if row.get("kernel_paths_disagree")
-                     else text("agree"))
-        table_rows.append(tuple(cells))
-    flagged = [n for n, r in ok.items() if r.get("kernel_paths_disagree")]
-    blocks: list[Block] = [
-        Paragraph(text("A ", code(".tflite"), " does not compute the same on every runtime "
-                       "path: each variant is evaluated on each of ",
-                       code("evaluate.kernel_paths"),
-                       " (", code("xnnpack"), ": LiteRT's default delegate; ", code("builtin"),
-                       ": the built-in kernels, as on a device without the delegate; ",
-                       code("reference"), ": the reference kernels). Agreement: the share of "
-                       "test samples whose top-1 is the same as on the first path.")),
-        Table(tuple(header), tuple(table_rows))]
-    if flagged:
-        blocks.append(Paragraph(text(
-            strong("Accuracy depends on the kernel path: "),
-            *[p for i, n in enumerate(flagged) for p in ((", ",) if i else ()) + (code(n),)],
-            ". They are recommended only when nothing else qualifies, and then with a "
-            "warning.")))
-    return Section(text("Accuracy on every kernel path"), tuple(blocks))
-
-
-def _quantizer(rows: Mapping[str, Mapping[str, Any]]) -> Section | None:
-    """What the LiteRT Quantizer's recipes asked and what the ops got, where they differ,
-    and every variant's worst tensors against the float model."""
-    blocks: list[Block] = []
-    asked = [(n, m) for n, r in rows.items() if r["status"] == "ok"
-             for m in r.get("asked_vs_got", [])]
-    if asked:
-        blocks += [
-            Paragraph(text("The quantizer leaves an op in float, silently, where its policy "
-                           "does not allow what the recipe asks (int4 on a depthwise conv, "
-                           "blockwise scales on a conv). Read from each exported model:")),
-            Table(("variant", "op", "layer", "asked", "got"), tuple(
-                (text(code(n)), text(m["op"]), text(code(m["layer"])), text(m["asked"]),
-                 text(strong(m["got"]))) for n, m in asked))]
-    worst = [(n, t) for n, r in rows.items() if r["status"] == "ok"
-             for t in r.get("worst_tensors", [])]
-    if worst:
-        blocks += [
-            Paragraph(text("Each variant's layers against the float model's on validation "
-                           "samples (the LiteRT Quantizer's validator, every tensor they "
-                           "share by name): the three with the lowest SNR. Full tables: ",
-                           code("models/tflite/<variant>/tensor_errors.csv"),
-                           "; overlays for Model Explorer: ",
-                           code("models/tflite/<variant>/model_explorer/"), ".")),
-            Table(("variant", "tensor", "SNR", "cosine", "MSE"), tuple(
-                (text(code(n)), text(code(short_layer(t["tensor"]))),
-                 text(f"{t['snr_db']:.1f} dB"), text(f"{t['cosine_similarity']:.5f}"),
-                 text(f"{t['mse']:.3g}")) for n, t in worst))]
-    return Section(text("LiteRT Quantizer: asked and got, and the worst tensors"),
-                   tuple(blocks)) if blocks else None
-
-
-def _searches(rows: Mapping[str, Mapping[str, Any]],
-              plots: Mapping[str, str] | None) -> list[Section]:
-    """How each search got to its model, in a few lines, and how it compares with the int8
-    variants the converter makes."""
-    sections = []
-    for name, row in rows.items():
-        found = row.get("search") if row["status"] == "ok" else None
-        if not found:
-            continue
-        budget = found["budget"]
-        outcome = ("" if found["budget_met"] and found["stop"] == "budget met" else
-                   "; the budget was met" if found["budget_met"] else
-                   "; the budget was NOT met: the most accurate model found is kept, flagged "
-                   "as outside the budget")
-        trials = f"{found['trials']} trial{'s' if found['trials'] != 1 else ''}"
-        items = [text(strong("Start: "), found["start"].removeprefix("start: "), "."),
-                 text(strong("Steps: "), f"{trials}, the model found in trial "
-                      f"{found['found_trial']}; see the trajectory below and ",
-                      code(f"models/tflite/{name}/search_trajectory.csv"), "."),
-                 text(strong("Stop: "), f"{found['stop']}{outcome}."),
-                 text(strong("On validation: "), f"accuracy {found['val_accuracy']:.4f} "
-                      f"against the float model's {found['float_val_accuracy']:.4f}, a drop "
-                      f"of {found['val_drop']:+.4f} (budget {budget:.4f}); "
-                      f"{found['seconds']:.1f} s in all, {found['seconds_per_trial']:.2f} s "
-                      "a trial.")]
-        if not found["resolvable"]:
-            items.append(text(strong("The budget is tighter than the validation noise: "),
-                              f"even a model agreeing with the float one on every validation "
-                              f"sample has a drop bound of {found['noise_floor']:.4f}, above "
-                              f"{budget:.4f}; more validation data would show it."))
-        layers = ", ".join(f"{k} {v}" for k, v in found["precisions"].items())
-        items.append(text(strong("Per layer: "), layers, " (why: ",
-                          code(f"models/tflite/{name}/search_decisions.csv"),
-                          "; to get it again without searching: ",
-                          code(f"models/tflite/{name}/search_rules.yaml"), ")."))
-        peers = [n for n in (name, "int8", "int8_selective", "float32")
-                 if n in rows and rows[n]["status"] == "ok"]
-        table = Table(("variant", "test accuracy", "drop", "size", "p50"), tuple(
-            (text(code(n)), text(f"{rows[n]['accuracy']:.4f}"),
-             text(f"{rows[n]['accuracy_drop']:+.4f}"), text(fmt("size_bytes",
-                                                                rows[n]["size_bytes"])),
-             text(fmt("latency_ms", rows[n]["latency_ms_p50"]))) for n in peers))
-        blocks: list[Block] = [Bullets(tuple(items)), Paragraph(text(
-            "The model found, evaluated once on the test split like every variant, beside "
-            "the converter's int8 variants:")), table]
-        caption = f"Search trajectory of {name}"
-        if plots and caption in plots:
-            blocks.append(Figure(caption, plots[caption]))
-        sections.append(Section(text("How the search found ", code(name)), tuple(blocks)))
-    return sections
-
-
-def _worst_layers(rows: Mapping[str, Mapping[str, Any]]) -> Section | None:
-    # Variants calibrated alike share their per-layer error: list each distinct table once.
-    groups: dict[str, list[str]] = {}
-    layers_of: dict[str, list[dict[str, Any]]] = {}
-    for name, row in rows.items():
-        if row["status"] == "ok" and row["worst_layers"]:
-            key = repr([(l["tensor_name"], round(l["rmse_over_scale"], 6))
-                        for l in row["worst_layers"]])
-            groups.setdefault(key, []).append(name)
-            layers_of[key] = row["worst_layers"]
-    blocks: list[Block] = []
-    if groups:
-        table_rows = []
-        for key, names in groups.items():
-            label = text(*[p for i, n in enumerate(names) for p in
-                           ((", ",) if i else ()) + (code(n),)])
-            for layer in layers_of[key]:
-                table_rows.append((label, text(code(short_layer(layer["tensor_name"]))),
-                                   text(layer["op_name"]),
-                                   text(f"{layer['rmse_over_scale']:.3f}"),
-                                   text(f"{layer['max_abs_error']:.4g}")))
-        blocks += [
-            Paragraph(text("Per-layer error against the float model (TFLite's "
-                           "QuantizationDebugger on the calibration samples). rmse/scale is the "
-                           "error in quantization steps; rounding alone gives about 0.289. "
-                           "Full per-layer tables: ",
-                           code("models/tflite/<variant>/layer_errors.csv"), ".")),
-            Table(("variants", "layer", "op", "rmse/scale", "max abs error"), tuple(table_rows))]
-    for name, row in rows.items():
-        if row["status"] == "ok" and row["denylisted_nodes"]:
-            nodes = row["denylisted_nodes"]
-            layers = [p for i, n in enumerate(nodes)
-                      for p in ((", ",) if i else ()) + (code(short_layer(n)),)]
-            blocks.append(Paragraph(text(code(name), f" keeps {len(nodes)} layer(s) in float: ",
-                                         *layers)))
-    return Section(text("Worst-quantized layers"), tuple(blocks)) if blocks else None
-
-
-def counterpart(name: str, specs: Mapping[str, VariantSpec]) -> str | None:
-    """The variant that is `name` without its preparation (equalization, bias correction):
-    the same fields otherwise, and not prepared."""
-    def plain(spec: VariantSpec) -> dict[str, Any]:
-        return {k: v for k, v in dataclasses.asdict(spec).items()
-                if k not in ("name", "description", "equalize", "bias_correction", "rounding")}
-
-    return next((n for n, s in specs.items() if not s.prepared and n != name
-                 and plain(s) == plain(specs[name])), None)
-
-
-def _preparation(rows: Mapping[str, Mapping[str, Any]], specs: Mapping[str, VariantSpec]
-                 ) -> Section | None:
-    """What equalization and bias correction changed in each variant that asked for them,
-    against the same variant without them."""
-    table_rows = []
-    for name, row in rows.items():
-        prep = row.get("preparation")
-        if row["status"] != "ok" or not prep:
-            continue
-        other = counterpart(name, specs)
-        base = rows.get(other) if other else None
-
-        def worst(r: Mapping[str, Any] | None) -> str:
-            layers = (r or {}).get("worst_layers") or []
-            return f"{layers[0]['rmse_over_scale']:.3f}" if layers else "-"
-
-        def drop(r: Mapping[str, Any] | None) -> str:
-            if not r or r.get("status") != "ok":
-                return "-"
-            return (f"{r['accuracy_drop']:+.4f} [{r['accuracy_drop_ci_low']:+.4f}, "
-                    f"{r['accuracy_drop_ci_high']:+.4f}]")
-
-        spread = (f"{prep['spread_median_before']:.1f} -> {prep['spread_median_after']:.1f}"
-                  if "spread_median_before" in prep else "-")
-        rounded = (f" / {prep['adaround_layers']} (x{prep['adaround_error_ratio_median']:.2f})"
-                   if "adaround_layers" in prep else " / -")
-        table_rows.append((
-            text(code(name)), text(code(other) if other else "-"),
-            text(f"{prep['batch_norms_folded']} / {prep['pairs_equalized']} / "
-                 f"{prep['relu6_replaced']} / {prep['biases_corrected']}{rounded}"),
-            text(spread), text(f"{worst(base)} -> {worst(row)}"),
-            text(f"{drop(base)} -> {drop(row)}")))
-    if not table_rows:
-        return None
-    return Section(text("Equalization, bias correction and AdaRound"), (
-        Paragraph(text(
-            "Variants whose float Keras model was changed before conversion "
-            "(", code("equalize"), ", ", code("bias_correction"), ", ",
-            code("rounding: adaround"), "), against the same variant without it. Changes: "
-            "batch norms folded / layer pairs equalized / ReLU6 made ReLU (equalization needs "
-            "them homogeneous; that changes the float function) / biases corrected / layers "
-            "rounded by AdaRound (their median output error against rounding to nearest). "
-            "Spread: the median over equalized layers of their largest channel "
-            "weight range over their smallest, which one per-tensor scale must cover. Worst "
-            "layer: the highest rmse/scale of the per-layer error. Drop: accuracy drop "
-            "against float32 with its 95% interval. Per layer: ",
-            code("models/tflite/<variant>/equalization.csv"), ".")),
-        Table(("variant", "without it", "changes", "spread", "worst layer", "drop"),
-              tuple(table_rows))))
-
-
-def _qat(qat: Mapping[str, Any]) -> Section:
-    """What QAT covered (`pipeline.produce.qat.coverage`), or why it was not possible."""
-    if qat.get("error"):
-        return Section(text("Quantization-aware training"), (Paragraph(text(
-            strong("QAT was not possible: "), first_line(qat["error"], 600))),))
-    cover = qat["coverage"]
-    mode = {"whole": "the whole model", "layers": "the layers named in qat.layers",
-            "partial": "only the layers tfmot supports (it refused the whole model)"}
-    blocks: list[Block] = [Paragraph(text(
-        f"QAT annotated {mode.get(cover['mode'], cover['mode'])}: "
-        f"{cover['annotated_layers']} of {cover['layers']} layers, holding "
-        f"{100 * cover['coverage']:.1f}% of the weights; the rest stays in float. Keras test "
-        f"accuracy after fine-tuning: {qat['test_accuracy']:.4f}."))]
-    if cover.get("whole_model_error"):
-        blocks.append(Paragraph(text("Why not the whole model: ",
-                                     first_line(cover["whole_model_error"], 300))))
-    if cover["skipped"]:
-        blocks.append(Table(("skipped layer class", "layers", "weights", "why"), tuple(
-            (text(code(cls)), text(str(v["layers"])), text(f"{v['params']:,}"),
-             text(v["reason"])) for cls, v in cover["skipped"].items())))
-    return Section(text("Quantization-aware training"), tuple(blocks))
-
-
 def build(rows: Mapping[str, Mapping[str, Any]], specs: Mapping[str, VariantSpec],
           rec: Mapping[str, Any], reference: str, keras_accuracy: float | None = None,
           plots: Mapping[str, str] | None = None,
@@ -698,7 +302,7 @@ def build(rows: Mapping[str, Mapping[str, Any]], specs: Mapping[str, VariantSpec
     ok = {n: r for n, r in rows.items() if r["status"] == "ok"}
     sections = [_recommendation(rows, rec, keras_accuracy, reference, facts),
                 _evidence(rows, rec), _all_variants(rows, specs),
-                *_searches(rows, plots)]
+                *production.searches(rows, plots)]
     device_plots = {c.removeprefix(DEVICE_PLOT): p for c, p in (plots or {}).items()
                     if c.startswith(DEVICE_PLOT)}
     trade_offs = {c: p for c, p in (plots or {}).items()
@@ -713,22 +317,22 @@ def build(rows: Mapping[str, Mapping[str, Any]], specs: Mapping[str, VariantSpec
         machine = Paragraph(text(f"Measured on {m['cpu']} ({m['cores']} cores), Python "
                                  f"{m['python']}, ai-edge-litert {m['ai_edge_litert']}."))
         latency = _latency(ok)
-        device = _device(ok, rec, device_plots)
+        on_device = device.section(ok, rec, device_plots)
         sections += [Section(latency.title, (*latency.blocks, machine)),
-                     *([device] if device else []), _memory(ok), _per_class(ok)]
-        paths = _kernel_paths(ok)
+                     *([on_device] if on_device else []), _memory(ok), _per_class(ok)]
+        paths = device.kernel_paths(ok)
         if paths:
             sections.append(paths)
     if qat and (qat.get("error") or qat.get("coverage")):
-        sections.append(_qat(qat))
+        sections.append(production.qat(qat))
     sections.append(_models(rows))
-    worst = _worst_layers(rows)
+    worst = production.worst_layers(rows)
     if worst:
         sections.append(worst)
-    prepared = _preparation(rows, specs)
-    if prepared:
-        sections.append(prepared)
-    quantizer = _quantizer(rows)
+    adjusted = production.adjustments(rows, specs)
+    if adjusted:
+        sections.append(adjusted)
+    quantizer = production.quantizer(rows)
     if quantizer:
         sections.append(quantizer)
     failures = [(n, r["error"]) for n, r in rows.items() if r["status"] != "ok"]

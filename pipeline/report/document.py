@@ -116,3 +116,15 @@ class Document:
                 else:
                     parts.append(b.content)
         return "\n".join(parts)
+
+
+# --- text of cells ---------------------------------------------------------------------
+
+def short_layer(tensor_name: str) -> str:
+    """The readable head of a fused tensor name (`a/conv/Relu;a/conv/BiasAdd;...` -> first)."""
+    return tensor_name.split(";")[0]
+
+
+def ci(low: float, high: float, digits: int = 3) -> str:
+    """An interval as the report shows it: `[0.953, 0.987]`."""
+    return f"[{low:.{digits}f}, {high:.{digits}f}]"

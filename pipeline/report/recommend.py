@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from pipeline import stats
+from pipeline import metrics, stats
 
 
 def _interval(row: Mapping[str, Any]) -> tuple[float, float]:
@@ -90,9 +90,8 @@ def dominated_searches(rows: Mapping[str, Mapping[str, Any]]) -> dict[str, list[
         if not row.get("search"):
             continue
         key = "latency_ms_p50" if row["search"].get("objective") == "latency" else "size_bytes"
-        better = [n for n, r in ok.items() if n != name and r[key] <= row[key]
-                  and r["accuracy"] >= row["accuracy"]
-                  and (r[key] < row[key] or r["accuracy"] > row["accuracy"])]
+        better = [n for n, r in ok.items()
+                  if n != name and metrics.dominates(r, row, (key, "accuracy"))]
         if better:
             found[name] = sorted(better, key=lambda n: (ok[n][key], -ok[n]["accuracy"]))
     return found

@@ -4,40 +4,18 @@ the reference), what the model really is, or why it failed (no TensorFlow).
 
 from __future__ import annotations
 
-import csv
-import io
 import re
 from collections.abc import Mapping
 from typing import Any
 
-from pipeline import stats
+from pipeline import metrics, stats
+from pipeline.io import csv_text
 from pipeline.variants import VariantSpec
 
-# Metrics every variant carries, in report order (also MLflow metric names and DVC metrics).
-METRICS = ("accuracy", "accuracy_drop", "agreement", "size_bytes", "compression_ratio",
-           "latency_ms_mean", "latency_ms_p50", "latency_ms_p90", "latency_ms_std")
 # Weight storage types reported for every variant (0 where absent), so columns line up.
 WEIGHT_DTYPES = ("float32", "float16", "int8", "int16", "int32", "int64", "int4", "int2")
-INSPECTION_METRICS = ("float_compute_ops", "weight_bytes",
-                      *(f"weight_bytes_{d}" for d in WEIGHT_DTYPES))
-# Evaluation and benchmark figures beyond the base set (the headline setting's latency).
-EVALUATION_METRICS = ("top_k_accuracy", "output_sqnr_db", "output_mae", "output_kl")
-BENCHMARK_METRICS = ("speedup_vs_float32", "speedup_ci_low", "speedup_ci_high",
-                     "latency_ms_p50_ci_low", "latency_ms_p50_ci_high", "latency_ms_min",
-                     "latency_ms_max", "latency_ms_p99", "latency_cv", "init_ms",
-                     "first_inference_ms", "warmup_ms_mean")
-# How sure each accuracy and drop is (`pipeline.stats`).
-UNCERTAINTY_METRICS = ("accuracy_ci_low", "accuracy_ci_high", "accuracy_drop_ci_low",
-                       "accuracy_drop_ci_high", "p_value_vs_reference")
-MEMORY_METRICS = ("peak_rss_mb", "peak_rss_delta_mb")
-# Per benchmark setting, as `<setting>.<figure>` (e.g. `t2.latency_ms_p50`).
-SETTING_METRICS = ("latency_ms_mean", "latency_ms_p50", "latency_ms_p50_ci_low",
-                   "latency_ms_p50_ci_high", "latency_ms_p90", "latency_ms_p99",
-                   "latency_ms_std", "latency_cv", "speedup_vs_float32", "speedup_ci_low",
-                   "speedup_ci_high")
-ALL_METRICS = (METRICS + INSPECTION_METRICS + EVALUATION_METRICS + BENCHMARK_METRICS
-               + UNCERTAINTY_METRICS)
-# Row keys that are not metrics; every other numeric key of a row is one.
+# Row keys that are not metrics (`pipeline.metrics` declares the metrics); a numeric row key
+# that is neither fails tests/test_metrics.py.
 NOT_METRICS = frozenset({"status", "error", "input_dtype", "output_dtype", "inspection",
                          "worst_layers", "denylisted_nodes", "settings", "headline", "machine",
                          "budget_verdict", "paired", "kernel_paths", "kernel_paths_disagree",
@@ -46,16 +24,11 @@ NOT_METRICS = frozenset({"status", "error", "input_dtype", "output_dtype", "insp
                          "gpu_first_incompatible_op", "micro_error", "npu",
                          "footprint_error", "preparation"})
 # Per Ethos-U target, as `<accelerator>.<figure>` (e.g. `ethos-u55-128.sram_bytes`).
-NPU_METRICS = ("sram_bytes", "flash_bytes", "macs", "cycles", "npu_cycles", "inference_ms",
-               "npu_ops", "cpu_ops", "npu_ops_share")
-MICRO_METRICS = ("arena_bytes", "arena_persistent_bytes", "arena_nonpersistent_bytes",
-                 "smallest_arena_bytes")
-
-
-def device_metric(key: str) -> bool:
-    """Whether a metric is a device tool's figure that exists only where the tool ran the
-    variant (TFLM's arena and kernels, Vela's per accelerator): absent, not 0, elsewhere."""
-    return key in MICRO_METRICS or key.startswith(("micro.", "ethos-u"))
+NPU_METRICS = tuple(k.split(".", 1)[1] for k in metrics.family_keys("<accelerator>."))
+MICRO_METRICS = tuple(k for k in metrics.keys(stage="footprint")
+                      if metrics.device_metric(k) and not k.startswith("micro."))
+# Per benchmark setting, as `<setting>.<figure>` (e.g. `t2.latency_ms_p50`).
+SETTING_METRICS = tuple(k.split(".", 1)[1] for k in metrics.family_keys("<setting>."))
 
 
 def device_row(fp: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -94,10 +67,19 @@ def device_row(fp: Mapping[str, Any] | None) -> dict[str, Any]:
 
 
 def metrics_of(row: Mapping[str, Any]) -> dict[str, float]:
-    """Every metric of a summary row, flat: the fixed set, per-class accuracies
-    (`class_accuracy_<c>`) and per-setting figures (`<setting>.<figure>`)."""
-    return {k: v for k, v in row.items() if k not in NOT_METRICS
+    """Every metric of a summary row, flat (each declared in `pipeline.metrics`): the fixed
+    set, per-class accuracies (`class_accuracy_<c>`), per-setting figures
+    (`<setting>.<figure>`), the device tools' figures."""
+    return {k: v for k, v in row.items() if metrics.declared(k)
             and isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+def undeclared(row: Mapping[str, Any]) -> list[str]:
+    """Numeric keys of a row that are neither a declared metric nor a known non-metric: a
+    metric someone wrote and did not declare (it would be missing from every table)."""
+    return sorted(k for k, v in row.items() if k not in NOT_METRICS
+                  and isinstance(v, (int, float)) and not isinstance(v, bool)
+                  and not metrics.declared(k))
 
 
 def uncertainty(ev: Mapping[str, Any], is_reference: bool, budget: float) -> dict[str, Any]:
@@ -143,8 +125,9 @@ def summarize(specs: Mapping[str, VariantSpec], records: Mapping[str, Mapping[st
 
     Returns:
         `{variant: row}`. A row has `status` (`ok` or `failed`) and `error`; an `ok` row also
-        has `ALL_METRICS`, `budget_verdict` (`pipeline.stats.VERDICTS`), `paired`,
-        `input_dtype`, `output_dtype`, `inspection` and `worst_layers`.
+        has every metric of `pipeline.metrics.every_variant()`, `budget_verdict`
+        (`pipeline.stats.VERDICTS`), `paired`, `input_dtype`, `output_dtype`, `inspection`
+        and `worst_layers`.
 
     Raises:
         ValueError: if a variant has no results, or the reference variant failed.
@@ -179,20 +162,17 @@ def summarize(specs: Mapping[str, VariantSpec], records: Mapping[str, Mapping[st
             "accuracy": ev["accuracy"],
             "accuracy_drop": ref["accuracy"] - ev["accuracy"],
             **uncertainty(ev, name == reference, budget),
-            "agreement": ev["agreement"],
-            "size_bytes": ev["size_bytes"],
+            # what each stage measured, as it measured it (pipeline.metrics declares them)
+            **metrics.copied(ev, "evaluate"),
+            **metrics.copied(bench, "benchmark"),
+            **metrics.copied(memory, "benchmark"),
+            **metrics.copied(insp, "quantize"),
             "compression_ratio": ref["size_bytes"] / ev["size_bytes"],
-            **{k: bench[k] for k in METRICS if k.startswith("latency_ms_")},
-            "float_compute_ops": insp["float_compute_ops"],
-            "weight_bytes": insp["weight_bytes"],
             **{f"weight_bytes_{d}": insp["weight_bytes_by_dtype"].get(d, 0)
                for d in WEIGHT_DTYPES},
-            **{k: ev[k] for k in EVALUATION_METRICS},
-            **{k: bench[k] for k in BENCHMARK_METRICS},
-            **{k: memory[k] for k in MEMORY_METRICS if k in memory},
             **{f"class_accuracy_{c}": a for c, a in enumerate(ev["per_class_accuracy"])},
             **{f"{key}.{k}": fig[k] for key, fig in bench["settings"].items()
-               for k in SETTING_METRICS},
+               for k in SETTING_METRICS if k in fig},
             "top_k": ev["top_k"],
             "per_class_accuracy": ev["per_class_accuracy"],
             "settings": bench["settings"],
@@ -251,13 +231,7 @@ def _without_mlir_locations(line: str) -> str:
 
 def to_csv(rows: Mapping[str, Mapping[str, Any]]) -> str:
     """One line per variant: status, every metric (`metrics_of`), and the error if any."""
-    columns: list[str] = []
-    for row in rows.values():
-        columns += [m for m in metrics_of(row) if m not in columns]
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["variant", "status", *columns, "error"])
-    for name, row in rows.items():
-        writer.writerow([name, row["status"], *(row.get(m, "") for m in columns),
-                         first_line(row["error"])])
-    return buf.getvalue()
+    columns = list(dict.fromkeys(m for row in rows.values() for m in metrics_of(row)))
+    return csv_text([{"variant": name, "status": row["status"], **metrics_of(row),
+                      "error": first_line(row["error"])} for name, row in rows.items()],
+                    ["variant", "status", *columns, "error"])

@@ -5,14 +5,12 @@ candidate). Every file is written atomically.
 
 from __future__ import annotations
 
-import csv
-import io
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from pipeline.artifacts import SEARCH_PLOT
-from pipeline.io import write_bytes, write_json, write_text
+from pipeline.io import write_bytes, write_csv, write_json, write_text
 from pipeline.layout import (LATENCY_PNG, METRICS_FILE, PLOTS, RECOMMENDATION, REPORT_HTML,
                              SIZE_BARS_PNG, SIZE_PNG, SUMMARY_CSV, SUMMARY_JSON, SUMMARY_MD,
                              TRAINING_CSV, TRAINING_PNG, VARIANTS_CSV)
@@ -21,14 +19,6 @@ from pipeline.report import content, render
 from pipeline.report.summary import metrics_of, to_csv
 from pipeline.variants import VariantSpec
 
-
-
-def _csv(header: list[str], rows: list[list[Any]]) -> str:
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(header)
-    writer.writerows(rows)
-    return buf.getvalue()
 
 
 def device_plots(ok: Mapping[str, Mapping[str, Any]], d: Path) -> dict[str, Path]:
@@ -93,16 +83,15 @@ def write_plots(out_dir: Path, rows: Mapping[str, Mapping[str, Any]],
     front_size = plots.pareto_front({n: (r["size_bytes"], r["accuracy"]) for n, r in ok.items()})
     front_lat = plots.pareto_front({n: (r["latency_ms_p50"], r["accuracy"])
                                     for n, r in ok.items()})
-    write_text(d / VARIANTS_CSV, _csv(
-        ["variant", "accuracy", "size_bytes", "latency_ms_p50", "pareto_size",
-         "pareto_latency"],
-        [[n, r["accuracy"], r["size_bytes"], r["latency_ms_p50"], int(n in front_size),
-          int(n in front_lat)] for n, r in ok.items()]))
+    write_csv(d / VARIANTS_CSV, [
+        {"variant": n, "accuracy": r["accuracy"], "size_bytes": r["size_bytes"],
+         "latency_ms_p50": r["latency_ms_p50"], "pareto_size": int(n in front_size),
+         "pareto_latency": int(n in front_lat)} for n, r in ok.items()])
     curves = ("loss", "accuracy", "val_loss", "val_accuracy")
-    write_text(d / TRAINING_CSV, _csv(
-        ["model", "epoch", *curves],
-        [[model, epoch + 1, *(h[k][epoch] for k in curves)]
-         for model, h in histories.items() for epoch in range(len(h.get("loss", [])))]))
+    write_csv(d / TRAINING_CSV, [
+        {"model": model, "epoch": epoch + 1, **{k: h[k][epoch] for k in curves}}
+        for model, h in histories.items() for epoch in range(len(h.get("loss", [])))],
+        columns=("model", "epoch", *curves))
     return {caption: str(path.relative_to(out_dir)) for caption, path in pngs.items()}
 
 

@@ -13,7 +13,7 @@ from pipeline.io import atomic_dir, write_json
 from pipeline.layout import EVALUATION_FILE, Layout
 from pipeline.measure import evaluate
 from pipeline import plots
-from pipeline.steps.labels import label_free, test_labels
+from pipeline.labels import label_free, test_labels
 from pipeline.variants import select
 
 
@@ -37,7 +37,7 @@ def run(cfg: Config, layout: Layout, variant: str) -> dict[str, Any]:
         ref,
         cfg.evaluate.kernel_paths, cfg.evaluate.kernel_path_tolerance,
         batch_size=cfg.evaluate.batch_size, top_k=cfg.evaluate.top_k,
-        num_classes=ds.num_classes, workers=cfg.evaluate.workers)
+        num_classes=ds.num_classes, workers=cfg.evaluate.worker_count)
     matrix = result.pop("confusion_matrix")
     result = {"status": "ok", "labels": cfg.evaluate.labels, **result}
     if label_free(cfg):

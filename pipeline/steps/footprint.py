@@ -18,7 +18,7 @@ from pipeline.config import Config
 from pipeline.io import atomic_dir, write_json
 from pipeline.layout import FOOTPRINT_FILE, Layout
 from pipeline.measure import footprint, vela
-from pipeline.steps.labels import test_labels
+from pipeline.labels import test_labels
 from pipeline.variants import select
 
 log = logging.getLogger(__name__)

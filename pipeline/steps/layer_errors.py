@@ -23,7 +23,7 @@ def settings(cfg: Config) -> dict[str, list[VariantSpec]]:
     """The full-integer variants, grouped by their debugger setting."""
     groups: dict[str, list[VariantSpec]] = {}
     for spec in cfg.variants.values():
-        if spec.full_integer and not spec.prepared:  # prepared: the quantize step's own
+        if spec.full_integer and not spec.adjusts_weights:  # adjusted: its producer's own
             groups.setdefault(layer_errors.setting_key(spec), []).append(spec)
     return groups
 

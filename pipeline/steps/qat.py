@@ -11,7 +11,7 @@ from pipeline.produce import qat as qat_mod
 from pipeline.config import Config
 from pipeline.io import write_json
 from pipeline.layout import Layout
-from pipeline.steps import labels
+from pipeline import labels
 
 log = logging.getLogger(__name__)
 

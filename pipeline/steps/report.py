@@ -10,7 +10,7 @@ from pipeline.config import Config
 from pipeline.io import read_json
 from pipeline.layout import FOOTPRINT_FILE, Layout
 from pipeline.report import recommend, summary, writer
-from pipeline.steps.labels import keras_accuracy
+from pipeline.labels import keras_accuracy
 
 
 def run(cfg: Config, layout: Layout) -> dict[str, Path]:

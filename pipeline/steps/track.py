@@ -13,7 +13,7 @@ from pipeline import artifacts, data
 from pipeline.config import Config
 from pipeline.io import read_json, write_json
 from pipeline.layout import RECOMMENDATION, REPORT_HTML, SUMMARY_JSON, SUMMARY_MD, Layout
-from pipeline.steps.labels import keras_accuracy
+from pipeline.labels import keras_accuracy
 from pipeline.tracking import models, store
 from pipeline.tracking import runs as tracking
 

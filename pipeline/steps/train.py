@@ -12,7 +12,7 @@ from pipeline.produce import train as train_mod
 from pipeline.config import FROM_FILE, Config
 from pipeline.io import write_json
 from pipeline.layout import Layout
-from pipeline.steps import labels
+from pipeline import labels
 
 log = logging.getLogger(__name__)
 

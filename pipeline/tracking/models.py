@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pipeline import signals
+from pipeline import metrics, signals
 
 log = logging.getLogger(__name__)
 
@@ -55,18 +55,9 @@ class Data:
                        profile=json.dumps({"num_rows": int(self.splits.get(split, 0))}))
 
 # Linked to each variant's logged model (the Models tab's columns); the test-set figures
-# also name the data they were measured on.
-MODEL_METRICS = ("accuracy", "accuracy_ci_low", "accuracy_ci_high", "accuracy_drop",
-                 "accuracy_drop_ci_low", "accuracy_drop_ci_high", "p_value_vs_reference",
-                 "agreement", "top_k_accuracy", "size_bytes", "compression_ratio",
-                 "latency_ms_p50", "latency_ms_p50_ci_low", "latency_ms_p50_ci_high",
-                 "speedup_vs_float32", "peak_rss_mb")
-
-
-TEST_SET_METRICS = frozenset({"accuracy", "accuracy_ci_low", "accuracy_ci_high",
-                              "accuracy_drop", "accuracy_drop_ci_low",
-                              "accuracy_drop_ci_high", "p_value_vs_reference", "agreement",
-                              "top_k_accuracy"})
+# also name the data they were measured on (`pipeline.metrics` says which).
+MODEL_METRICS = metrics.keys(metrics.MODEL)
+TEST_SET_METRICS = frozenset(m.key for m in metrics.METRICS if m.test_split)
 
 
 PYFUNC_FILE = Path(__file__).with_name("tflite_pyfunc.py")  # the logged models' code

@@ -100,7 +100,7 @@ class Execution:
         run_name: Parent run name; a child is named `<variant> · <run_name>`.
         config: The resolved config, logged as dotted params on the parent.
         specs: Variants, in order; each child gets its spec as params.
-        rows: Per variant, the summary row (`pipeline.report.summarize`); a row whose
+        rows: Per variant, the summary row (`pipeline.report.summary.summarize`); a row whose
             `status` is not `ok` gives a FAILED child with its `error` as a tag.
         parent_metrics: Single metrics of the parent (e.g. the Keras model's test accuracy).
         curves: Step metrics of the parent (training curves, one value per epoch).

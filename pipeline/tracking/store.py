@@ -17,7 +17,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from pipeline import signals
+from pipeline import metrics, signals
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +39,7 @@ EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 VIEW_KEY = "lab"
 
 
-VIEW_METRICS = ("accuracy", "accuracy_drop", "accuracy_drop_ci_high", "size_bytes",
-                "compression_ratio", "latency_ms_p50")
+VIEW_METRICS = metrics.keys(metrics.VIEW)
 
 
 VIEW_STATE = {

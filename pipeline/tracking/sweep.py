@@ -10,8 +10,6 @@ in `<sweep dir>/sweep_run.json`.
 from __future__ import annotations
 
 import atexit
-import csv
-import io
 import logging
 from pathlib import Path
 from typing import Any
@@ -19,8 +17,9 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from pipeline import metrics
 from pipeline.tracking import store
-from pipeline.io import read_json, write_json, write_text
+from pipeline.io import csv_text, read_json, write_json, write_text
 from pipeline.layout import RECOMMENDATION, SUMMARY_JSON, Layout
 
 log = logging.getLogger(__name__)
@@ -75,7 +74,7 @@ def summarize(sweep_dir: Path, swept: list[str]) -> list[dict[str, Any]]:
     return rows
 
 
-SEED_FIGURES = ("accuracy", "accuracy_drop", "latency_ms_p50")
+SEED_FIGURES = metrics.keys(metrics.SEEDS)
 
 
 def across_seeds(sweep_dir: Path, swept: list[str]) -> list[dict[str, Any]]:
@@ -109,7 +108,7 @@ def across_seeds(sweep_dir: Path, swept: list[str]) -> list[dict[str, Any]]:
 
 def _plot_seeds(rows: list[dict[str, Any]], path: Path) -> Path:
     """Accuracy per variant, mean and standard deviation across seeds, one panel a group."""
-    from pipeline.io import atomic_path
+    from pipeline import plots
     from pipeline.plots import pyplot
 
     plt = pyplot()
@@ -124,19 +123,7 @@ def _plot_seeds(rows: list[dict[str, Any]], path: Path) -> Path:
                title=f"{group}: {mine[0]['seeds']} seeds")
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    return path
-
-
-def _csv(rows: list[dict[str, Any]]) -> str:
-    buf = io.StringIO()
-    keys = list(dict.fromkeys(k for r in rows for k in r))
-    writer = csv.DictWriter(buf, fieldnames=keys, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return buf.getvalue()
+    return plots.save(fig, path)
 
 
 def _overrides(job_dir: Path, swept: list[str]) -> str:
@@ -145,7 +132,7 @@ def _overrides(job_dir: Path, swept: list[str]) -> str:
 
 
 def _plot(rows: list[dict[str, Any]], path: Path) -> Path:
-    from pipeline.io import atomic_path
+    from pipeline import plots
     from pipeline.plots import pyplot
 
     plt = pyplot()
@@ -160,10 +147,7 @@ def _plot(rows: list[dict[str, Any]], path: Path) -> Path:
     ax.set(xlabel="size of the candidate (KiB); green: within the accuracy budget",
            title="candidate per sweep job")
     fig.tight_layout()
-    with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    return path
+    return plots.save(fig, path)
 
 
 class MlflowSweep(Callback):
@@ -229,12 +213,12 @@ class MlflowSweep(Callback):
         assert self.sweep_dir is not None
         sweep_dir = self.sweep_dir
         rows = summarize(sweep_dir, self.swept)
-        files = [write_text(sweep_dir / "sweep_summary.csv", _csv(rows))]
+        files = [write_text(sweep_dir / "sweep_summary.csv", csv_text(rows))]
         if any(r["status"] == "ok" for r in rows):
             files.append(_plot(rows, sweep_dir / "sweep_summary.png"))
         seeds = across_seeds(sweep_dir, self.swept)
         if seeds:  # a sweep over seed: how much each variant's figures move with it
-            files += [write_text(sweep_dir / "sweep_seeds.csv", _csv(seeds)),
+            files += [write_text(sweep_dir / "sweep_seeds.csv", csv_text(seeds)),
                       _plot_seeds(seeds, sweep_dir / "sweep_seeds.png")]
         uri = self.uri
         with store.store_lock(uri):

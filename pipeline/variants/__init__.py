@@ -4,12 +4,13 @@ TensorFlow here):
 
 - `converter` (the default, `pipeline.variants.converter`): `tf.lite.TFLiteConverter`;
 - `litert_quantizer` (`pipeline.variants.quantizer`): Google's LiteRT Quantizer
-  (`ai-edge-quantizer`), by a named recipe and per-layer rules;
+  (`litert-quantizer`, formerly `ai-edge-quantizer`), by a named recipe and per-layer rules;
 - `search` (`pipeline.variants.search`): the accuracy-aware search over per-layer precisions.
 
-Each kind validates and logs only its own fields; `pipeline.produce.quantize.PRODUCERS`
-makes each kind's `.tflite`. A new kind is a module here (a `VariantSpec` subclass with its
-`BACKEND`), imported below, and its producer.
+Each kind validates and logs only its own fields; its producer in `pipeline/produce/`
+(`by_converter`, `by_quantizer`, `by_search`: `pipeline.produce.producer.PRODUCERS`) makes
+its `.tflite`. A new kind is a module here (a `VariantSpec` subclass with its `BACKEND`),
+imported below, and its producer module there, imported in `pipeline.produce.quantize`.
 """
 
 from __future__ import annotations
@@ -30,10 +31,10 @@ from pipeline.variants.search import OBJECTIVES, PRECISIONS, RANKINGS, SearchVar
 
 __all__ = ["ADAROUND_RECIPES", "ALGORITHMS", "CALIBRATING_ALGORITHMS", "FLOAT_TFLITE",
            "GRANULARITIES", "IO_MODES", "IO_TYPES", "KERAS", "KINDS", "LABELS", "OBJECTIVES",
-           "OPS_SETS", "OPTIMIZATIONS", "PRECISIONS", "RANKINGS", "RECIPES", "ROUNDINGS", "RULE_MODES",
-           "SAVED_MODEL", "SELECTORS", "SOURCES", "SUPPORTED_TYPES", "ConverterVariant",
-           "LayerRule", "QuantizerVariant", "SearchVariant", "VariantSpec", "parse_variant",
-           "parse_variants", "select"]
+           "OPS_SETS", "OPTIMIZATIONS", "PRECISIONS", "RANKINGS", "RECIPES", "ROUNDINGS",
+           "RULE_MODES", "SAVED_MODEL", "SELECTORS", "SOURCES", "SUPPORTED_TYPES",
+           "ConverterVariant", "LayerRule", "QuantizerVariant", "SearchVariant", "VariantSpec",
+           "parse_variant", "parse_variants", "select"]
 
 
 def _fields(kind: type[VariantSpec]) -> set[str]:

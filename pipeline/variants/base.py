@@ -2,9 +2,10 @@
 
 A kind is a dataclass subclass of `VariantSpec` with its own `BACKEND` (the value of the
 config key `backend` that chooses it, as `model.arch` chooses a model schema), its own
-fields, checks and `SOURCE_FORM` (what the quantize step hands its producer). Defining the
-class registers it; `pipeline.produce.quantize.PRODUCERS` holds the one function per kind
-that makes its `.tflite`.
+fields, checks and `source_form` (which form of its source model its producer starts
+from). Defining the class registers it. How a kind is made (TensorFlow's side) is its
+producer, a class in `pipeline/produce/` registered in `pipeline.produce.producer.PRODUCERS`
+(never imported from here: the TensorFlow-free stages read these classes).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pipeline.reads import NO_RERUN
 from pipeline.schema import one_of
 
 SOURCES = ("float", "qat")  # which Keras model a variant starts from
-# What the quantize step hands a kind's producer.
+# The forms of the source model a kind's producer starts from (`source_form`).
 KERAS, SAVED_MODEL, FLOAT_TFLITE = "keras", "saved_model", "float_tflite"
 # What accuracy is measured against: the data's labels, or the reference model's own answers
 # (label-free). evaluate.labels, and a search's labels.
@@ -71,8 +72,8 @@ class VariantSpec:
     # What a kind answers; each overrides the ones that hold for it.
     @property
     def source_form(self) -> str:
-        """What the quantize step loads for this variant's producer: the Keras model
-        (`KERAS`), its SavedModel (`SAVED_MODEL`) or its float `.tflite` (`FLOAT_TFLITE`)."""
+        """What this variant's producer starts from: the source's Keras model (`KERAS`), its
+        SavedModel (`SAVED_MODEL`) or its float `.tflite` (`FLOAT_TFLITE`)."""
         return SAVED_MODEL
 
     @property
@@ -81,9 +82,10 @@ class VariantSpec:
         return False
 
     @property
-    def prepared(self) -> bool:
-        """True if the float Keras model is changed before conversion (equalization, bias
-        correction, AdaRound): its per-layer table is then its own, not the shared one."""
+    def adjusts_weights(self) -> bool:
+        """True if the float Keras model's weights are changed before conversion
+        (equalization, bias correction, AdaRound: `pipeline.produce.adjust`): its per-layer
+        table is then its own, not the shared one."""
         return False
 
     @property
@@ -103,7 +105,7 @@ class VariantSpec:
         return False
 
     def validation_target(self) -> tuple[float, str] | None:
-        """For a kind that measures candidates on the validation split while it is made:
+        """For a kind that measures trial models on the validation split while it is made:
         the accuracy drop they may cost and what they are scored against (`LABELS`), from
         the variant's own fields; None for the others."""
         return None

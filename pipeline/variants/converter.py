@@ -1,6 +1,7 @@
 """The converter kind (`backend: converter`, the default): `tf.lite.TFLiteConverter`, set up
-by its fields (`pipeline.produce.convert`), optionally on a float Keras model prepared first
-(equalization, bias correction, AdaRound: `pipeline.produce.equalize`)."""
+by its fields (`pipeline.produce.convert`), optionally on a float Keras model whose weights
+are adjusted first (equalization, bias correction: `pipeline.produce.equalize`; AdaRound:
+`pipeline.produce.adaround`). Made by `pipeline.produce.by_converter`."""
 
 from __future__ import annotations
 
@@ -50,7 +51,7 @@ class ConverterVariant(VariantSpec):
             its int8 weights cause, measured on the calibration samples.
         rounding: `nearest` (the default) or `adaround`: each weight rounded up or down to
             reconstruct its layer's output on the calibration samples
-            (`pipeline.produce.equalize.adaround`), stored on the grid the converter keeps.
+            (`pipeline.produce.adaround`), stored on the grid the converter keeps.
     """
 
     BACKEND: ClassVar[str] = "converter"
@@ -75,9 +76,9 @@ class ConverterVariant(VariantSpec):
         one_of(f"{key}.rounding", self.rounding, ROUNDINGS)
         if (self.equalize or self.bias_correction) and (
                 self.source != "float" or "DEFAULT" not in self.optimizations):
-            raise ValueError(f"{key}: equalize and bias_correction prepare the float Keras "
-                             "model for the converter (backend: converter, source: float, "
-                             "optimizations: [DEFAULT])")
+            raise ValueError(f"{key}: equalize and bias_correction adjust the float Keras "
+                             "model's weights for the converter (backend: converter, source: "
+                             "float, optimizations: [DEFAULT])")
         if self.rounding == "adaround":
             self.require_float_source("rounding: adaround")
             if "DEFAULT" not in self.optimizations or self.supported_types == ["float16"]:
@@ -108,14 +109,14 @@ class ConverterVariant(VariantSpec):
 
     @property
     def source_form(self) -> str:
-        return KERAS if self.prepared else SAVED_MODEL
+        return KERAS if self.adjusts_weights else SAVED_MODEL
 
     @property
     def selective(self) -> bool:
         return self.denylist_top_k > 0 or self.denylist_threshold is not None
 
     @property
-    def prepared(self) -> bool:
+    def adjusts_weights(self) -> bool:
         return self.equalize or self.bias_correction or self.rounding == "adaround"
 
     @property

@@ -1,7 +1,9 @@
-"""The LiteRT Quantizer kind (`backend: litert_quantizer`): Google's `ai-edge-quantizer`
-quantizes the float model's float32 `.tflite` without TensorFlow, by a named `recipe` and
-per-layer `rules` (int4, blockwise scales, weight-only, float16 weights, a different scheme
-per layer), with the weight-range `algorithm` it names (`pipeline.produce.litert_quantizer`)."""
+"""The LiteRT Quantizer kind (`backend: litert_quantizer`): Google's `litert-quantizer`
+(formerly `ai-edge-quantizer`) quantizes the float model's float32 `.tflite` without
+TensorFlow, by a named `recipe` and per-layer `rules` (int4, blockwise scales, weight-only,
+float16 weights, a different scheme per layer), with the weight-range `algorithm` it names
+(`pipeline.produce.litert_quantizer`).
+Made by `pipeline.produce.by_quantizer`."""
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ from pipeline.schema import one_of
 from pipeline.variants.base import FLOAT_TFLITE, KERAS, VariantSpec
 from pipeline.variants.converter import ROUNDINGS
 
-# Its named recipes (`ai_edge_quantizer.recipe`), what a rule does to the layers it matches,
+# Its named recipes (`litert_quantizer.recipe`), what a rule does to the layers it matches,
 # and how it stores their weights.
 RECIPES = ("dynamic_wi8_afp32", "weight_only_wi8_afp32", "weight_only_wi4_afp32",
            "dynamic_wi4_afp32", "dynamic_wi4b32_afp32", "static_wi8_ai8", "static_wi8_ai16")
@@ -25,7 +27,7 @@ IO_MODES = ("float", "integer")  # a static recipe's model I/O: float (the defau
 # Recipes AdaRound can round for: one bit width, per-channel scales, on every weight op.
 ADAROUND_RECIPES = ("weight_only_wi8_afp32", "weight_only_wi4_afp32", "dynamic_wi8_afp32",
                     "dynamic_wi4_afp32", "static_wi8_ai8", "static_wi8_ai16")
-# How weight ranges are chosen (`ai_edge_quantizer`'s algorithm keys). Plain min/max; OCTAV
+# How weight ranges are chosen (`litert_quantizer`'s algorithm keys). Plain min/max; OCTAV
 # and MSE search the clipping range; GPTQ and OSCAR round and clip with the calibration
 # samples' second moments (fully connected layers only: other ops keep min/max); hadamard
 # rotates weights first.
@@ -106,7 +108,7 @@ class QuantizerVariant(VariantSpec):
         algorithm: How the recipe's and rules' weight ranges are chosen (`ALGORITHMS`):
             `min_max` (the default), `octav`, `mse`, `gptq`, `oscar`, `hadamard`.
         rounding: `nearest` (the default) or `adaround` (the float Keras model's weights
-            rounded first, `pipeline.produce.equalize.adaround`, then converted to the
+            rounded first, `pipeline.produce.adaround`, then converted to the
             `.tflite` the quantizer starts from).
     """
 
@@ -139,10 +141,10 @@ class QuantizerVariant(VariantSpec):
 
     @property
     def source_form(self) -> str:
-        return KERAS if self.prepared else FLOAT_TFLITE
+        return KERAS if self.adjusts_weights else FLOAT_TFLITE
 
     @property
-    def prepared(self) -> bool:
+    def adjusts_weights(self) -> bool:
         return self.rounding == "adaround"
 
     def algorithms(self) -> set[str]:
@@ -153,4 +155,4 @@ class QuantizerVariant(VariantSpec):
     def calibrated(self) -> bool:
         return bool(self.recipe and self.recipe.startswith("static_")) or any(
             r.mode == "static" for r in self.rules) or \
-            bool(self.algorithms() & set(CALIBRATING_ALGORITHMS)) or self.prepared
+            bool(self.algorithms() & set(CALIBRATING_ALGORITHMS)) or self.adjusts_weights

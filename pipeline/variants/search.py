@@ -1,6 +1,6 @@
 """The search kind (`backend: search`): the accuracy-aware search over per-layer precisions
-(`pipeline.produce.search`), which makes LiteRT Quantizer candidates from the float model's
-`.tflite` and measures them on the validation split."""
+(`pipeline.produce.search`), which makes LiteRT Quantizer trial models from the float model's
+`.tflite` and measures them on the validation split. Made by `pipeline.produce.by_search`."""
 
 from __future__ import annotations
 
@@ -31,13 +31,13 @@ class SearchVariant(VariantSpec):
             in size: `int4_octav`, `int4_mse`, `int4_gptq`, `int8_mse`, the same with the
             LiteRT Quantizer's OCTAV, MSE or GPTQ ranges). It starts with every layer at the
             first, and checks every layer at each of the others too.
-        max_trials: at most this many candidate models.
+        max_trials: at most this many trial models.
         time_limit: at most this many seconds.
         rank: `error` (the layers' error against the float model, lowest SNR first) or
             `impact` (raise each layer alone and measure the validation accuracy: costlier,
             more exact).
         budget: the accuracy drop it may cost, on the validation split (required).
-        labels: what the candidates are scored against on the validation split: `data`
+        labels: what the trial models are scored against on the validation split: `data`
             (the labels) or `model` (the float model's own answers; required).
 
     conf/ sets `budget: ${report.max_accuracy_drop}` and `labels: ${evaluate.labels}`: the

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 from pipeline.cluster import stop_cluster
-from pipeline.config import ROOT
+from pipeline.params import ROOT
 
 BIN = Path(sys.executable).parent
 TINY = ("data=digits", "model.filters=[4,8]", "model.dense_units=32", "train.epochs=3",
@@ -36,7 +36,7 @@ KEEP = ("float32", "dynamic_range")
 
 
 def _overrides() -> list[str]:
-    from pipeline.config import compose
+    from pipeline.params import compose
 
     return [*TINY, *(f"~quantization.variants.{v}" for v in compose()["quantization"]["variants"]
                      if v not in KEEP)]

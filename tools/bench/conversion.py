@@ -22,7 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.config import compose, parse_config
+from pipeline.config import parse_config
+from pipeline.params import compose
 from pipeline.variants import FLOAT_TFLITE
 
 CALIBRATION = 200  # samples, as the default config

@@ -25,7 +25,7 @@ import numpy as np
 
 from pipeline import data
 from pipeline.artifacts import tflite_path
-from pipeline.config import load_params
+from pipeline.params import load_params
 from pipeline.io import read_json
 from pipeline.layout import Layout
 from pipeline.measure import evaluate

@@ -244,7 +244,7 @@ def run_one(name: str, work: Path, timeout: float, variants: list[str] | None = 
     import yaml
 
     from pipeline import data as data_mod
-    from pipeline.config import compose
+    from pipeline.params import compose
     from pipeline.layout import SUMMARY_JSON, Layout
 
     drop = [f"~quantization.variants.{v}" for v in compose()["quantization"]["variants"]

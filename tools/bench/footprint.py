@@ -115,7 +115,7 @@ def photo_crops(n: int, size: int, seed: int) -> np.ndarray:
 def visual_wake_words() -> None:
     """The authors' int8 file beside the lab's int8 (float I/O, as theirs) and int8_full
     variants of the same Keras model: size, MACs, arena, Vela's SRAM and flash."""
-    from pipeline.config import load_params
+    from pipeline.params import load_params
     from pipeline.measure import footprint, vela
 
     cfg, _ = load_params(ROOT / "params.yaml")
@@ -153,11 +153,13 @@ def _lab_variants(h5: Path, calibration: np.ndarray, out: Path, cfg: Any) -> dic
     step's own function."""
     from pipeline.artifacts import tflite_path
     from pipeline.produce import model_store, quantize
+    from pipeline.produce.producer import Inputs, Source
 
     model, _, _ = model_store.load_user_model(h5)
     files = {}
     for name in ("float32", "int8", "int8_full"):
-        record = quantize.quantize_variant(model, cfg.variants[name], calibration, out / name)
+        record = quantize.variant(cfg.variants[name], Inputs(
+            Source.given(keras=model), calibration=calibration), out / name)
         if record["status"] != "ok":
             print(f"lab {name}: failed: {record['error']}")
             continue

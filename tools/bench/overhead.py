@@ -10,33 +10,13 @@ Goal: `dvc repro` at most 1.5x the single process.
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from tools.bench.common import ROOT
-
-OUTPUTS = ("data", "models", "evaluation", "benchmark", "reports", "dvc.lock")
-
-
-def scratch_copy(dest: Path) -> Path:
-    """The project's tracked files (no outputs, no lock) in a fresh git repository."""
-    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"],
-                           cwd=ROOT, check=True, capture_output=True,
-                           text=True).stdout.split()
-    for rel in files:
-        if rel.split("/")[0] in OUTPUTS or not (ROOT / rel).is_file():
-            continue
-        (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(ROOT / rel, dest / rel)
-    for args in (["init", "-q"], ["add", "-A"],
-                 ["-c", "user.email=b@b", "-c", "user.name=b", "commit", "-qm", "bench"]):
-        subprocess.run(["git", *args], cwd=dest, check=True)
-    return dest
+from tools.project import project_copy, project_env
 
 
 def _timed(cmd: list[str], cwd: Path, env: dict[str, str]) -> float:
@@ -52,9 +32,8 @@ def main(repeats: int = 1) -> dict[str, list[float]]:
     times: dict[str, list[float]] = {"dvc repro -f": [], "dvc repro -f, LAB_WORKER=0": [],
                                      "python -m pipeline": []}
     with tempfile.TemporaryDirectory() as tmp:
-        project = scratch_copy(Path(tmp) / "lab")
-        env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
-               "PYTHONPATH": str(project), "MLFLOW_TRACKING_URI": f"sqlite:///{tmp}/m.db"}
+        project = project_copy(Path(tmp) / "lab")
+        env = project_env(project, tracking_uri=f"sqlite:///{tmp}/m.db")
         _timed([str(bin_dir / "dvc"), "repro"], project, env)  # outputs and worker exist
         for _ in range(repeats):
             times["dvc repro -f"].append(_timed([str(bin_dir / "dvc"), "repro", "-f"],

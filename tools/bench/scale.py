@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from tools.bench.common import run_stage
-from pipeline.config import compose, render_params
+from pipeline.params import compose, render_params
 from pipeline.layout import Layout
 
 SIDE = 128  # pixels per side

@@ -10,7 +10,7 @@ import sys
 
 from pipeline import artifacts
 from tools.bench.common import ROOT
-from pipeline.config import load_params
+from pipeline.params import load_params
 from pipeline.layout import Layout
 
 

@@ -17,7 +17,7 @@ from pipeline.dvcfile import stages
 
 # Stage -> the group it is counted in (a stage not named here is its own group).
 GROUPS = {"prepare": "prepare", "train": "train", "qat": "train", "layer_errors": "quantize",
-          "quantize": "quantize", "reference": "evaluate", "evaluate": "evaluate"}
+          "quantize": "quantize", "reference_outputs": "evaluate", "evaluate": "evaluate"}
 
 
 def read() -> list[dict]:

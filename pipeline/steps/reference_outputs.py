@@ -1,4 +1,4 @@
-"""Step reference: the reference variant's outputs on the test split, written once, so that
+"""Step reference_outputs: the reference variant's outputs on the test split, written once, so that
 every variant's output error is measured against the same numbers (no TensorFlow)."""
 
 from __future__ import annotations
@@ -25,4 +25,4 @@ def run(cfg: Config, layout: Layout) -> Path:
     ds = data.load(layout.dataset)
     return evaluate.reference_outputs(artifacts.tflite_path(layout.variant(name), name),
                                       ds.x_test, layout.reference_outputs,
-                                      cfg.evaluate.batch_size, cfg.evaluate.workers)
+                                      cfg.evaluate.batch_size, cfg.evaluate.worker_count)
