@@ -156,6 +156,7 @@ METRICS: tuple[Metric, ...] = (
        "ms", LOWER, where=(MODEL,)),
     _m("latency_ms_mean", "mean single-sample `invoke()`", "benchmark", "ms", LOWER),
     _m("latency_ms_p90", "90th percentile of `invoke()`", "benchmark", "ms", LOWER),
+    _m("latency_ms_p95", "95th percentile of `invoke()`", "benchmark", "ms", LOWER),
     _m("latency_ms_p99", "99th percentile of `invoke()`", "benchmark", "ms", LOWER),
     _m("latency_ms_std", "standard deviation of `invoke()`", "benchmark", "ms"),
     _m("latency_ms_min", "fastest `invoke()`", "benchmark", "ms", LOWER),
