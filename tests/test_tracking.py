@@ -410,3 +410,25 @@ def test_an_interrupt_inside_a_store_call_waits_for_it(tmp_path: Path) -> None:
     assert run.data.params == {"a": "1"}  # the call the signal came in completed
     assert run.info.status == "KILLED"
     assert time.monotonic() - started < 15  # ended at once, not after the busy retries
+
+
+def test_a_sqlite_store_keeps_its_artifacts_beside_it(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Not in `./mlruns` of whatever folder the process runs in (MLflow's default): a store
+    elsewhere (the tests', a queued DVC experiment's copy) scattered its artifacts there."""
+    from mlflow.tracking import MlflowClient
+
+    elsewhere = tmp_path / "cwd"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    uri = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
+    (tmp_path / "store").mkdir()
+    client = MlflowClient(uri)
+    exp = client.get_experiment(store.ensure_experiment(client, "my lab/1", uri))
+    assert exp.artifact_location == (tmp_path / "store" / "mlruns" / "my_lab_1").as_uri()
+    run = client.create_run(exp.experiment_id)
+    (tmp_path / "f.txt").write_text("x")
+    client.log_artifact(run.info.run_id, str(tmp_path / "f.txt"))
+    assert list((tmp_path / "store" / "mlruns").rglob("f.txt")) and not list(
+        elsewhere.rglob("*"))
+    assert store.artifact_location("http://127.0.0.1:5000", "x") is None

@@ -168,7 +168,7 @@ def log_pipeline(execution: Execution, *, uri: str, experiment: str,
         # One progress bar per logged model's files is noise in a stage's log.
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
         client = Uncut(MlflowClient(tracking_uri=uri))  # interrupts wait for each call
-        experiment_id = ensure_experiment(client, experiment)
+        experiment_id = ensure_experiment(client, experiment, uri)
         children: dict[str, str] = {}
         model_ids: dict[str, str] = {}
         model_errors: dict[str, str] = {}

@@ -11,6 +11,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import subprocess
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline import metrics, signals
+from pipeline.reads import leaves
 
 log = logging.getLogger(__name__)
 
@@ -83,15 +85,9 @@ def tracking_uri(configured: str, cwd: Path | None = None) -> str:
 
 def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
     """Nested config to dotted string params: `{"train": {"epochs": 3}}` -> `train.epochs`."""
-    flat: dict[str, str] = {}
-    for key, value in d.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping) and value:
-            flat.update(flatten(value, f"{name}."))
-        else:
-            text = ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
-            flat[name] = text[:MAX_PARAM_LENGTH]
-    return flat
+    return {name: (",".join(map(str, value)) if isinstance(value, (list, tuple))
+                   else str(value))[:MAX_PARAM_LENGTH]
+            for name, value in leaves(d, prefix).items()}
 
 
 class Uncut:
@@ -231,17 +227,30 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
                          "reachable server or a sqlite:/// store. Nothing was logged") from None
 
 
-def ensure_experiment(client: Any, name: str) -> str:
-    """The experiment's id, creating it if missing (another process may win the race),
-    tagged as model development with the lab's shared view (also an experiment an older lab
-    created)."""
+def artifact_location(uri: str, name: str) -> str | None:
+    """Where a new experiment of a SQLite store keeps its artifacts: `mlruns/<name>` beside
+    the database, not MLflow's default `./mlruns` in whatever folder the process runs in
+    (a store elsewhere, as the tests' are, got its artifacts in the working directory)."""
+    prefix = "sqlite:///"
+    if not uri.startswith(prefix) or uri == prefix + ":memory:":
+        return None  # a server or another database: its own default
+    folder = Path(uri[len(prefix):]).resolve().parent / "mlruns"
+    return (folder / re.sub(r"[^A-Za-z0-9_.-]", "_", name)).as_uri()
+
+
+def ensure_experiment(client: Any, name: str, uri: str | None = None) -> str:
+    """The experiment's id, creating it if missing (another process may win the race;
+    artifacts beside a SQLite store `uri`: `artifact_location`), tagged as model development
+    with the lab's shared view (also an experiment an older lab created)."""
     from mlflow.exceptions import MlflowException
 
     tags = {**EXPERIMENT_KIND, f"mlflow.sharedViewState.{VIEW_KEY}": json.dumps(VIEW_STATE)}
     exp = client.get_experiment_by_name(name)
     if exp is None:
         try:
-            return str(client.create_experiment(name, tags=tags))
+            return str(client.create_experiment(
+                name, artifact_location=artifact_location(uri, name) if uri else None,
+                tags=tags))
         except MlflowException:
             exp = client.get_experiment_by_name(name)
     for key, value in tags.items():

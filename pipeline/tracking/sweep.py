@@ -174,7 +174,8 @@ class MlflowSweep(Callback):
         store.check_reachable(uri)  # before any job runs
         with store.store_lock(uri):
             self.client = MlflowClient(uri)
-            experiment_id = store.ensure_experiment(self.client, config.tracking.experiment)
+            experiment_id = store.ensure_experiment(self.client, config.tracking.experiment,
+                                                    uri)
             run = self.client.create_run(
                 experiment_id, run_name=f"sweep {sweep_dir.name}",
                 tags={"pipeline": "hydra-sweep", "sweep.dir": str(sweep_dir)})
