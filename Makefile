@@ -19,7 +19,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := 1
 
 .DEFAULT_GOAL := help
-.PHONY: help venv params repro test test-fast browser docs bench compat field lock mlflow-ui \
+.PHONY: help venv params repro test test-fast browser docs bench compat field export lock mlflow-ui \
 	mlflow-server mlflow-server-start mlflow-server-stop model-explorer clean
 
 ## List the targets.
@@ -96,6 +96,11 @@ model-explorer: venv
 	$(BIN)/model-explorer models/tflite/$(VARIANT)/$(VARIANT).tflite --host 127.0.0.1 \
 	  --port $(EXPLORER_PORT) --no_open_in_browser \
 	  --node_data_paths=models/tflite/$(VARIANT)/model_explorer/$(VARIANT)_comparison_result_me_input_snr.json
+
+## Package any variant of the last run for a device: make export VARIANT=int8_full (exports/int8_full/: model, C sources, resolver, settings, io.json, predict.py, golden vectors).
+export: venv
+	@test -n "$(VARIANT)" || { echo "name a variant: make export VARIANT=<name>"; exit 2; }
+	$(BIN)/python -m pipeline.ship $(VARIANT)
 
 ## Re-pin requirements.lock from the current .venv (requirements-nodeps.lock's packages stay out).
 lock: venv

@@ -5,7 +5,8 @@ The package is in layers (docs/development.md: "Layout"), split along the Tensor
 boundary: `pipeline.produce` imports TensorFlow (models, training, QAT, conversion, the
 variants' `.tflite` files, the search); `pipeline.variants` (the kinds of variant, as data),
 `pipeline.measure` (interpreter, inspection, evaluation, benchmark, device footprint),
-`pipeline.report` (summary, recommendation, the report's pages) and `pipeline.tracking`
+`pipeline.report` (summary, recommendation, the report's pages), `pipeline.ship` (a variant
+as a device package: C sources, resolver, settings, golden vectors) and `pipeline.tracking`
 (MLflow: runs, logged models, sweeps, the server) never do, nor do the shared modules at the
 top (`pipeline.config`, `pipeline.layout`, `pipeline.artifacts`, `pipeline.data`,
 `pipeline.io`, `pipeline.signals`, ...). `pipeline.steps` has one function per DVC stage;

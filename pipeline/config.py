@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from pipeline.reads import NO_RERUN
-from pipeline.schema import one_of, positive, typed
+from pipeline.schema import c_identifier, one_of, positive, typed
 from pipeline.variants import LABELS, VariantSpec, parse_variants
 
 MISSING = "???"  # OmegaConf's mark of a required value: conf/ sets it, the schema does not
@@ -344,6 +344,23 @@ class ReportConfig:
 
 
 @dataclasses.dataclass
+class DeployConfig:
+    """The device packages the export stage writes (`pipeline.ship`)."""
+
+    variants: list[str] = MISSING  # variants packaged beside the recommended one; []: only it
+    c_name: str = MISSING  # C identifier prefix: <c_name>_data, <c_name>_register_ops, ...
+    arena_margin: float = MISSING  # share added to the smallest arena TFLite Micro ran in
+    golden_samples: int = MISSING  # test samples in golden/, as the device sees them
+    float_tolerance: float = MISSING  # check.py: largest output difference of a float model
+
+    def __post_init__(self) -> None:
+        c_identifier("deploy.c_name", self.c_name)
+        positive("deploy.arena_margin", self.arena_margin, allow_zero=True)
+        positive("deploy.golden_samples", self.golden_samples)
+        positive("deploy.float_tolerance", self.float_tolerance, allow_zero=True)
+
+
+@dataclasses.dataclass
 class Config:
     """The whole config: `seed` (conf/config.yaml) and one section per group of `conf/`."""
 
@@ -359,6 +376,7 @@ class Config:
     footprint: FootprintConfig = MISSING
     tracking: TrackingConfig = MISSING
     report: ReportConfig = MISSING
+    deploy: DeployConfig = MISSING
 
     @property
     def variants(self) -> dict[str, VariantSpec]:
@@ -387,6 +405,8 @@ def parse_config(raw: Mapping[str, Any]) -> Config:
     """
     cfg: Config = typed(Config, raw)
     one_of("report.target", cfg.report.target, cfg.footprint.targets)
+    for name in cfg.deploy.variants:
+        one_of("deploy.variants", name, tuple(cfg.quantization.variants))
     variants = parse_variants(cfg.quantization.variants, cfg.report.reference)
     return dataclasses.replace(
         cfg, model=parse_model(cfg.model),

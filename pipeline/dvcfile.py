@@ -24,8 +24,9 @@ from typing import Any
 import yaml
 
 from pipeline.io import write_text
-from pipeline.layout import (KERAS_MODELS, LATENCY_PNG, METRICS_FILE, REPORT_FILES, SIZE_BARS_PNG,
-                             SIZE_PNG, TRAINING_CSV, TRAINING_PNG, VARIANTS_CSV, Layout)
+from pipeline.layout import (KERAS_MODELS, LATENCY_PNG, METRICS_FILE, RECOMMENDATION,
+                             REPORT_FILES, SIZE_BARS_PNG, SIZE_PNG, SUMMARY_JSON, TRAINING_CSV,
+                             TRAINING_PNG, VARIANTS_CSV, Layout)
 from pipeline.steps import ORDER, PER_VARIANT
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -34,7 +35,9 @@ DVC_FILE = ROOT / "dvc.yaml"
 KEY, SOURCE, REFERENCE = "${key}", "${item.source}", "${report.reference}"  # DVC templating
 # Files a module reads at run time besides Python code (module -> files or folders).
 DATA_FILES = {"pipeline/report/render.py": ("pipeline/report/templates",),
-              "pipeline/tracking/models.py": ("pipeline/tracking/tflite_pyfunc.py",)}
+              "pipeline/tracking/models.py": ("pipeline/tracking/tflite_pyfunc.py",),
+              "pipeline/ship/package.py": ("pipeline/ship/files",),
+              "pipeline/ship/csource.py": ("pipeline/ship/tflm_ops.json",)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,11 +123,15 @@ def stages(lay: Layout = Layout(Path("."))) -> list[Stage]:
                     *(lay.keras_metrics(m) for m in KERAS_MODELS)),
               uncached=tuple(lay.report(f) for f in REPORT_FILES),
               metrics=(lay.report(METRICS_FILE),)),
+        Stage("export", params=("deploy", "report.target", "evaluate.labels"),
+              deps=(lay.dataset, lay.variants, lay.footprints, lay.reference_outputs,
+                    lay.report(RECOMMENDATION), lay.report(SUMMARY_JSON)),
+              outs=(lay.packages,)),
         Stage("track", params=(),
               deps=(Path("params.yaml"), *(lay.report(f) for f in REPORT_FILES),
                     lay.report(METRICS_FILE), lay.variants, lay.keras("float"),
                     *(lay.history(m) for m in KERAS_MODELS), lay.keras_metrics("qat"),
-                    lay.evaluations, lay.benchmarks, lay.footprints),
+                    lay.evaluations, lay.benchmarks, lay.footprints, lay.packages),
               uncached=(lay.mlflow_run,)),
     ]
     by_name = {s.name: dataclasses.replace(s, per_variant=s.name in PER_VARIANT) for s in specs}

@@ -11,6 +11,8 @@ import dataclasses
 from pathlib import Path
 
 KERAS_MODELS = ("float", "qat")  # the Keras models a variant can be converted from
+# Inside a variant's footprint folder: Vela's outputs per accelerator, and its compiled model.
+VELA_DIR, VELA_MODEL = "vela", "model_vela.tflite"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,6 +89,18 @@ class Layout:
         """A variant's device footprint folder (`footprint.json`, Vela's reports and
         compiled models under `vela/<accelerator>/`)."""
         return self.footprints / name
+
+    @property
+    def packages(self) -> Path:
+        """The device packages (`pipeline.ship`): `<variant>/` each, and `index.json`."""
+        return self._at("deploy")
+
+    def package(self, name: str) -> Path:
+        return self.packages / name
+
+    def vela_model(self, name: str, accelerator: str) -> Path:
+        """Vela's compiled model of a variant for one Ethos-U (the footprint stage's)."""
+        return self.footprint(name) / VELA_DIR / accelerator / VELA_MODEL
 
     @property
     def reports(self) -> Path:

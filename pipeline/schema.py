@@ -26,6 +26,17 @@ def one_of(key: str, value: Any, allowed: Sequence[Any]) -> None:
                          f"{', '.join(map(str, allowed))}")
 
 
+def c_identifier(key: str, value: str) -> str:
+    """Refuse a name that is not a C identifier (it prefixes generated C names), naming the
+    key."""
+    import re
+
+    if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", value):
+        raise ValueError(f"{key} must be a C identifier (letters, digits and _, not "
+                         f"starting with a digit), got {value!r}")
+    return value
+
+
 def all_of(key: str, values: Sequence[Any], allowed: Sequence[Any]) -> None:
     """Refuse a list with a value that is not in `allowed`."""
     for value in values:

@@ -345,6 +345,15 @@ def test_dvc_repro_end_to_end(tmp_path: Path, mlflow_server: str) -> None:
     parent_files = {a.path for a in registry.list_artifacts(parent.info.run_id)}
     assert {"report", "config", "keras_model"} <= parent_files
     report_files = {a.path for a in registry.list_artifacts(parent.info.run_id, "report")}
+    # The candidate's device package (export stage), also an artifact of its run.
+    index = read_json(project / "deploy" / "index.json")
+    assert index["candidate"] == candidate and index["packages"][candidate]["status"] == "ok"
+    package = project / "deploy" / candidate
+    assert (package / "model.tflite").read_bytes() == (
+        project / "models" / "tflite" / candidate / f"{candidate}.tflite").read_bytes()
+    shipped = {a.path for a in registry.list_artifacts(children[candidate].info.run_id,
+                                                       "deploy")}
+    assert {"deploy/model.tflite", "deploy/io.json", "deploy/predict.py"} <= shipped
     assert {"report/report.html", "report/summary.md", "report/plots"} <= report_files
 
     # DVC renders the plots and diffs the metrics by variant name.
@@ -385,14 +394,14 @@ def test_dvc_repro_end_to_end(tmp_path: Path, mlflow_server: str) -> None:
         assert importers and set(status) == expected, (module, sorted(status))
     assert "up to date" in run(dvc + ["status"], project)
 
-    # Only the report's budget changed, now logging to a real tracking server: only report
-    # and track rerun (`raw` was composed once: the search's own budget, resolved from it
+    # Only the report's budget changed, now logging to a real tracking server: only report,
+    # export (it reads the report's summary) and track rerun (`raw` was composed once: the search's own budget, resolved from it
     # then, stays), and one complete new set of runs reaches the server.
     raw["report"]["max_accuracy_drop"] = 0.5
     (project / "params.yaml").write_text(params_mod.render_params(raw))
     out = run(dvc + ["repro"], project, tracking_uri=mlflow_server)
     ran = {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")}
-    assert ran == {"report", "track"}
+    assert ran == {"report", "export", "track"}  # the export reads the new summary
     assert len(runs(project)) == logged_with_trials  # nothing new in the local store
     # Read back over HTTP, with MLflow's REST API.
     exp = http_json(mlflow_server, "/api/2.0/mlflow/experiments/get-by-name"

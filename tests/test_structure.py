@@ -25,7 +25,7 @@ from pipeline.layout import Layout
 
 DVC_YAML = yaml.safe_load((ROOT / "dvc.yaml").read_text())
 # TensorFlow-free by design: these folders, and the modules at the top of the package.
-TF_FREE_FOLDERS = ("variants", "measure", "report", "tracking")
+TF_FREE_FOLDERS = ("variants", "measure", "report", "ship", "tracking")
 
 
 def stage_deps(name: str) -> list[str]:
@@ -201,6 +201,7 @@ LAYERS = (
     ("measure", ("measure",)),  # LiteRT side: runs .tflite models, no TensorFlow
     ("produce", ("produce",)),  # TensorFlow side: trains, converts, quantizes
     ("report", ("report",)),
+    ("ship", ("ship",)),  # device packages: reads the run's outputs, never the report's code
     ("tracking", ("tracking",)),  # MLflow
     ("steps", ("steps",)),
     ("entry", ("cli", "worker", "cluster", "dvcfile", "__main__")),
@@ -236,5 +237,5 @@ def test_no_module_imports_one_above_it() -> None:
         assert "import tools" not in path.read_text() and "from tools" not in path.read_text()
     assert not upward, upward
     assert not sideways, sideways
-    assert {name for name, _ in LAYERS} == {"core", "measure", "produce", "report", "tracking",
-                                            "steps", "entry"}
+    assert {name for name, _ in LAYERS} == {"core", "measure", "produce", "report", "ship",
+                                            "tracking", "steps", "entry"}

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.layout import VELA_DIR
 from pipeline.measure import graph, micro, vela
 from pipeline.measure.litert import load_interpreter, quantize_input
 
@@ -69,7 +70,7 @@ def _npu(path: Path, targets: Mapping[str, vela.Target], out_dir: Path,
             continue
         try:
             results[name] = {"status": "ok",
-                             **vela.compile_model(path, target, out_dir / "vela" / name)}
+                             **vela.compile_model(path, target, out_dir / VELA_DIR / name)}
         except vela.VelaError as exc:
             results[name] = {"status": "failed", "error": f"Vela: {exc}"}
     return results

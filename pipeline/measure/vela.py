@@ -21,10 +21,12 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from pipeline.layout import VELA_MODEL
+
 VELA_INI = "Arm/vela.ini"  # the configuration file shipped inside the ethos-u-vela wheel
 _OPERATORS = re.compile(r"^(CPU|NPU) operators = (\d+) \(([\d.]+)%\)", re.MULTILINE)
 TABLE = "vela.txt"  # Vela's printed report: per-operator table and network summary
-COMPILED = "model_vela.tflite"  # the compiled model, for the device
+COMPILED = VELA_MODEL  # the compiled model, for the device
 
 
 # Vela's operator names -> TFLite's, for the ops that cost MACs.

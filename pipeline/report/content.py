@@ -112,7 +112,10 @@ def _recommendation(rows: Mapping[str, Mapping[str, Any]], rec: Mapping[str, Any
                           ", ".join(rec.get("excluded", {})) or "none", "."))
     items.append(text(strong("Candidate: ", code(rec["candidate"])),
                       f" ({rec['candidate_reason']}); registered as ", code("@candidate"),
-                      " by the track stage."))
+                      " by the track stage; packaged for the device in ",
+                      code(f"deploy/{rec['candidate']}/"), " by the export stage (C sources, "
+                      "resolver, settings, io.json, predict.py, golden vectors; any other "
+                      "variant: ", code("make export VARIANT=<name>"), ")."))
     items += [text(strong("Warning: "), w) for w in rec.get("warnings", [])]
     blocks.append(Bullets(tuple(items)))
     warning = too_small_warning(rows, reference, budget)
