@@ -157,8 +157,9 @@ def _evidence(rows: Mapping[str, Mapping[str, Any]], rec: Mapping[str, Any]) -> 
                "verdict", "within a budget of", "test samples to resolve"),
               tuple(table_rows)),
         Paragraph(text(tighter_budget(rows, rec["max_accuracy_drop"] / 10),
-                       " (", code("report.max_accuracy_drop"), " sets the budget; only the "
-                       "report, the search and the tracking rerun)."))))
+                       " (", code("report.max_accuracy_drop"), " sets the budget: which "
+                       "stages a new one reruns is in docs/configuration.md, \"What reruns "
+                       "when a key changes\")."))))
 
 
 def tighter_budget(rows: Mapping[str, Mapping[str, Any]], budget: float) -> str:
