@@ -79,7 +79,7 @@ def test_quantize_evaluate_and_benchmark_read_only_what_they_need(
                                *args[1:], "--root", str(lay.root)]
         for name, cmd in (("quantize", stage("quantize", "int8")),
                           ("float32", stage("quantize", "float32")),
-                          ("reference", stage("reference")),
+                          ("reference_outputs", stage("reference_outputs")),
                           ("evaluate", stage("evaluate", "int8")),
                           ("benchmark", stage("benchmark", "int8"))):
             peaks.setdefault(name, {})[n] = peak_rss_mb(cmd, lay.root)
@@ -87,7 +87,7 @@ def test_quantize_evaluate_and_benchmark_read_only_what_they_need(
     grown = (BIG - SMALL) * 2 * np.prod(SHAPE) / 2**20  # MiB more pixels in the big store
     assert on_disk > grown  # the big store really is bigger than the difference we allow
     report = {k: f"{v[SMALL]:.0f} -> {v[BIG]:.0f} MiB" for k, v in peaks.items()}
-    for name in ("quantize", "reference", "evaluate", "benchmark"):
+    for name in ("quantize", "reference_outputs", "evaluate", "benchmark"):
         # 30x the samples, about 170 MiB more data: a stage that read it all would grow by
         # that much (or by four times that as float32); these grow by a few MiB at most.
         assert peaks[name][BIG] - peaks[name][SMALL] < 0.15 * grown, report

@@ -72,7 +72,7 @@ def test_only_evaluation_reads_the_test_split(tmp_path: Path, tiny_cfg: Config,
     import importlib
 
     from pipeline.steps import (benchmark, evaluate, footprint, prepare, qat, quantize,
-                                reference, train)
+                                reference_outputs, train)
 
     watch = Watch()
     load = data.load
@@ -92,7 +92,7 @@ def test_only_evaluation_reads_the_test_split(tmp_path: Path, tiny_cfg: Config,
     run(qat)
     for variant in ("float32", "int8", "int8_selective", "qat_int8"):
         run(quantize, variant)
-    run(reference)
+    run(reference_outputs)
     for variant in ("float32", "int8"):
         run(evaluate, variant)
         run(benchmark, variant, progress=False)
@@ -101,6 +101,6 @@ def test_only_evaluation_reads_the_test_split(tmp_path: Path, tiny_cfg: Config,
         footprint.run_variant(tiny_cfg, lay, variant)
 
     steps = {step for step, _ in watch.reads}
-    assert steps == {"train", "qat", "reference", "evaluate", "footprint"}, steps
+    assert steps == {"train", "qat", "reference_outputs", "evaluate", "footprint"}, steps
     outside = [step for step, evaluating in watch.reads if not evaluating]
     assert not outside, f"test images read outside evaluation, in: {sorted(set(outside))}"
