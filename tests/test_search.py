@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
 from pipeline import artifacts, data
+from pipeline.measure.litert import Runner
 from pipeline.produce import quantize
 from pipeline.produce.producer import Inputs, Source, Validation
 from pipeline.variants import parse_variant
@@ -24,6 +26,22 @@ from pipeline.variants import parse_variant
 # A search's own budget and labels (conf/ sets them from the report's budget and
 # evaluate.labels); what the trials are really measured on is each test's `validation`.
 SCORED = {"budget": 0.01, "labels": "data"}
+
+def fixed_variant_scores(fixed: dict, paths: dict, source: Any, calibration: np.ndarray,
+                         dataset: data.Dataset, tmp_path: Path) -> dict[str, tuple[int, float]]:
+    """Make each fixed variant of `fixed` (name -> fields) from `source`; returns every
+    model's (size in bytes, validation accuracy), those of `paths` included."""
+    paths = dict(paths)
+    for name, fields in fixed.items():
+        variant = parse_variant(name, {"source": "float", **fields})
+        rec = quantize.variant(variant, Inputs(source, calibration=calibration),
+                               tmp_path / name)
+        assert rec["status"] == "ok", (name, rec.get("error"))
+        paths[name] = artifacts.tflite_path(tmp_path / name, name)
+    x, y = dataset.x_val, np.asarray(dataset.y_val)
+    return {n: (p.stat().st_size, float(np.mean(Runner(p).predict(x).argmax(1) == y)))
+            for n, p in paths.items()}
+
 
 
 @pytest.fixture(scope="module")
@@ -196,7 +214,6 @@ def test_the_search_on_a_model_where_int4_hurts_is_not_dominated_by_a_fixed_vari
         int4_hurts: tuple[Path, object], dataset: data.Dataset, tmp_path: Path) -> None:
     """Whatever path the search takes on this CPU, no fixed variant of the same model is at
     least as small and at least as accurate (on the validation split it searched on)."""
-    from pipeline.measure.litert import Runner
 
     float_tflite, model = int4_hurts
     calibration = data.calibration_samples(dataset, 100, 0)
@@ -214,16 +231,9 @@ def test_the_search_on_a_model_where_int4_hurts_is_not_dominated_by_a_fixed_vari
         "dynamic_range": {"optimizations": ["DEFAULT"]},
         "float16": {"optimizations": ["DEFAULT"], "supported_types": ["float16"]},
         "int8": {"optimizations": ["DEFAULT"], "representative_data": True}}
-    paths = {"auto": artifacts.tflite_path(tmp_path / "auto", "auto"), "float32": float_tflite}
-    for name, fields in fixed.items():
-        variant = parse_variant(name, {"source": "float", **fields})
-        rec = quantize.variant(variant, Inputs(source, calibration=calibration),
-                               tmp_path / name)
-        assert rec["status"] == "ok", (name, rec.get("error"))
-        paths[name] = artifacts.tflite_path(tmp_path / name, name)
-    x, y = dataset.x_val, np.asarray(dataset.y_val)
-    scores = {n: (p.stat().st_size, float(np.mean(Runner(p).predict(x).argmax(1) == y)))
-              for n, p in paths.items()}
+    scores = fixed_variant_scores(
+        fixed, {"auto": artifacts.tflite_path(tmp_path / "auto", "auto"),
+                "float32": float_tflite}, source, calibration, dataset, tmp_path)
     assert scores["int4_weight_only"][1] < scores["float32"][1] - 0.1  # int4 does hurt here
     size, accuracy = scores["auto"]
     beaten_by = [n for n, (s, a) in scores.items() if n != "auto" and s <= size
@@ -312,7 +322,6 @@ def test_a_float16_rule_casts_the_weights_of_the_layers_it_names(
     """The LiteRT Quantizer's float casting: the named layer's weights stored as float16 and
     dequantized to float32 by a DEQUANTIZE op, the others untouched; LiteRT runs it."""
     from pipeline.produce import litert_quantizer, search
-    from pipeline.measure.litert import Runner
     from pipeline.variants import LayerRule
 
     float_tflite, _ = only16
@@ -349,7 +358,6 @@ def test_where_only_16_bit_keeps_the_budget_the_search_finds_float16_not_float(
     float16 weights for `big`, not the all-float model, and no fixed variant of the same
     model (the converter's float16 among them) is at least as small and as accurate."""
     from pipeline.produce import litert_quantizer
-    from pipeline.measure.litert import Runner
 
     float_tflite, model = only16
     calibration = data.calibration_samples(dataset, 100, 0)
@@ -369,16 +377,8 @@ def test_where_only_16_bit_keeps_the_budget_the_search_finds_float16_not_float(
                                   "recipe": "weight_only_wi4_afp32"},
              "aeq_int8_static": {"backend": "litert_quantizer", "recipe": "static_wi8_ai8"},
              "aeq_dynamic": {"backend": "litert_quantizer", "recipe": "dynamic_wi8_afp32"}}
-    paths = {"auto": auto, "float32": float_tflite}
-    for name, fields in fixed.items():
-        variant = parse_variant(name, {"source": "float", **fields})
-        rec = quantize.variant(variant, Inputs(source, calibration=calibration),
-                               tmp_path / name)
-        assert rec["status"] == "ok", (name, rec.get("error"))
-        paths[name] = artifacts.tflite_path(tmp_path / name, name)
-    x, y = dataset.x_val, np.asarray(dataset.y_val)
-    scores = {n: (p.stat().st_size, float(np.mean(Runner(p).predict(x).argmax(1) == y)))
-              for n, p in paths.items()}
+    scores = fixed_variant_scores(fixed, {"auto": auto, "float32": float_tflite}, source,
+                                  calibration, dataset, tmp_path)
     for name in ("int4_weight_only", "aeq_int8_static", "aeq_dynamic"):  # they miss, by far
         assert scores[name][1] < scores["float32"][1] - 0.5, scores
     assert scores["auto"][0] < 0.6 * scores["float32"][0], scores  # not the all-float model
