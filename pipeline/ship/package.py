@@ -32,6 +32,7 @@ from pipeline.ship import csource
 FILES = Path(__file__).with_name("files")  # predict.py and check.py, copied as they are
 RECORD = "export.json"  # what was written, and why a part was not
 GOLDEN = "golden"
+EXPECTED = "expected.npy"  # in golden/: what the device must give (TFLM's, else LiteRT's)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -135,10 +136,11 @@ def golden(tflite: Path, x: np.ndarray, y: np.ndarray, io: Mapping[str, Any], ou
     if micro_runs:
         tflm = micro.run(tflite, x, smallest=False)["outputs"]
         np.save(g / "expected_tflm.npy", tflm)
+        np.save(g / EXPECTED, tflm)  # the device runs TFLite Micro
         facts["tflm_litert_identical"] = bool(np.array_equal(tflm, litert))
         write_text(g / "inputs.h", _c_golden(inputs, io, options.c_name))
     else:  # the device is a LiteRT one: its golden outputs are LiteRT's
-        np.save(g / "expected_tflm.npy", litert)
+        np.save(g / EXPECTED, litert)
     write_json(g / "golden.json", facts)
     shutil.copyfile(FILES / "check.py", out / "check.py")
     return facts

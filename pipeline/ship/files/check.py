@@ -1,7 +1,8 @@
-"""Check a device's outputs against the golden ones: the outputs TFLite Micro and LiteRT's
-built-in kernels gave for the samples in `golden/inputs.*` (the same integers the device
-feeds its input tensor). An integer model must match TFLite Micro bit for bit; a float model
-within the tolerance `golden/golden.json` states.
+"""Check a device's outputs against the golden ones: the outputs the device's runtime gave
+the samples in `golden/inputs.*` (the same integers the device feeds its input tensor):
+TFLite Micro's where it runs the model (`golden/expected.npy`; `expected_litert.npy`:
+LiteRT's built-in kernels, beside them), else LiteRT's. An integer model must match bit for
+bit, a float model within the tolerance `golden/golden.json` states.
 
     python check.py device_outputs.txt   # one line per golden sample, in order: the output
                                          # tensor's values as the device read them, spaced
@@ -32,7 +33,7 @@ def read_dump(path: Path, dtype: np.dtype) -> np.ndarray:
 def check(dump: np.ndarray, golden: Path = GOLDEN) -> list[str]:
     """The mismatches of `dump` `(samples, outputs)` against the golden outputs."""
     facts = json.loads((golden / "golden.json").read_text())
-    expected = np.load(golden / "expected_tflm.npy")
+    expected = np.load(golden / "expected.npy")
     litert = np.load(golden / "expected_litert.npy")
     if dump.shape != expected.shape:
         return [f"the dump holds {dump.shape} values; expected {expected.shape} "
@@ -43,8 +44,9 @@ def check(dump: np.ndarray, golden: Path = GOLDEN) -> list[str]:
             bad = np.flatnonzero(got.astype(np.int64) != want.astype(np.int64))
             if len(bad):
                 problems.append(f"sample {i}: {len(bad)} of {len(want)} outputs differ from "
-                                f"TFLite Micro's, first at {bad[0]}: {got[bad[0]]} != "
-                                f"{want[bad[0]]} (LiteRT built-in: {other[bad[0]]})")
+                                f"the expected ({facts['reference']}), first at {bad[0]}: "
+                                f"{got[bad[0]]} != {want[bad[0]]} (LiteRT built-in: "
+                                f"{other[bad[0]]})")
         else:
             diff = float(np.max(np.abs(got.astype(np.float64) - want.astype(np.float64))))
             if diff > facts["tolerance"]:
@@ -60,7 +62,7 @@ def main() -> None:
     problems = check(read_dump(Path(sys.argv[1]), dtype))
     for line in problems:
         print(line)
-    samples = len(np.load(GOLDEN / "expected_tflm.npy"))
+    samples = len(np.load(GOLDEN / "expected.npy"))
     print(f"{samples - len(problems)} of {samples} samples match" if not problems or
           not problems[0].startswith("the dump") else "no sample checked")
     sys.exit(1 if problems else 0)
