@@ -74,7 +74,8 @@ def _recording_class(cls: type) -> type:
     if cls not in _CLASSES:
         def __getattribute__(self: Any, name: str) -> Any:  # noqa: N807
             value = object.__getattribute__(self, name)
-            # (a copy made by dataclasses.replace has no state: it records nothing)
+            # A copy made by dataclasses.replace has no state and records nothing: making it
+            # read every field it kept from this one, so those are recorded already.
             state = object.__getattribute__(self, "__dict__").get(_STATE)
             if state is None or not _recorded():
                 pass
