@@ -267,8 +267,11 @@ class BenchmarkConfig:
     min_seconds: float = MISSING  # ... and at least this long
     max_seconds: float = MISSING  # stop timing after this long
     memory: bool = MISSING  # peak RSS of each model, measured in a fresh subprocess
+    profile: bool = MISSING  # time each operator (after the whole-model timing)
+    profile_rounds: int = MISSING  # timed blocks of invokes per operator
 
     def __post_init__(self) -> None:
+        positive("benchmark.profile_rounds", self.profile_rounds)
         for key, values in (("benchmark.num_threads", self.num_threads),
                             ("benchmark.xnnpack", self.xnnpack)):
             if not values:

@@ -110,7 +110,7 @@ def stages(lay: Layout = Layout(Path("."))) -> list[Stage]:
               outs=(lay.evaluation(KEY),)),
         Stage("benchmark", params=("benchmark", "report.reference"),
               deps=(lay.dataset, lay.variant(KEY), lay.variant(REFERENCE)),
-              outs=(lay.benchmark(KEY),)),
+              outs=(lay.benchmark(KEY), lay.profile(KEY))),
         Stage("footprint", params=("seed", "footprint", "evaluate.kernel_path_tolerance",
                                    "evaluate.labels"),
               deps=(lay.dataset, lay.variants, lay.reference_outputs),

@@ -81,6 +81,10 @@ class Layout:
         """A variant's benchmark (JSON)."""
         return self.benchmarks / f"{name}.json"
 
+    def profile(self, name: str) -> Path:
+        """A variant's per-operator times, one row per operator and profiled setting (CSV)."""
+        return self.benchmarks / f"{name}.ops.csv"
+
     @property
     def footprints(self) -> Path:
         return self._at("footprint")
@@ -130,6 +134,7 @@ EVALUATION_FILE = "metrics.json"  # in each variant's evaluation folder
 # Files of the report's `PLOTS` folder that DVC's plots section shows (`pipeline.dvcfile`).
 VARIANTS_CSV, TRAINING_CSV = "variants.csv", "training.csv"
 SIZE_PNG, LATENCY_PNG = "accuracy_vs_size.png", "accuracy_vs_latency.png"
+TIME_PNG = "time_per_op_type.png"  # the reference and the variants slower than it, per op type
 SIZE_BARS_PNG, TRAINING_PNG = "size.png", "training.png"
 METRICS_FILE = "metrics.json"
 FOOTPRINT_FILE = "footprint.json"  # in each variant's footprint folder

@@ -33,7 +33,8 @@ HIGHER, LOWER = "higher", "lower"  # which way is better; "" for a fact, neither
 STAGES = ("quantize", "evaluate", "benchmark", "footprint", "report")
 # What a placeholder may stand for.
 _PLACEHOLDERS = {"<class>": r"\d+", "<dtype>": r"[a-z0-9]+", "<setting>": r"[a-z0-9_]+",
-                 "<path>": r"[a-z]+", "<accelerator>": r"ethos-u[0-9]+-[0-9]+"}
+                 "<path>": r"[a-z]+", "<accelerator>": r"ethos-u[0-9]+-[0-9]+",
+                 "<op>": r"[A-Za-z0-9_]+"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -179,6 +180,17 @@ METRICS: tuple[Metric, ...] = (
           ("latency_ms_std", "ms", ""), ("latency_cv", "", ""),
           ("speedup_vs_float32", "x", HIGHER), ("speedup_ci_low", "x", HIGHER),
           ("speedup_ci_high", "x", HIGHER))),
+    # -- where the time goes (benchmark's per-operator profile, first setting) -------------
+    _m("op_ms.<op>", "time of one op type's operators in one inference, each operator timed "
+       "as its own model on the first setting's kernel path", "benchmark", "ms", LOWER,
+       when="benchmark.profile: true"),
+    _m("profile_explained", "the per-operator times plus an invoke's fixed cost, over the "
+       "whole model's time (1: they add up)", "benchmark", "share",
+       when="benchmark.profile: true"),
+    _m("xnnpack_delegated_ops", "operators the XNNPACK delegate took", "benchmark", "count",
+       HIGHER, when="benchmark.profile: true and the first setting uses XNNPACK"),
+    _m("xnnpack_left_ops", "operators XNNPACK left to the built-in kernels", "benchmark",
+       "count", LOWER, when="benchmark.profile: true and the first setting uses XNNPACK"),
     _m("peak_rss_mb", "peak memory of loading and running the model, in a fresh process",
        "benchmark", "MB", LOWER, where=(MODEL,), when="benchmark.memory: true"),
     _m("peak_rss_delta_mb", "the same, less the interpreter library's own baseline",

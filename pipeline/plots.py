@@ -119,6 +119,28 @@ def bars(values: dict[str, float], ylabel: str, title: str, path: str | Path) ->
     return save(fig, path)
 
 
+def grouped_bars(groups: dict[str, dict[str, float]], ylabel: str, title: str,
+                 path: str | Path) -> Path:
+    """One group of bars per key of `groups` (an op type), one bar per series in it (the
+    reference and a variant), side by side."""
+    plt = pyplot()
+    series = list(dict.fromkeys(k for g in groups.values() for k in g))
+    fig, ax = plt.subplots(figsize=(7, 4))
+    width = 0.8 / max(len(series), 1)
+    for i, name in enumerate(series):
+        xs = [j + (i - (len(series) - 1) / 2) * width for j in range(len(groups))]
+        ax.bar(xs, [g.get(name, 0.0) for g in groups.values()], width, label=name)
+    ax.set_xticks(range(len(groups)), list(groups))
+    ax.tick_params(axis="x", rotation=30)
+    for label in ax.get_xticklabels():
+        label.set_horizontalalignment("right")
+    ax.set(ylabel=ylabel, title=title)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    return save(fig, path)
+
+
 def training_curves(histories: dict[str, dict[str, list[float]]], path: str | Path) -> Path:
     """Loss and accuracy per epoch (training and validation) of each Keras model; each model
     continues where the previous one stopped (QAT fine-tunes the trained float model)."""

@@ -39,6 +39,7 @@ TINY_RUN_OVERRIDES = (
     "benchmark.min_runs=5",
     "benchmark.min_seconds=0.02",
     "benchmark.memory=false",  # measured in its own test: a subprocess per model is slow
+    "benchmark.profile_rounds=5",
 )
 TINY_OVERRIDES = TINY_MODEL_OVERRIDES + TINY_RUN_OVERRIDES
 

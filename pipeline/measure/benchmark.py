@@ -23,6 +23,7 @@ import numpy as np
 
 from pipeline import stats
 from pipeline.config import BenchmarkConfig
+from pipeline.measure import profile
 from pipeline.measure.litert import Runner
 from pipeline.measure.memory import peak_rss
 
@@ -171,14 +172,18 @@ def benchmark(tflite_path: str | Path, sample: np.ndarray, cfg: BenchmarkConfig,
     Returns:
         `settings` (`{setting_key: figures}`), `headline` (the first setting's key) with its
         figures copied to the top level (`latency_ms_p50`, `speedup_vs_float32`, ...),
-        `memory` (peak RSS, MiB) and `machine`.
+        `memory` (peak RSS, MiB), `machine`, and with `cfg.profile` the per-operator
+        `profiles` (`pipeline.measure.profile`), one per kernel path of `cfg.xnnpack` at the
+        first thread count (keyed by setting), measured after the timing, never inside it.
     """
     from tqdm import tqdm
 
     combos = [(t, x) for t in cfg.num_threads for x in cfg.xnnpack]
+    profiled = [(cfg.num_threads[0], x) for x in cfg.xnnpack] if cfg.profile else []
     name = Path(tflite_path).stem
     settings: dict[str, dict[str, Any]] = {}
-    with tqdm(total=len(combos) * 2 + cfg.memory, desc=f"benchmark {name}", unit="step",
+    with tqdm(total=len(combos) * 2 + cfg.memory + len(profiled), desc=f"benchmark {name}",
+              unit="step",
               disable=None if progress else True, leave=False) as bar:
         for threads, xnnpack in combos:
             key = setting_key(threads, xnnpack)
@@ -198,6 +203,15 @@ def benchmark(tflite_path: str | Path, sample: np.ndarray, cfg: BenchmarkConfig,
         if cfg.memory:
             memory = peak_rss(tflite_path, threads=cfg.num_threads[0])
             bar.update()
+        profiles = {}
+        for threads, xnnpack in profiled:
+            key = setting_key(threads, xnnpack)
+            bar.set_postfix_str(f"per-op {key}")
+            profiles[key] = profile.isolated(tflite_path, sample, profile.Settings(
+                threads, kernel_path(xnnpack), cfg.profile_rounds))
+            bar.update()
     headline = setting_key(*combos[0])
     return {**settings[headline], "headline": headline, "settings": settings,
-            "memory": memory, "machine": machine()}
+            "memory": memory, "machine": machine(),
+            **({"profiles": profiles, **profile.metrics(profiles.get(headline))}
+               if profiles else {})}

@@ -12,7 +12,7 @@ from pipeline.metrics import fmt
 from pipeline.measure.evaluate import SQNR_CAP_DB
 from pipeline.report.document import (ci, Block, Bullets, Code, Document, Figure, Paragraph,
                                       Section, Table, Text, code, strong, text)
-from pipeline.report import device, production
+from pipeline.report import device, latency as time_section, production
 from pipeline.report.summary import first_line
 from pipeline.variants import VariantSpec
 
@@ -310,7 +310,7 @@ def build(rows: Mapping[str, Mapping[str, Any]], specs: Mapping[str, VariantSpec
     device_plots = {c.removeprefix(DEVICE_PLOT): p for c, p in (plots or {}).items()
                     if c.startswith(DEVICE_PLOT)}
     trade_offs = {c: p for c, p in (plots or {}).items()
-                  if not c.startswith(("Search", DEVICE_PLOT))}
+                  if not c.startswith(("Search", DEVICE_PLOT, time_section.TIME_PLOT))}
     if trade_offs:
         sections.append(Section(text("Trade-offs"), (
             Paragraph(text("Red: the Pareto front, the variants no other variant beats on both "
@@ -322,7 +322,9 @@ def build(rows: Mapping[str, Mapping[str, Any]], specs: Mapping[str, VariantSpec
                                  f"{m['python']}, ai-edge-litert {m['ai_edge_litert']}."))
         latency = _latency(ok)
         on_device = device.section(ok, rec, device_plots)
+        where = time_section.section(ok, reference, plots)
         sections += [Section(latency.title, (*latency.blocks, machine)),
+                     *([where] if where else []),
                      *([on_device] if on_device else []), _memory(ok), _per_class(ok)]
         paths = device.kernel_paths(ok)
         if paths:

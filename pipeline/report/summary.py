@@ -22,7 +22,7 @@ NOT_METRICS = frozenset({"status", "error", "input_dtype", "output_dtype", "insp
                          "asked_vs_got", "worst_tensors", "backend", "kernels", "search",
                          "per_class_accuracy", "top_k", "footprint", "gpu_compatible",
                          "gpu_first_incompatible_op", "micro_error", "npu",
-                         "footprint_error", "preparation"})
+                         "footprint_error", "preparation", "profiles"})
 # Per Ethos-U target, as `<accelerator>.<figure>` (e.g. `ethos-u55-128.sram_bytes`).
 NPU_METRICS = tuple(k.split(".", 1)[1] for k in metrics.family_keys("<accelerator>."))
 MICRO_METRICS = tuple(k for k in metrics.keys(stage="footprint")
@@ -175,7 +175,9 @@ def summarize(specs: Mapping[str, VariantSpec], records: Mapping[str, Mapping[st
                for k in SETTING_METRICS if k in fig},
             "top_k": ev["top_k"],
             "per_class_accuracy": ev["per_class_accuracy"],
+            **{k: v for k, v in bench.items() if k.startswith("op_ms.")},
             "settings": bench["settings"],
+            "profiles": bench.get("profiles", {}),
             "headline": bench["headline"],
             "machine": bench["machine"],
             "input_dtype": ev["input_dtype"],
@@ -200,6 +202,12 @@ def summarize(specs: Mapping[str, VariantSpec], records: Mapping[str, Mapping[st
         micro = rows[name].get("footprint", {}).get("micro", {})
         if micro.get("disagree"):  # TFLM's kernels against LiteRT's built-in ones
             rows[name]["kernel_paths_disagree"] = True
+    # Every profiled variant gets every op type's time (0: it has no such operator), so the
+    # columns line up (MLflow's compare view, summary.csv).
+    profiled = [r for r in rows.values() if "profile_explained" in r]
+    op_types = {k for r in profiled for k in r if k.startswith("op_ms.")}
+    for r in profiled:
+        r.update({k: 0.0 for k in op_types if k not in r})
     return {name: rows[name] for name in specs}
 
 

@@ -11,11 +11,11 @@ from typing import Any
 
 from pipeline.artifacts import SEARCH_PLOT
 from pipeline.io import write_bytes, write_csv, write_json, write_text
-from pipeline.layout import (LATENCY_PNG, METRICS_FILE, PLOTS, RECOMMENDATION, REPORT_HTML,
+from pipeline.layout import (LATENCY_PNG, TIME_PNG, METRICS_FILE, PLOTS, RECOMMENDATION, REPORT_HTML,
                              SIZE_BARS_PNG, SIZE_PNG, SUMMARY_CSV, SUMMARY_JSON, SUMMARY_MD,
                              TRAINING_CSV, TRAINING_PNG, VARIANTS_CSV)
 from pipeline import plots
-from pipeline.report import content, render
+from pipeline.report import content, latency, render
 from pipeline.report.summary import metrics_of, to_csv
 from pipeline.variants import VariantSpec
 
@@ -46,9 +46,24 @@ def device_plots(ok: Mapping[str, Mapping[str, Any]], d: Path) -> dict[str, Path
     return pngs
 
 
+def time_plots(ok: Mapping[str, Mapping[str, Any]], reference: str, d: Path
+               ) -> dict[str, Path]:
+    """Time per op type of the reference and of each variant slower than it, side by side
+    (one plot; none when no variant is slower)."""
+    groups = latency.plot_data(ok, reference)
+    if not groups:
+        return {}
+    return {f"{latency.TIME_PLOT}time per op type, {reference} beside the slower variants":
+            plots.grouped_bars({op: {k: ms * 1e3 for k, ms in v.items()}
+                                for op, v in groups.items()}, "us per inference",
+                               f"time per op type: {reference} and the slower variants",
+                               d / TIME_PNG)}
+
+
 def write_plots(out_dir: Path, rows: Mapping[str, Mapping[str, Any]],
                 histories: Mapping[str, Mapping[str, list[float]]],
-                variants_dir: Path | None = None) -> dict[str, str]:
+                variants_dir: Path | None = None, reference: str | None = None
+                ) -> dict[str, str]:
     """PNG plots and the CSV data behind DVC's plots, in `out_dir/plots/`.
 
     Returns:
@@ -72,6 +87,8 @@ def write_plots(out_dir: Path, rows: Mapping[str, Mapping[str, Any]],
                                        "size (KiB)", "size per variant", d / SIZE_BARS_PNG),
     }
     pngs.update(device_plots(ok, d))
+    if reference:
+        pngs.update(time_plots(ok, reference, d))
     if any(histories.values()):
         pngs["Training curves"] = plots.training_curves(dict(histories), d / TRAINING_PNG)
     for name, row in ok.items():  # each search's trajectory, copied beside the other plots
@@ -117,7 +134,7 @@ def write_report(out_dir: str | Path, rows: Mapping[str, Mapping[str, Any]],
         The written paths by kind.
     """
     out = Path(out_dir)
-    figures = write_plots(out, rows, histories or {}, variants_dir)
+    figures = write_plots(out, rows, histories or {}, variants_dir, reference)
     doc = content.build(rows, specs, rec, reference, keras_accuracy, figures, qat, facts)
     return {
         "markdown": write_text(out / SUMMARY_MD, render.markdown(doc)),

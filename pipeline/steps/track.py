@@ -69,7 +69,7 @@ def run(cfg: Config, layout: Layout, raw: Mapping[str, Any], params_file: Path,
                           "keras_model": layout.keras("float")},
         variant_artifacts={v: tracking.variant_artifacts(
             layout.variant(v), v, layout.evaluation(v), layout.benchmark(v), layout.footprint(v),
-            layout.package(v)) for v in cfg.variants},
+            layout.package(v), layout.profile(v)) for v in cfg.variants},
         data=dataset_of(cfg, layout),
         note=recommendation_note(rec, rows),
         common_tags=store.provenance(Path.cwd(), raw),  # the project being run

@@ -78,12 +78,12 @@ def _log_trial(client: Any, experiment_id: str, parent_id: str, variant: str,
 
 
 def variant_artifacts(variant_dir: Path, name: str, evaluation: Path, benchmark: Path,
-                      footprint: Path, package: Path | None = None
-                      ) -> dict[str, Path | list[Path]]:
+                      footprint: Path, package: Path | None = None,
+                      profile: Path | None = None) -> dict[str, Path | list[Path]]:
     """What a variant's child run gets, by artifact folder: its model (also its logged model),
     every file of its folder (`pipeline.artifacts`; the ones a kind does not write are
-    skipped), its evaluation, benchmark and footprint, and its device package (`deploy`,
-    where the export stage wrote one)."""
+    skipped), its evaluation, benchmark (with its per-operator table) and footprint, and its
+    device package (`deploy`, where the export stage wrote one)."""
     folder = Path(variant_dir)
     return {"model": a.tflite_path(folder, name), "inspection": folder / a.RECORD,
             "layer_errors": folder / a.LAYER_ERRORS, "tensor_errors": folder / a.TENSOR_ERRORS,
@@ -91,7 +91,8 @@ def variant_artifacts(variant_dir: Path, name: str, evaluation: Path, benchmark:
             "precision": folder / a.PRECISION, "equalization": folder / a.EQUALIZATION,
             "search": [folder / f for f in (a.SEARCH_TRIALS, a.SEARCH_PLOT,
                                             a.SEARCH_DECISIONS, a.SEARCH_RULES)],
-            "evaluation": evaluation, "benchmark": benchmark, "footprint": footprint,
+            "evaluation": evaluation, "footprint": footprint,
+            "benchmark": [benchmark, *([profile] if profile is not None else [])],
             **({"deploy": package} if package is not None else {})}
 
 

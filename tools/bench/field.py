@@ -219,6 +219,50 @@ def variant_row(summary: dict[str, Any], real: bool) -> dict[str, Any]:
     return row
 
 
+def time_row(summary: dict[str, Any]) -> dict[str, Any]:
+    """Where each variant's time goes (`pipeline.report.latency`), kept small for the page's
+    JSON: the speed-up with its interval and the headline per-operator profile (op type,
+    kernel and time per operator; what the delegate took)."""
+    from pipeline.report.latency import headline_profile
+
+    out = {}
+    for v, r in summary.items():
+        p = headline_profile(r) if r.get("status") == "ok" else None
+        if p is None:
+            continue
+        out[v] = {**{k: r[k] for k in ("speedup_vs_float32", "speedup_ci_low",
+                                        "speedup_ci_high")},
+                  "profile": {**{k: p[k] for k in ("whole_ms", "kernels", "explained",
+                                                    "delegate", "invoke_ms", "ops_ms")},
+                              "by_type": p["by_type"],
+                              "ops": [{k: o.get(k) for k in ("type", "kernel", "ms")}
+                                      for o in p["ops"]]}}
+    return out
+
+
+def render_time(row: dict[str, Any], reference: str = "float32") -> list[str]:
+    """The model's "Where the time goes": each variant slower than float32 beyond noise,
+    with the operators behind it, and what XNNPACK took of each variant."""
+    from pipeline.report.latency import clearly_slower, left_line, sentence
+
+    timing = row.get("time") or {}
+    if reference not in timing:
+        return []
+    ref = timing[reference]["profile"]
+    out = ["Where the time goes (one thread, XNNPACK; each operator timed as its own model; "
+           "[Latency explained](latency.md)):", ""]
+    slower = [v for v, t in timing.items() if v != reference and clearly_slower(t)]
+    out += [f"- {sentence(v, timing[v]['profile'], ref, reference)} (speed-up "
+            f"{timing[v]['speedup_vs_float32']:.2f}x [{timing[v]['speedup_ci_low']:.2f}, "
+            f"{timing[v]['speedup_ci_high']:.2f}].)" for v in slower]
+    if not slower:
+        out.append(f"- No variant is slower than {reference} beyond noise.")
+    out += ["", "| variant | whole model ms | per-op explains | delegate |", "|---|---:|---:|---|"]
+    out += [f"| `{v}` | {t['profile']['whole_ms']:.3f} | {t['profile']['explained']:.0%} | "
+            f"{left_line(t['profile'])} |" for v, t in timing.items()]
+    return out + [""]
+
+
 def lab_integer(variants: dict[str, dict[str, Any]]) -> tuple[str | None, str]:
     """The lab's int8 variant to put beside the authors' file (no float compute, no 16-bit
     activations, runs on TFLM: what theirs is), and how it was chosen: on real inputs the most
@@ -281,6 +325,7 @@ def run_one(name: str, work: Path, timeout: float, variants: list[str] | None = 
     summary = read_json(Layout(job).report(SUMMARY_JSON))
     row["variants"] = {v: variant_row(r, real) for v, r in summary.items()}
     row["lab_integer"], row["lab_integer_by"] = lab_integer(row["variants"])
+    row["time"] = time_row(summary)
     npu = yaml.safe_load((ROOT / "conf" / "footprint" / "default.yaml").read_text())["npu"]
     row["authors"] = authors_row(ref["tflite"], job, npu, fidelity=real)
     return row
@@ -369,7 +414,7 @@ def render_model(row: dict[str, Any]) -> list[str]:
                   _ops(r.get(f"{U55}.npu_ops"), r.get(f"{U55}.cpu_ops")),
                   _num(r["t1.latency_ms_p50"], ".3f")]
         out.append("| " + " | ".join(cells) + " |")
-    return out + [""]
+    return out + [""] + render_time(row)
 
 
 HEADER = (
