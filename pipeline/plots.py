@@ -134,7 +134,8 @@ def grouped_bars(groups: dict[str, dict[str, float]], ylabel: str, title: str,
     ax.tick_params(axis="x", rotation=30)
     for label in ax.get_xticklabels():
         label.set_horizontalalignment("right")
-    ax.set(ylabel=ylabel, title=title)
+    ax.set_yscale("log")  # a 20x slower op type beside a 1.2x one: both readable
+    ax.set(ylabel=f"{ylabel} (log scale)", title=title)
     ax.grid(axis="y", alpha=0.3)
     ax.legend()
     fig.tight_layout()

@@ -354,6 +354,12 @@ def test_dvc_repro_end_to_end(tmp_path: Path, mlflow_server: str) -> None:
     shipped = {a.path for a in registry.list_artifacts(children[candidate].info.run_id,
                                                        "deploy")}
     assert {"deploy/model.tflite", "deploy/io.json", "deploy/predict.py"} <= shipped
+    # Each variant's per-operator times (benchmark stage), also an artifact of its run.
+    timed = {a.path for a in registry.list_artifacts(children[candidate].info.run_id,
+                                                     "benchmark")}
+    assert f"benchmark/{candidate}.ops.csv" in timed
+    ops_csv = (project / "benchmark" / f"{candidate}.ops.csv").read_text().splitlines()
+    assert ops_csv[0].startswith("setting,index,type,kernel,ms") and len(ops_csv) > 3
     assert {"report/report.html", "report/summary.md", "report/plots"} <= report_files
 
     # DVC renders the plots and diffs the metrics by variant name.

@@ -118,6 +118,19 @@ def test_make_field_on_stand_in_inputs_shows_only_what_they_prove(tmp_path: Path
                            or "drop" in t]
     assert "Inputs: synthetic: " in page
     assert "lab's smallest integer: `int8_full`" in page and "authors' int8" in page
+    # Where the time goes (latency does not depend on the inputs' content): every variant's
+    # per-operator profile, what XNNPACK took, and a sentence per variant slower than float.
+    timing = row["time"]
+    assert set(timing) == set(KWS_VARIANTS)
+    for v, t in timing.items():
+        p = t["profile"]
+        assert 0.6 < p["explained"] < 1.5, (v, p["explained"])
+        assert p["delegate"]["nodes"] == len(p["ops"])
+    assert "DEPTHWISE_CONV_2D" in timing["float32"]["profile"]["by_type"]
+    assert "Where the time goes" in page
+    for v, t in timing.items():
+        if v != "float32" and t["speedup_ci_high"] < 1:
+            assert f"- {v}: " in page
 
 
 @pytest.mark.slow

@@ -275,7 +275,7 @@ def left_reason(g: graph.Graph, op: graph.Op, made: dict[int, str]) -> str:
                 "which XNNPACK does not take here")
     if weights & {"int4", "int2"} or acts & {"int4", "int2"}:
         return "sub-byte tensors XNNPACK does not take for this op"
-    return f"XNNPACK takes no {op.type} with these tensor types"
+    return f"XNNPACK takes no {op.type} on {'/'.join(sorted(acts)) or 'these'} tensors"
 
 
 _PROGRESS = "profile-op: "  # the child's stderr line before each operator
