@@ -325,7 +325,7 @@ def isolated(path: str | Path, sample: np.ndarray, settings: Settings = Settings
 
 
 def profile(path: str | Path, sample: np.ndarray, settings: Settings = Settings(),
-            skip: tuple[int, ...] = ()) -> dict[str, Any]:
+            skip: tuple[int, ...] = (), announce: bool = False) -> dict[str, Any]:
     """Time each operator of a `.tflite` model as its own model (see the module docstring).
 
     Args:
@@ -333,6 +333,7 @@ def profile(path: str | Path, sample: np.ndarray, settings: Settings = Settings(
         sample: One float input `(1, *input_shape)`, as the benchmark feeds it.
         settings: Threads, kernel path and timed blocks per operator.
         skip: Operators not to time (LiteRT aborted the process on them): error rows.
+        announce: Say on stderr which operator is next (for `isolated`, the parent).
 
     Returns:
         `method`, `threads`, `kernels`, `whole_ms` (the whole model, timed the same way),
@@ -378,7 +379,8 @@ def profile(path: str | Path, sample: np.ndarray, settings: Settings = Settings(
                        "as a model of its own")
             rows.append(row)
             continue
-        print(f"{_PROGRESS}{i}", file=sys.stderr, flush=True)
+        if announce:
+            print(f"{_PROGRESS}{i}", file=sys.stderr, flush=True)
         if i in statics and i in in_delegate:
             row.update(kernel="xnnpack", ms=0.0, note="made from constants: XNNPACK folds it "
                        "into its consumer's weights when the model loads")
@@ -489,7 +491,7 @@ def main() -> None:
         shape = load_interpreter(args.model).get_input_details()[0]["shape"]
         sample = np.random.default_rng(0).random(tuple(int(d) for d in shape), np.float32)
     result = profile(args.model, sample, Settings(args.threads, args.kernels, args.rounds),
-                     tuple(args.skip))
+                     tuple(args.skip), announce=args.json is not None)
     if args.json:
         write_json(args.json, result)
         return
