@@ -42,14 +42,25 @@ def setting_key(threads: int, xnnpack: bool) -> str:
     return f"t{threads}" + ("" if xnnpack else "_noxnnpack")
 
 
+# The CPU's vector extensions that decide how fast XNNPACK's kernels run: x86 (FMA, F16C, AVX2,
+# AVX-512, and the int8 dot products VNNI and AMX) and Arm (NEON, its dot product and i8mm).
+SIMD = ("fma", "f16c", "avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "asimd",
+        "asimddp", "i8mm", "fphp")
+INT8_DOT = frozenset({"avx512_vnni", "avx_vnni", "amx_int8", "asimddp", "i8mm"})
+
+
 def machine() -> dict[str, str]:
-    """What the figures were measured on: CPU model, cores, library versions."""
+    """What the figures were measured on: CPU model, cores, its vector extensions (`simd`),
+    library versions."""
     cpu = platform.processor() or platform.machine()
+    flags: set[str] = set()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
+            if line.startswith("model name") and cpu == (platform.processor()
+                                                         or platform.machine()):
                 cpu = line.split(":", 1)[1].strip()
-                break
+            elif line.startswith(("flags", "Features")) and not flags:
+                flags = set(line.split(":", 1)[1].split())
     except OSError:
         pass
 
@@ -59,7 +70,9 @@ def machine() -> dict[str, str]:
         except importlib.metadata.PackageNotFoundError:
             return "absent"
 
-    return {"cpu": cpu, "cores": str(os.cpu_count()), "platform": platform.platform(),
+    return {"cpu": cpu, "cores": str(os.cpu_count()),
+            "simd": " ".join(f for f in SIMD if f in flags) or "unknown",
+            "platform": platform.platform(),
             "python": platform.python_version(), "ai_edge_litert": version("ai-edge-litert"),
             "numpy": version("numpy")}
 

@@ -8,12 +8,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from pipeline.measure.benchmark import INT8_DOT
 from pipeline.metrics import fmt
 from pipeline.report.document import Bullets, Figure, Paragraph, Section, Table, code, text
 
 TIME_PLOT = "Where the time goes: "  # caption prefix of the per-op-type plots
 MAX_CAUSES = 3  # op types named per variant
 EDGE_OPS = frozenset({"QUANTIZE", "DEQUANTIZE"})
+INTEGER = frozenset({"int8", "uint8"})
 
 
 def headline_profile(row: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -30,7 +32,9 @@ def clearly_slower(row: Mapping[str, Any]) -> bool:
 def _by_type(profile: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     for r in profile["ops"]:
-        t = out.setdefault(r["type"], {"count": 0, "ms": 0.0, "kernels": {}})
+        t = out.setdefault(r["type"], {"count": 0, "ms": 0.0, "kernels": {},
+                                       "activations": set()})
+        t["activations"].update(x for x in (r.get("inputs") or "").split(",") if x != "-")
         t["count"] += 1
         t["ms"] += r.get("ms") or 0.0
         t["kernels"][r["kernel"]] = t["kernels"].get(r["kernel"], 0) + 1
@@ -43,11 +47,12 @@ def _ms(value: float) -> str:
 
 def causes(profile: Mapping[str, Any], reference: Mapping[str, Any]) -> list[dict[str, Any]]:
     """The op types that account for most of the variant's extra time over the reference
-    (largest extra first, at most `MAX_CAUSES`, together at least 80% of all extra where
-    they reach it): type, counts, both times, the ratio, the kernels, the share of the
-    variant's time."""
+    (largest extra first, at most `MAX_CAUSES`, until 80% of all extra; each at least a
+    tenth of it and, for a type both have, at least 10% slower): type, counts, both
+    times, the ratio, the kernels, the activation types, the share of the variant's
+    per-operator time."""
     mine, ref = _by_type(profile), _by_type(reference)
-    whole = profile["whole_ms"] or 1.0
+    whole = sum(t["ms"] for t in mine.values()) or 1.0
     rows = []
     for op, t in mine.items():
         if not t["count"]:
@@ -57,13 +62,16 @@ def causes(profile: Mapping[str, Any], reference: Mapping[str, Any]) -> list[dic
                      "reference_ms": r["ms"], "reference_count": r["count"],
                      "extra_ms": t["ms"] - r["ms"], "share": t["ms"] / whole,
                      "ratio": t["ms"] / r["ms"] if r["ms"] > 0 else float("inf"),
-                     "kernels": t["kernels"], "reference_kernels": r["kernels"]})
+                     "kernels": t["kernels"], "reference_kernels": r["kernels"],
+                     "activations": t["activations"]})
     rows.sort(key=lambda x: -x["extra_ms"])
     total = sum(x["extra_ms"] for x in rows if x["extra_ms"] > 0)
     chosen, cum = [], 0.0
     for x in rows:
-        if x["extra_ms"] <= 0 or len(chosen) == MAX_CAUSES or (total and cum >= 0.8 * total):
+        if x["extra_ms"] < 0.1 * total or len(chosen) == MAX_CAUSES or cum >= 0.8 * total:
             break
+        if x["reference_count"] and x["ratio"] < 1.1:
+            continue
         chosen.append(x)
         cum += x["extra_ms"]
     return chosen
@@ -73,9 +81,15 @@ def _kernels(k: Mapping[str, int]) -> str:
     return ", ".join(f"{n} on {name}" for name, n in sorted(k.items()))
 
 
+def _verbs(n: int) -> tuple[str, str]:
+    return ("take", "run") if n > 1 else ("takes", "runs")
+
+
 def sentence(name: str, profile: Mapping[str, Any], reference: Mapping[str, Any],
-             reference_name: str) -> str:
-    """One sentence naming what makes `name` slower than the reference."""
+             reference_name: str, simd: str | None = None) -> str:
+    """One sentence naming what makes `name` slower than the reference. `simd`: the CPU's
+    vector extensions (`pipeline.measure.benchmark.machine`), to say when integer kernels
+    are slow for want of int8 dot-product instructions."""
     found = causes(profile, reference)
     if not found:
         return (f"{name}: no operator type is slower than in {reference_name}; the difference "
@@ -84,20 +98,27 @@ def sentence(name: str, profile: Mapping[str, Any], reference: Mapping[str, Any]
     parts = []
     for c in found:
         op, n = c["type"], c["count"]
+        take, run = _verbs(n)
         ops = f"the {n} {op} op{'s' if n > 1 else ''}"
         if c["reference_count"] == 0:
             what = ("which the float model does not have" if op in EDGE_OPS
                     else f"absent from {reference_name}")
-            parts.append(f"{ops} ({what}) take {c['share']:.0%} of the time "
+            parts.append(f"{ops} ({what}) {take} {c['share']:.0%} of the time "
                          f"({_ms(c['ms'])})")
             continue
-        part = (f"{ops} take {c['share']:.0%} of the time and run {c['ratio']:.1f}x slower "
-                f"than in {reference_name} ({_ms(c['ms'])} against {_ms(c['reference_ms'])})")
+        part = (f"{ops} {take} {c['share']:.0%} of the time and {run} {c['ratio']:.1f}x "
+                f"slower than in {reference_name} ({_ms(c['ms'])} against "
+                f"{_ms(c['reference_ms'])})")
         builtin = c["kernels"].get("builtin", 0)
         if builtin and c["reference_kernels"].get("xnnpack", 0):
             why = _reasons(profile).get(op)
             part += (f", {'all' if builtin == n else builtin} on the built-in kernels where "
                      f"XNNPACK ran {reference_name}'s" + (f" ({why})" if why else ""))
+        elif (set(c["kernels"]) == {"xnnpack"} and c["activations"] & INTEGER
+              and simd is not None and not INT8_DOT & set(simd.split())):
+            part += (", on XNNPACK in both: this CPU has no int8 dot-product instructions "
+                     f"(VNNI; it has {simd or 'none of those listed'}), and XNNPACK's integer "
+                     "kernels run slower than its float ones here")
         parts.append(part)
     return f"{name}: " + "; ".join(parts) + "."
 
@@ -158,7 +179,8 @@ def section(ok: Mapping[str, Mapping[str, Any]], reference: str,
     if slower:
         blocks.append(Paragraph(text(
             f"Slower than {reference} beyond noise (speed-up interval below 1):")))
-        blocks.append(Bullets(tuple(text(sentence(n, profiled[n], ref, reference))
+        simd = ok[reference].get("machine", {}).get("simd")
+        blocks.append(Bullets(tuple(text(sentence(n, profiled[n], ref, reference, simd))
                                     for n in slower)))
     else:
         blocks.append(Paragraph(text(f"No variant is slower than {reference} beyond noise.")))

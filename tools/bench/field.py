@@ -235,8 +235,9 @@ def time_row(summary: dict[str, Any]) -> dict[str, Any]:
                   "profile": {**{k: p[k] for k in ("whole_ms", "kernels", "explained",
                                                     "delegate", "invoke_ms", "ops_ms")},
                               "by_type": p["by_type"],
-                              "ops": [{k: o.get(k) for k in ("type", "kernel", "ms")}
-                                      for o in p["ops"]]}}
+                              "ops": [{k: o.get(k) for k in ("type", "kernel", "ms", "inputs")}
+                                      for o in p["ops"]]},
+                  "simd": r.get("machine", {}).get("simd")}
     return out
 
 
@@ -252,7 +253,8 @@ def render_time(row: dict[str, Any], reference: str = "float32") -> list[str]:
     out = ["Where the time goes (one thread, XNNPACK; each operator timed as its own model; "
            "[Latency explained](latency.md)):", ""]
     slower = [v for v, t in timing.items() if v != reference and clearly_slower(t)]
-    out += [f"- {sentence(v, timing[v]['profile'], ref, reference)} (speed-up "
+    out += [f"- {sentence(v, timing[v]['profile'], ref, reference, timing[v].get('simd'))} "
+            f"(speed-up "
             f"{timing[v]['speedup_vs_float32']:.2f}x [{timing[v]['speedup_ci_low']:.2f}, "
             f"{timing[v]['speedup_ci_high']:.2f}].)" for v in slower]
     if not slower:
