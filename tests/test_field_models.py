@@ -131,6 +131,12 @@ def test_make_field_on_stand_in_inputs_shows_only_what_they_prove(tmp_path: Path
     for v, t in timing.items():
         if v != "float32" and t["speedup_ci_high"] < 1:
             assert f"- {v}: " in page
+    # int8 on XNNPACK in both models: slower only where the CPU lacks int8 dot products.
+    from pipeline.measure.benchmark import INT8_DOT
+
+    simd = set(timing["int8_full"]["simd"].split())
+    if timing["int8_full"]["speedup_ci_high"] < 1 and not INT8_DOT & simd:
+        assert "no int8 dot-product instructions (VNNI" in page
 
 
 @pytest.mark.slow

@@ -200,6 +200,13 @@ def test_the_report_names_the_operators_behind_a_slowdown(models: dict[str, Path
     assert set(plot) >= {"CONV_2D", "FULLY_CONNECTED", "QUANTIZE"}
 
 
+def test_the_machine_record_names_the_cpus_vector_extensions() -> None:
+    simd = benchmark.machine()["simd"]
+    assert simd == "unknown" or set(simd.split()) <= set(benchmark.SIMD)
+    if Path("/proc/cpuinfo").is_file() and "avx2" in Path("/proc/cpuinfo").read_text():
+        assert "avx2" in simd.split()
+
+
 def test_the_metrics_of_a_profile_are_declared(models: dict[str, Path],
                                                small_dataset: Any) -> None:
     from pipeline import metrics
