@@ -219,3 +219,21 @@ def test_the_metrics_of_a_profile_are_declared(models: dict[str, Path],
     assert profile.metrics({"error": "x"}) == {}
     csv = profile.table({"t1": result}).splitlines()
     assert csv[0] == ",".join(profile.COLUMNS) and len(csv) == 1 + len(result["ops"])
+
+
+def test_without_the_profile_the_benchmark_and_the_report_carry_none(
+        models: dict[str, Path], small_dataset: Any, tiny_cfg: Any) -> None:
+    """`benchmark.profile: false`: no profile, no per-op metrics, an empty per-op table and
+    no report section; the whole-model figures as before."""
+    import dataclasses
+
+    cfg = dataclasses.replace(tiny_cfg.benchmark, profile=False, num_threads=[1],
+                              xnnpack=[True])
+    result = benchmark.benchmark(models["int8"], small_dataset.x_test[:1], cfg,
+                                 models["float32"], progress=False)
+    assert "profiles" not in result and not any(k.startswith("op_ms.") for k in result)
+    assert "profile_explained" not in result and result["latency_ms_p50"] > 0
+    assert profile.table(result.get("profiles", {})).splitlines() == [",".join(profile.COLUMNS)]
+    rows = {"float32": {"headline": "t1", "profiles": {}},
+            "int8": {"headline": "t1", **result}}
+    assert latency.section(rows, "float32") is None and latency.plot_data(rows, "float32") == {}
