@@ -115,9 +115,9 @@ def sentence(name: str, profile: Mapping[str, Any], reference: Mapping[str, Any]
             part += (f", {'all' if builtin == n else builtin} on the built-in kernels where "
                      f"XNNPACK ran {reference_name}'s" + (f" ({why})" if why else ""))
         elif (set(c["kernels"]) == {"xnnpack"} and c["activations"] & INTEGER
-              and simd is not None and not INT8_DOT & set(simd.split())):
+              and simd not in (None, "unknown") and not INT8_DOT & set(simd.split())):
             part += (", on XNNPACK in both: this CPU has no int8 dot-product instructions "
-                     f"(VNNI; it has {simd or 'none of those listed'}), and XNNPACK's integer "
+                     f"(VNNI, or Arm's dot product; it has {simd}), and XNNPACK's integer "
                      "kernels run slower than its float ones here")
         parts.append(part)
     return f"{name}: " + "; ".join(parts) + "."
