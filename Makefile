@@ -19,7 +19,8 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := 1
 
 .DEFAULT_GOAL := help
-.PHONY: help venv params repro test test-fast browser docs bench compat field export lock mlflow-ui \
+.PHONY: help venv params repro test test-fast browser docs bench compat field calibration export \
+	lock mlflow-ui \
 	mlflow-server mlflow-server-start mlflow-server-stop model-explorer clean
 
 ## List the targets.
@@ -96,6 +97,11 @@ model-explorer: venv
 	$(BIN)/model-explorer models/tflite/$(VARIANT)/$(VARIANT).tflite --host 127.0.0.1 \
 	  --port $(EXPLORER_PORT) --no_open_in_browser \
 	  --node_data_paths=models/tflite/$(VARIANT)/model_explorer/$(VARIANT)_comparison_result_me_input_snr.json
+
+## The calibration study on the config in conf/ (its DVC stage and what it needs): how many calibration samples, and which, per variant; prints its findings (the report shows them after make repro). About 7 minutes on the default config; measured points come from a cache.
+calibration: params
+	$(BIN)/dvc repro calibration
+	$(BIN)/python -m pipeline.report.calibration
 
 ## Package any variant of the last run for a device: make export VARIANT=int8_full (exports/int8_full/: model, C sources, resolver, settings, io.json, predict.py, golden vectors).
 export: venv

@@ -337,13 +337,51 @@ class ReportConfig:
     target: str = MISSING  # device the budgets apply to: cpu, micro, or a footprint.npu key
     max_arena_bytes: int | None = MISSING  # working memory budget on the target; None: any
     max_flash_bytes: int | None = MISSING  # storage budget on the target; None: any
+    # The calibration study's sentence: below which size the activation ranges move by
+    # more than this share of their width between draws
+    range_spread: float = MISSING
 
     def __post_init__(self) -> None:
         positive("report.max_accuracy_drop", self.max_accuracy_drop, allow_zero=True)
+        positive("report.range_spread", self.range_spread)
         one_of("report.prefer", self.prefer, PREFERENCES)
         for key in ("max_arena_bytes", "max_flash_bytes"):
             if getattr(self, key) is not None:
                 positive(f"report.{key}", getattr(self, key))
+
+
+CALIBRATION_SELECTIONS = ("random", "balanced", "one_class", "confident", "unconfident",
+                          "misscaled")
+
+
+@dataclasses.dataclass
+class CalibrationConfig:
+    """The calibration study (`pipeline.produce.calibration`): what the representative
+    samples' number and choice cost each calibrated variant."""
+
+    variants: list[str] = MISSING  # calibrated variants studied; []: no study
+    sizes: list[int] = MISSING  # samples per draw (quantization.calibration_samples is added)
+    whole_split: bool = MISSING  # also the whole training split (random, one draw)
+    draws: int = MISSING  # seeded draws per size of random, balanced, one_class, misscaled
+    selections: list[str] = MISSING  # how the samples are chosen (CALIBRATION_SELECTIONS)
+    misscale: float = MISSING  # the misscaled selection: the random draw's inputs times this
+    # Processes measuring points at once; None: one per core. How fast, not what.
+    workers: int | None = dataclasses.field(default=MISSING, metadata=NO_RERUN)
+
+    def __post_init__(self) -> None:
+        for size in self.sizes:
+            positive("calibration.sizes", size)
+        positive("calibration.draws", self.draws)
+        for selection in self.selections:
+            one_of("calibration.selections", selection, CALIBRATION_SELECTIONS)
+        positive("calibration.misscale", self.misscale)
+        if self.workers is not None:
+            positive("calibration.workers", self.workers)
+
+    @property
+    def worker_count(self) -> int:
+        """How many processes measure points at once: `workers`, or one per core."""
+        return self.workers or os.cpu_count() or 1
 
 
 @dataclasses.dataclass
@@ -380,6 +418,7 @@ class Config:
     tracking: TrackingConfig = MISSING
     report: ReportConfig = MISSING
     deploy: DeployConfig = MISSING
+    calibration: CalibrationConfig = MISSING
 
     @property
     def variants(self) -> dict[str, VariantSpec]:
@@ -411,6 +450,12 @@ def parse_config(raw: Mapping[str, Any]) -> Config:
     for name in cfg.deploy.variants:
         one_of("deploy.variants", name, tuple(cfg.quantization.variants))
     variants = parse_variants(cfg.quantization.variants, cfg.report.reference)
+    for name in cfg.calibration.variants:
+        one_of("calibration.variants", name, tuple(variants))
+        if not variants[name].calibrated:
+            valid = ", ".join(n for n, v in variants.items() if v.calibrated)
+            raise ValueError(f"calibration.variants: {name} takes no representative samples "
+                             f"(valid: {valid})")
     return dataclasses.replace(
         cfg, model=parse_model(cfg.model),
         quantization=dataclasses.replace(cfg.quantization, variants=variants))

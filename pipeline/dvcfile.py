@@ -14,7 +14,6 @@ Each stage's `params` are the config keys its step reads (`pipeline.reads` recor
 from __future__ import annotations
 
 import argparse
-import ast
 import dataclasses
 import sys
 from collections.abc import Iterable, Mapping
@@ -23,21 +22,15 @@ from typing import Any
 
 import yaml
 
+from pipeline.closure import DATA_FILES, PACKAGE, ROOT, _imported, closure  # noqa: F401
 from pipeline.io import write_text
 from pipeline.layout import (KERAS_MODELS, LATENCY_PNG, METRICS_FILE, RECOMMENDATION,
                              REPORT_FILES, SIZE_BARS_PNG, SIZE_PNG, SUMMARY_JSON, TRAINING_CSV,
                              TRAINING_PNG, VARIANTS_CSV, Layout)
 from pipeline.steps import ORDER, PER_VARIANT
 
-ROOT = Path(__file__).resolve().parent.parent
-PACKAGE = "pipeline"
 DVC_FILE = ROOT / "dvc.yaml"
 KEY, SOURCE, REFERENCE = "${key}", "${item.source}", "${report.reference}"  # DVC templating
-# Files a module reads at run time besides Python code (module -> files or folders).
-DATA_FILES = {"pipeline/report/render.py": ("pipeline/report/templates",),
-              "pipeline/tracking/models.py": ("pipeline/tracking/tflite_pyfunc.py",),
-              "pipeline/ship/package.py": ("pipeline/ship/files",),
-              "pipeline/ship/csource.py": ("pipeline/ship/tflm_ops.json",)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,11 +108,20 @@ def stages(lay: Layout = Layout(Path("."))) -> list[Stage]:
                                    "evaluate.labels"),
               deps=(lay.dataset, lay.variants, lay.reference_outputs),
               outs=(lay.footprints,)),
+        Stage("calibration", tensorflow=True,
+              params=("seed", "calibration.variants", "calibration.sizes",
+                      "calibration.whole_split", "calibration.draws", "calibration.selections",
+                      "calibration.misscale", "quantization.calibration_samples",
+                      "quantization.comparison_samples", "quantization.variants",
+                      "evaluate.labels"),
+              widened=(("quantization.variants", "it makes the studied variants by their "
+                        "fields; " + kinds),),
+              deps=(lay.dataset, lay.keras("float")), outs=(lay.calibration,)),
         Stage("report", params=("quantization.variants", "report", "evaluate.labels"),
               widened=(("quantization.variants", "it shows each variant's description and "
                         "kind; " + kinds),),
               deps=(lay.dataset, lay.variants, *(lay.history(m) for m in KERAS_MODELS),
-                    lay.evaluations, lay.benchmarks, lay.footprints,
+                    lay.evaluations, lay.benchmarks, lay.footprints, lay.calibration,
                     *(lay.keras_metrics(m) for m in KERAS_MODELS)),
               uncached=tuple(lay.report(f) for f in REPORT_FILES),
               metrics=(lay.report(METRICS_FILE),)),
@@ -131,68 +133,13 @@ def stages(lay: Layout = Layout(Path("."))) -> list[Stage]:
               deps=(Path("params.yaml"), *(lay.report(f) for f in REPORT_FILES),
                     lay.report(METRICS_FILE), lay.variants, lay.keras("float"),
                     *(lay.history(m) for m in KERAS_MODELS), lay.keras_metrics("qat"),
-                    lay.evaluations, lay.benchmarks, lay.footprints, lay.packages),
+                    lay.evaluations, lay.benchmarks, lay.footprints, lay.packages,
+                    lay.calibration),
               uncached=(lay.mlflow_run,)),
     ]
     by_name = {s.name: dataclasses.replace(s, per_variant=s.name in PER_VARIANT) for s in specs}
     assert set(by_name) == set(ORDER), sorted(set(by_name) ^ set(ORDER))
     return [by_name[name] for name in ORDER]
-
-
-# --- import closure ---------------------------------------------------------------------------
-
-def module_file(module: str, root: Path = ROOT) -> Path | None:
-    """The file of a project module (`pipeline.x.y`), or None if it is not one."""
-    if module != PACKAGE and not module.startswith(PACKAGE + "."):
-        return None
-    base = root.joinpath(*module.split("."))
-    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
-        if candidate.is_file():
-            return candidate
-    return None
-
-
-def _imported(path: Path, module: str | None) -> set[str]:
-    """Project modules a file imports, anywhere in it (function-level imports included)."""
-    found: set[str] = set()
-    package = module.rpartition(".")[0] if module and path.name != "__init__.py" else module
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
-        if isinstance(node, ast.Import):
-            found.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:  # relative: resolve against this module's package
-                parts = (package or "").split(".")
-                parts = parts[:len(parts) - node.level + 1]
-                base = ".".join(p for p in [*parts, base] if p)
-            found.add(base)
-            found.update(f"{base}.{alias.name}" for alias in node.names)
-    return {m for m in found if module_file(m) is not None}
-
-
-def _with_parents(module: str) -> list[str]:
-    """`a.b.c` -> `a`, `a.b`, `a.b.c`: importing a module runs its packages' `__init__`."""
-    parts = module.split(".")
-    return [".".join(parts[:i]) for i in range(1, len(parts) + 1)]
-
-
-def closure(script: Path, root: Path = ROOT) -> list[Path]:
-    """Every project file that running `script` can import (its own file first), plus the
-    data files those modules read (`DATA_FILES`), relative to `root`."""
-    seen: set[str] = set()
-    todo = sorted(_imported(script, None))
-    while todo:
-        module = todo.pop()
-        for m in _with_parents(module):
-            if m in seen:
-                continue
-            seen.add(m)
-            path = module_file(m, root)
-            if path is not None:
-                todo.extend(sorted(_imported(path, m) - seen))
-    files = sorted(f.relative_to(root) for m in seen if (f := module_file(m, root)))
-    data = sorted(Path(d) for f in files for d in DATA_FILES.get(f.as_posix(), ()))
-    return [script.relative_to(root), *files, *data]
 
 
 # --- dvc.yaml -----------------------------------------------------------------------------------

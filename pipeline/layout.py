@@ -107,6 +107,17 @@ class Layout:
         return self.footprint(name) / VELA_DIR / accelerator / VELA_MODEL
 
     @property
+    def calibration(self) -> Path:
+        """The calibration study (`pipeline.produce.calibration`): `study.json`,
+        `points.csv`, `origins.npz`."""
+        return self._at("calibration")
+
+    @property
+    def calibration_cache(self) -> Path:
+        """The study's points by content key, kept across runs (outside DVC's outputs)."""
+        return self._at(".cache", "calibration")
+
+    @property
     def reports(self) -> Path:
         return self._at("reports")
 
@@ -135,6 +146,11 @@ EVALUATION_FILE = "metrics.json"  # in each variant's evaluation folder
 VARIANTS_CSV, TRAINING_CSV = "variants.csv", "training.csv"
 SIZE_PNG, LATENCY_PNG = "accuracy_vs_size.png", "accuracy_vs_latency.png"
 TIME_PNG = "time_per_op_type.png"  # the reference and the variants slower than it, per op type
+CALIBRATION_PNG = "calibration.png"  # accuracy against calibration size, per selection
+# The calibration study's folder (`Layout.calibration`): its results, one row per point, and
+# per point its samples' positions in the source
+CALIBRATION_STUDY, CALIBRATION_POINTS, CALIBRATION_ORIGINS = ("study.json", "points.csv",
+                                                              "origins.npz")
 SIZE_BARS_PNG, TRAINING_PNG = "size.png", "training.png"
 METRICS_FILE = "metrics.json"
 FOOTPRINT_FILE = "footprint.json"  # in each variant's footprint folder

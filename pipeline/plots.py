@@ -165,3 +165,43 @@ def training_curves(histories: dict[str, dict[str, list[float]]], path: str | Pa
         ax.legend(fontsize=8)
     fig.tight_layout()
     return save(fig, path)
+
+
+def curves(panels: dict[str, dict[str, list[tuple[float, float, float, float]]]],
+           lines: dict[str, float], xlabel: str, ylabel: str, path: str | Path,
+           zoom: tuple[float, float] | None = None) -> Path:
+    """One column per key of `panels` (a variant), one line per series in it (a selection)
+    through its points `(x, y, low, high)` on a log x axis, with a band from `low` to
+    `high`; `lines`: level lines drawn on every panel (`{label: y}`). With `zoom` (y from,
+    to), a second row shows that range of the same curves."""
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
+    plt = pyplot()
+    cols, rows = max(len(panels), 1), 2 if zoom else 1
+    fig, axes = plt.subplots(rows, cols, figsize=(5.5 * cols, 3.6 * rows), squeeze=False)
+    for c, (title, series) in enumerate(panels.items()):
+        for r in range(rows):
+            ax = axes[r][c]
+            for name, points in series.items():
+                pts = sorted(points)
+                xs = [p[0] for p in pts]
+                line, = ax.plot(xs, [p[1] for p in pts], marker="o", markersize=3, label=name)
+                ax.fill_between(xs, [p[2] for p in pts], [p[3] for p in pts],
+                                color=line.get_color(), alpha=0.15)
+            for i, (label, y) in enumerate(lines.items()):
+                ax.axhline(y, color="black", linestyle=("-", "--", ":")[i % 3],
+                           linewidth=0.8, label=label)
+            ax.set_xscale("log")
+            ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
+            ax.xaxis.set_minor_formatter(NullFormatter())
+            if r == 1 and zoom:
+                ax.set_ylim(*zoom)
+            ax.set(xlabel=xlabel if r == rows - 1 else "",
+                   title=title if r == 0 else f"{title} (close up)")
+            ax.grid(alpha=0.3)
+        axes[0][c].set_ylabel(ylabel)
+        if rows > 1:
+            axes[1][c].set_ylabel(ylabel)
+    axes[0][-1].legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    return save(fig, path)

@@ -86,10 +86,27 @@ def _recording_class(cls: type) -> type:
                 state[0].keys.add(_join(state[1], name))
             return value
 
+        def __reduce__(self: Any) -> Any:  # noqa: N807
+            # Sent to another process (a worker) as the plain dataclass, every field read:
+            # what the worker does with it is the step's dependency.
+            values = {f.name: getattr(self, f.name) for f in dataclasses.fields(cls)}
+            extra = {k: v for k, v in object.__getattribute__(self, "__dict__").items()
+                     if k not in values and k != _STATE}
+            return _plain, (cls, {**values, **extra})
+
         _CLASSES[cls] = type(cls.__name__, (cls,), {"__getattribute__": __getattribute__,
+                                                    "__reduce__": __reduce__,
                                                     "__qualname__": cls.__qualname__,
                                                     "__module__": cls.__module__})
     return _CLASSES[cls]
+
+
+def _plain(cls: type, attributes: Mapping[str, Any]) -> Any:
+    """A recording view's dataclass rebuilt as the plain class (unpickling)."""
+    obj = object.__new__(cls)
+    for name, value in attributes.items():
+        object.__setattr__(obj, name, value)
+    return obj
 
 
 class _RecordingDict(dict):

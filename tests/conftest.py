@@ -40,6 +40,14 @@ TINY_RUN_OVERRIDES = (
     "benchmark.min_seconds=0.02",
     "benchmark.memory=false",  # measured in its own test: a subprocess per model is slow
     "benchmark.profile_rounds=5",
+    # the calibration study: one variant, one size (and the pipeline's 16), two draws, three
+    # selections (tests/test_calibration.py runs them all)
+    "calibration.variants=[int8]",
+    "calibration.sizes=[4]",
+    "calibration.draws=2",
+    "calibration.whole_split=false",
+    "calibration.selections=[random,unconfident,misscaled]",
+    "calibration.workers=1",
 )
 TINY_OVERRIDES = TINY_MODEL_OVERRIDES + TINY_RUN_OVERRIDES
 

@@ -297,7 +297,22 @@ def test_dvc_repro_end_to_end(tmp_path: Path, mlflow_server: str) -> None:
 
     logged = runs(project)
     trials = [r for r in logged if "search.change" in r.data.tags]  # nested under `auto`
-    logged = [r for r in logged if "search.change" not in r.data.tags]
+    # The calibration study: a run nested under the execution's, a run per point under it.
+    study = read_json(project / "calibration" / "study.json")
+    studied = [r for r in logged if r.data.tags.get("study") == "calibration"]
+    logged = [r for r in logged
+              if "search.change" not in r.data.tags and r.data.tags.get("study") is None]
+    [study_run] = [r for r in studied if "variant" not in r.data.tags]
+    points = {r.info.run_name.split(" · ")[0]: r for r in studied if "variant" in r.data.tags}
+    assert sorted(points) == sorted(p["name"] for p in study["points"]) and len(points) == 10
+    for p in study["points"]:  # the same figures as the study's file, under the study's run
+        run_ = points[p["name"]]
+        assert run_.data.tags["mlflow.parentRunId"] == study_run.info.run_id
+        assert run_.info.status == "FINISHED" and run_.data.params["selection"] == p["selection"]
+        assert run_.data.metrics["accuracy"] == pytest.approx(p["accuracy"])
+    assert "## Calibration: how many samples, and which" in (
+        project / "reports" / "summary.md").read_text()
+    assert (project / "reports" / "plots" / "calibration.png").stat().st_size > 0
     assert len(logged) == 2 + len(variants)
     assert trials and {r.data.tags["variant"] for r in trials} == {"auto"}
     parent = next(r for r in logged if "mlflow.parentRunId" not in r.data.tags)
@@ -305,6 +320,7 @@ def test_dvc_repro_end_to_end(tmp_path: Path, mlflow_server: str) -> None:
     assert parent.data.metrics["keras_test_accuracy"] > 0.5
     assert parent.data.params["train.epochs"] == "3"
     assert parent.data.tags["failed_variants"] == "broken"
+    assert study_run.data.tags["mlflow.parentRunId"] == parent.info.run_id
     assert parent.data.tags["recommended.smallest"] in variants
     children = {r.data.tags["variant"]: r for r in logged if r is not parent}
     assert {r.info.run_name for r in children.values()} == {
@@ -371,7 +387,7 @@ def test_dvc_repro_end_to_end(tmp_path: Path, mlflow_server: str) -> None:
     # Nothing changed: nothing runs, nothing is logged.
     out = run(dvc + ["repro"], project)
     assert "Data and pipelines are up to date" in out
-    logged_with_trials = len(logged) + len(trials)
+    logged_with_trials = len(logged) + len(trials) + len(studied)
     assert len(runs(project)) == logged_with_trials
 
     # Every key of params.yaml reruns exactly the stages that read it (or says why more).
@@ -415,10 +431,12 @@ def test_dvc_repro_end_to_end(tmp_path: Path, mlflow_server: str) -> None:
     found = http_json(mlflow_server, "/api/2.0/mlflow/runs/search",
                       {"experiment_ids": [exp["experiment_id"]], "max_results": 100})["runs"]
     tags = [{t["key"]: t["value"] for t in r["data"].get("tags", [])} for r in found]
-    found = [r for r, t in zip(found, tags) if "search.change" not in t]
+    found = [r for r, t in zip(found, tags)
+             if "search.change" not in t and t.get("study") != "calibration"]
     assert len(found) == len(logged)
     statuses = {t.get("variant", t["mlflow.runName"]): r["info"]["status"]
-                for r, t in zip(found, [t for t in tags if "search.change" not in t])}
+                for r, t in zip(found, [t for t in tags if "search.change" not in t
+                                        and t.get("study") != "calibration"])}
     assert statuses.pop("broken") == "FAILED"
     assert set(statuses.values()) == {"FINISHED"}
     alias = http_json(mlflow_server, "/api/2.0/mlflow/registered-models/alias"

@@ -143,7 +143,7 @@ def test_a_test_split_missing_classes_still_runs(
 @pytest.mark.slow
 def test_unlabelled_images_are_scored_against_the_models_own_predictions(
         digits_model: tuple[Path, data.Dataset], tmp_path: Path) -> None:
-    from pipeline.steps import report, train
+    from pipeline.steps import calibration, report, train
 
     model_path, ds = digits_model
     folder = _digits_folder(tmp_path / "unlabelled", ds, 120)
@@ -171,6 +171,10 @@ def test_unlabelled_images_are_scored_against_the_models_own_predictions(
     for v in ("dynamic_range", "int8"):
         assert results[v]["accuracy"] == pytest.approx(results[v]["agreement"])
         assert results[v]["output_kl"] >= 0 and results[v]["output_sqnr_db"] > 10
+    # the calibration study scores its points the same way: agreement with the float model
+    study = calibration.run(cfg, lay)
+    assert study["label_free"] and study["float"]["accuracy"] == 1.0 and study["points"]
+    assert all(p["accuracy"] == pytest.approx(p["agreement"]) for p in study["points"])
     report.run(cfg, lay)
     md = lay.report("summary.md").read_text()
     assert "No accuracy was measured." in md and "evaluate.labels: model" in md

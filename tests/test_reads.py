@@ -97,7 +97,7 @@ def test_the_rerun_table_follows_dvc_yaml(tiny_raw: dict) -> None:
     assert set(table) == set(reads.leaves(tiny_raw))
     assert table["evaluate.workers"] == ["track"]
     assert set(table["quantization.variants.auto.labels"]) == {
-        "layer_errors", "quantize@auto", "report", "track"}
+        "layer_errors", "quantize@auto", "calibration", "report", "track"}
     assert {n for n in table["seed"] if n.startswith("quantize@")} == {
         f"quantize@{v}" for v in tiny_raw["quantization"]["variants"]}
 
@@ -112,3 +112,17 @@ def test_stale_lock_entries_are_removed(tmp_path: Path, tiny_raw: dict) -> None:
     assert removed == ["footprint@int8", "quantize@gone"]
     assert list(yaml.safe_load(lock.read_text())["stages"]) == ["prepare"]
     assert dvcfile.prune_lock(lock, tiny_raw["quantization"]["variants"]) == []
+
+
+def test_a_view_sent_to_another_process_arrives_as_the_plain_config(tiny_cfg) -> None:
+    """A step that hands a section to worker processes (the calibration study's variants)
+    pickles it: it arrives as the plain dataclass with every field, and every field sent is
+    a read of the step."""
+    import pickle
+
+    view, read = reads.recording(tiny_cfg)
+    spec = pickle.loads(pickle.dumps(view.variants["int8"]))
+    assert type(spec) is type(tiny_cfg.variants["int8"]) and spec == tiny_cfg.variants["int8"]
+    assert "quantization.variants.int8.representative_data" in read.keys
+    section = pickle.loads(pickle.dumps(view.calibration))
+    assert section == tiny_cfg.calibration and "calibration.workers" not in read.keys

@@ -195,8 +195,8 @@ def test_layout_paths_are_the_ones_dvc_tracks() -> None:
 # The package's layers, bottom up: a module imports from its own layer or the ones below,
 # never from one above. Top-level modules are the core; the folders are named.
 LAYERS = (
-    ("core", ("__init__", "io", "signals", "quiet", "schema", "reads", "metrics", "labels",
-              "stats", "layout", "artifacts", "console", "tfcompat", "plots", "data",
+    ("core", ("__init__", "io", "signals", "quiet", "schema", "reads", "closure", "metrics",
+              "labels", "stats", "layout", "artifacts", "console", "tfcompat", "plots", "data",
               "sources", "variants", "config", "params")),
     ("measure", ("measure",)),  # LiteRT side: runs .tflite models, no TensorFlow
     ("produce", ("produce",)),  # TensorFlow side: trains, converts, quantizes

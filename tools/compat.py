@@ -44,7 +44,9 @@ OVERRIDES = ("train.epochs=1", "qat.epochs=1", "quantization.calibration_samples
              "benchmark.num_threads=[1]", "benchmark.min_runs=20", "benchmark.min_seconds=0.2",
              "benchmark.warmup_seconds=0.05", "benchmark.memory=false",
              # The search is bounded: a row of the matrix should take minutes, not hours.
-             "quantization.variants.auto.max_trials=6", "quantization.variants.auto.time_limit=120")
+             "quantization.variants.auto.max_trials=6", "quantization.variants.auto.time_limit=120",
+             # no calibration study per row: `make calibration` on a row's model runs one
+             "calibration=off")
 # What the variants are converted from (rows measured before it have no `export`: their
 # conversions loaded a SavedModel of the whole Keras model, about 3x slower).
 EXPORT = "forward pass"

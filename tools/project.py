@@ -18,7 +18,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 # What a run writes (the stages' outputs, top folders) and its lock: never copied, so the
 # copy starts from nothing and `dvc repro` runs every stage.
-OUTPUT_DIRS = ("data", "models", "evaluation", "benchmark", "footprint", "reports")
+OUTPUT_DIRS = ("data", "models", "evaluation", "benchmark", "footprint", "calibration", "reports")
 LOCK = "dvc.lock"
 
 

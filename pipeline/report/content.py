@@ -12,7 +12,8 @@ from pipeline.metrics import fmt
 from pipeline.measure.evaluate import SQNR_CAP_DB
 from pipeline.report.document import (ci, Block, Bullets, Code, Document, Figure, Paragraph,
                                       Section, Table, Text, code, strong, text)
-from pipeline.report import device, latency as time_section, production
+from pipeline.report import calibration as calibration_section, device, production
+from pipeline.report import latency as time_section
 from pipeline.report.summary import first_line
 from pipeline.variants import VariantSpec
 
@@ -289,7 +290,8 @@ def build(rows: Mapping[str, Mapping[str, Any]], specs: Mapping[str, VariantSpec
           rec: Mapping[str, Any], reference: str, keras_accuracy: float | None = None,
           plots: Mapping[str, str] | None = None,
           qat: Mapping[str, Any] | None = None,
-          facts: Mapping[str, Any] | None = None) -> Document:
+          facts: Mapping[str, Any] | None = None,
+          calibration: Mapping[str, Any] | None = None) -> Document:
     """The whole report.
 
     Args:
@@ -302,6 +304,7 @@ def build(rows: Mapping[str, Mapping[str, Any]], specs: Mapping[str, VariantSpec
         qat: The qat step's metrics (`test_accuracy`, `coverage` or `error`).
         facts: About the data: `inputs` (the input range, one line) and `labels`
             (`evaluate.labels`: `data`, or `model` for label-free scores).
+        calibration: The calibration study's summary (`pipeline.report.calibration`).
     """
     ok = {n: r for n, r in rows.items() if r["status"] == "ok"}
     sections = [_recommendation(rows, rec, keras_accuracy, reference, facts),
@@ -310,7 +313,8 @@ def build(rows: Mapping[str, Mapping[str, Any]], specs: Mapping[str, VariantSpec
     device_plots = {c.removeprefix(DEVICE_PLOT): p for c, p in (plots or {}).items()
                     if c.startswith(DEVICE_PLOT)}
     trade_offs = {c: p for c, p in (plots or {}).items()
-                  if not c.startswith(("Search", DEVICE_PLOT, time_section.TIME_PLOT))}
+                  if not c.startswith(("Search", DEVICE_PLOT, time_section.TIME_PLOT,
+                                       calibration_section.CALIBRATION_PLOT))}
     if trade_offs:
         sections.append(Section(text("Trade-offs"), (
             Paragraph(text("Red: the Pareto front, the variants no other variant beats on both "
@@ -329,6 +333,9 @@ def build(rows: Mapping[str, Mapping[str, Any]], specs: Mapping[str, VariantSpec
         paths = device.kernel_paths(ok)
         if paths:
             sections.append(paths)
+    study = calibration_section.section(calibration, plots)
+    if study:
+        sections.append(study)
     if qat and (qat.get("error") or qat.get("coverage")):
         sections.append(production.qat(qat))
     sections.append(_models(rows))

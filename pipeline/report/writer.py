@@ -11,11 +11,11 @@ from typing import Any
 
 from pipeline.artifacts import SEARCH_PLOT
 from pipeline.io import write_bytes, write_csv, write_json, write_text
-from pipeline.layout import (LATENCY_PNG, TIME_PNG, METRICS_FILE, PLOTS, RECOMMENDATION, REPORT_HTML,
-                             SIZE_BARS_PNG, SIZE_PNG, SUMMARY_CSV, SUMMARY_JSON, SUMMARY_MD,
-                             TRAINING_CSV, TRAINING_PNG, VARIANTS_CSV)
+from pipeline.layout import (CALIBRATION_PNG, LATENCY_PNG, TIME_PNG, METRICS_FILE, PLOTS,
+                             RECOMMENDATION, REPORT_HTML, SIZE_BARS_PNG, SIZE_PNG, SUMMARY_CSV,
+                             SUMMARY_JSON, SUMMARY_MD, TRAINING_CSV, TRAINING_PNG, VARIANTS_CSV)
 from pipeline import plots
-from pipeline.report import content, latency, render
+from pipeline.report import calibration as calibration_section, content, latency, render
 from pipeline.report.summary import metrics_of, to_csv
 from pipeline.variants import VariantSpec
 
@@ -60,10 +60,24 @@ def time_plots(ok: Mapping[str, Mapping[str, Any]], reference: str, d: Path
                                d / TIME_PNG)}
 
 
+def calibration_plot(summary: Mapping[str, Any], d: Path) -> dict[str, Path]:
+    """The calibration study's curves: accuracy against calibration size, one panel per
+    variant, one line per selection."""
+    f, floor = summary["float"], summary["floor"]
+    margin = max(summary["budget"], 0.002)
+    return {f"{calibration_section.CALIBRATION_PLOT}test accuracy against calibration size, one "
+            "line per selection (bands: the draws' 95% intervals); below, close up around the "
+            "budget": plots.curves(
+                calibration_section.plot_data(summary),
+                {f"float {f['accuracy']:.2%}": f["accuracy"], f"budget {floor:.2%}": floor},
+                "calibration samples (log scale)", "test accuracy", d / CALIBRATION_PNG,
+                zoom=(floor - 2 * margin, f["accuracy_ci_high"] + margin))}
+
+
 def write_plots(out_dir: Path, rows: Mapping[str, Mapping[str, Any]],
                 histories: Mapping[str, Mapping[str, list[float]]],
-                variants_dir: Path | None = None, reference: str | None = None
-                ) -> dict[str, str]:
+                variants_dir: Path | None = None, reference: str | None = None,
+                calibration: Mapping[str, Any] | None = None) -> dict[str, str]:
     """PNG plots and the CSV data behind DVC's plots, in `out_dir/plots/`.
 
     Returns:
@@ -89,6 +103,8 @@ def write_plots(out_dir: Path, rows: Mapping[str, Mapping[str, Any]],
     pngs.update(device_plots(ok, d))
     if reference:
         pngs.update(time_plots(ok, reference, d))
+    if calibration:
+        pngs.update(calibration_plot(calibration, d))
     if any(histories.values()):
         pngs["Training curves"] = plots.training_curves(dict(histories), d / TRAINING_PNG)
     for name, row in ok.items():  # each search's trajectory, copied beside the other plots
@@ -118,7 +134,8 @@ def write_report(out_dir: str | Path, rows: Mapping[str, Mapping[str, Any]],
                  histories: Mapping[str, Mapping[str, list[float]]] | None = None,
                  qat: Mapping[str, Any] | None = None,
                  variants_dir: Path | None = None,
-                 facts: Mapping[str, Any] | None = None) -> dict[str, Path]:
+                 facts: Mapping[str, Any] | None = None,
+                 calibration: Mapping[str, Any] | None = None) -> dict[str, Path]:
     """Write the report into `out_dir`: `summary.md`, `report.html` (self-contained),
     `summary.csv`, `summary.json`, `metrics.json` (DVC metrics of the variants that
     succeeded), `recommendation.json`, and `plots/` (PNGs and the CSVs of DVC's plots).
@@ -129,13 +146,15 @@ def write_report(out_dir: str | Path, rows: Mapping[str, Mapping[str, Any]],
         qat: The qat step's metrics (what QAT covered, or why it was not possible).
         variants_dir: The variants' folders (for each search's trajectory plot).
         facts: About the data (`pipeline.report.content.build`).
+        calibration: The calibration study's summary (`pipeline.report.calibration`).
 
     Returns:
         The written paths by kind.
     """
     out = Path(out_dir)
-    figures = write_plots(out, rows, histories or {}, variants_dir, reference)
-    doc = content.build(rows, specs, rec, reference, keras_accuracy, figures, qat, facts)
+    figures = write_plots(out, rows, histories or {}, variants_dir, reference, calibration)
+    doc = content.build(rows, specs, rec, reference, keras_accuracy, figures, qat, facts,
+                        calibration)
     return {
         "markdown": write_text(out / SUMMARY_MD, render.markdown(doc)),
         "html": write_text(out / REPORT_HTML, render.page(doc, out)),

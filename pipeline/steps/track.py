@@ -12,7 +12,8 @@ from typing import Any
 from pipeline import artifacts, data
 from pipeline.config import Config
 from pipeline.io import read_json, write_json
-from pipeline.layout import RECOMMENDATION, REPORT_HTML, SUMMARY_JSON, SUMMARY_MD, Layout
+from pipeline.layout import (CALIBRATION_STUDY, RECOMMENDATION, REPORT_HTML, SUMMARY_JSON,
+                             SUMMARY_MD, Layout)
 from pipeline.labels import keras_accuracy
 from pipeline.tracking import models, store
 from pipeline.tracking import runs as tracking
@@ -78,6 +79,10 @@ def run(cfg: Config, layout: Layout, raw: Mapping[str, Any], params_file: Path,
         variant_trials={v: _csv_rows(layout.variant(v) / artifacts.SEARCH_TRIALS)
                         for v in cfg.variants
                         if (layout.variant(v) / artifacts.SEARCH_TRIALS).is_file()},
+        # the calibration study (a job folder from before the study has none)
+        study=(read_json(layout.calibration / CALIBRATION_STUDY)
+               if (layout.calibration / CALIBRATION_STUDY).is_file() else None),
+        study_folder=layout.calibration,
     )
     result = tracking.log_pipeline(execution, uri=uri, experiment=cfg.tracking.experiment,
                                    registered_model=cfg.tracking.registered_model)

@@ -77,6 +77,41 @@ def _log_trial(client: Any, experiment_id: str, parent_id: str, variant: str,
             if trial.get(k) not in (None, "")})
 
 
+# A calibration study point's figures (`pipeline.produce.calibration`), as its run's metrics.
+STUDY_METRICS = ("accuracy", "accuracy_ci_low", "accuracy_ci_high", "agreement",
+                 "worst_layer_snr_db", "train_samples", "size_bytes", "seconds")
+STUDY_PARAMS = ("variant", "selection", "size", "draw", "whole")
+
+
+def _log_study(client: Any, experiment_id: str, parent_id: str, run_name: str,
+               study: Mapping[str, Any], folder: Path | None,
+               common: Mapping[str, str]) -> str:
+    """The calibration study as a run nested under the execution's, with one run per point
+    nested under it (FAILED for a point whose variant the draw could not make)."""
+    tags = {**common, "mlflow.parentRunId": parent_id, "study": "calibration"}
+    with open_run(client, experiment_id, f"calibration study · {run_name}", tags) as study_id:
+        log_values(client, study_id, params={
+            "points": str(len(study["points"])), "main_size": str(study.get("main_size")),
+            "misscale": str(study.get("misscale"))},
+            metrics={f"float_{k}": float(v) for k, v in study["float"].items()})
+        if folder is not None:
+            log_artifacts(client, study_id, {"calibration": folder})
+        for p in study["points"]:
+            ok = p["status"] == "ok"
+            point_tags = {**common, "mlflow.parentRunId": study_id, "variant": p["variant"],
+                          "study": "calibration",
+                          **({"worst_layer": p["worst_layer"][:MAX_TAG_LENGTH]}
+                             if p.get("worst_layer") else {}),
+                          **({} if ok else {"error": str(p.get("error"))[:MAX_TAG_LENGTH]})}
+            with open_run(client, experiment_id, f"{p['name']} · {run_name}", point_tags,
+                          "FINISHED" if ok else "FAILED") as run_id:
+                log_values(client, run_id,
+                           params={k: str(p[k]) for k in STUDY_PARAMS},
+                           metrics={k: float(p[k]) for k in STUDY_METRICS
+                                    if isinstance(p.get(k), (int, float))})
+    return study_id
+
+
 def variant_artifacts(variant_dir: Path, name: str, evaluation: Path, benchmark: Path,
                       footprint: Path, package: Path | None = None,
                       profile: Path | None = None) -> dict[str, Path | list[Path]]:
@@ -121,6 +156,9 @@ class Execution:
         extra_params: More params of the parent (e.g. a sweep job's overrides).
         variant_trials: Per variant found by a search, its trials (`search_trajectory.csv`
             rows): each becomes a run nested under the variant's.
+        study: The calibration study (`pipeline.produce.calibration`): a run nested under
+            the parent, one run per point under it; None or no points: none.
+        study_folder: The study's folder, the study run's artifact.
     """
 
     run_name: str
@@ -140,6 +178,8 @@ class Execution:
     extra_params: Mapping[str, str] = dataclasses.field(default_factory=dict)
     variant_trials: Mapping[str, list[dict[str, Any]]] = dataclasses.field(
         default_factory=dict)
+    study: Mapping[str, Any] | None = None
+    study_folder: Path | None = None
 
 
 def log_pipeline(execution: Execution, *, uri: str, experiment: str,
@@ -155,7 +195,8 @@ def log_pipeline(execution: Execution, *, uri: str, experiment: str,
 
     Returns:
         `tracking_uri`, `experiment_id`, `parent_run_id`, `child_run_ids` and `model_ids`
-        by variant, `model_errors` (variants whose logged model MLflow refused: why), and
+        by variant, `study_run_id` (the calibration study's run, or None), `model_errors`
+        (variants whose logged model MLflow refused: why), and
         `candidate` (`{variant, model, version, model_id}` or None).
     """
     e = execution
@@ -234,6 +275,10 @@ def log_pipeline(execution: Execution, *, uri: str, experiment: str,
                     for trial in (variant_trials or {}).get(name, []):  # a search's trials
                         _log_trial(client, experiment_id, child_id, name, trial, common)
                 children[name] = child_id
+            study_id = None
+            if e.study and e.study["points"]:
+                study_id = _log_study(client, experiment_id, parent_id, run_name, e.study,
+                                      e.study_folder, common)
             log_artifacts(client, parent_id, parent_artifacts)
             if candidate is not None:
                 if not registered_model:
@@ -247,6 +292,7 @@ def log_pipeline(execution: Execution, *, uri: str, experiment: str,
                  parent_id, len(children), len(model_ids), uri)
         return {"tracking_uri": uri, "experiment_id": experiment_id, "parent_run_id": parent_id,
                 "child_run_ids": children, "model_ids": model_ids,
+                "study_run_id": study_id,
                 "model_errors": model_errors, "candidate": registered}
 
 

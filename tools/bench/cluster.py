@@ -39,7 +39,7 @@ def _overrides() -> list[str]:
     from pipeline.params import compose
 
     return [*TINY, *(f"~quantization.variants.{v}" for v in compose()["quantization"]["variants"]
-                     if v not in KEEP)]
+                     if v not in KEEP), "calibration=off"]  # KEEP takes no calibration
 
 
 def _free_port() -> int:
