@@ -60,6 +60,7 @@ def test_tensorflow_stages_print_no_third_party_noise(tmp_path: Path, tiny_raw: 
     raw["train"]["epochs"] = raw["qat"]["epochs"] = 1
     names = ("float32", "int8_full", "aeq_int8_static")
     raw["quantization"]["variants"] = {n: raw["quantization"]["variants"][n] for n in names}
+    raw["calibration"]["variants"] = ["int8_full"]  # one of those
     (tmp_path / "params.yaml").write_text(params_mod.render_params(raw))
     env = {**os.environ, "PYTHONPATH": str(ROOT), "LAB_WORKER": "0"}
     env.pop("TF_CPP_MIN_LOG_LEVEL", None)  # as a user's shell has it

@@ -139,6 +139,7 @@ def test_rebuild_is_bit_identical_and_an_interrupted_build_resumes(tmp_path: Pat
     project = project_copy(tmp_path / "lab").resolve()
     raw = params_mod.compose(TINY_OVERRIDES)
     raw["quantization"]["variants"] = {v: raw["quantization"]["variants"][v] for v in KINDS}
+    raw["calibration"]["variants"] = ["int8_full"]  # one of those
     (project / "params.yaml").write_text(params_mod.render_params(raw))
     variants = list(KINDS)
     dvc = [str(Path(sys.executable).parent / "dvc")]

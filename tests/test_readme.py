@@ -266,5 +266,8 @@ def test_every_readme_command_works_in_a_fresh_shell(tmp_path: Path) -> None:
     server = MlflowClient(f"sqlite:///{project / 'mlflow-server.db'}")
     logged = server.search_runs(
         [server.get_experiment_by_name("tflite-quantization-lab").experiment_id])
+    studied = [r for r in logged if r.data.tags.get("study") == "calibration"]
+    assert len([r for r in studied if "variant" not in r.data.tags]) == 1  # and its points
+    logged = [r for r in logged if r.data.tags.get("study") != "calibration"]
     assert len(logged) == 1 + len(VARIANTS)  # the forced track stage, through the server
     assert not list(project.glob(".mlflow-server-*.pid"))  # stopped
