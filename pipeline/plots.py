@@ -183,6 +183,8 @@ def curves(panels: dict[str, dict[str, list[tuple[float, float, float, float]]]]
         for r in range(rows):
             ax = axes[r][c]
             for name, points in series.items():
+                if not points:  # every point of that series failed: nothing to draw
+                    continue
                 pts = sorted(points)
                 xs = [p[0] for p in pts]
                 line, = ax.plot(xs, [p[1] for p in pts], marker="o", markersize=3, label=name)
@@ -191,7 +193,8 @@ def curves(panels: dict[str, dict[str, list[tuple[float, float, float, float]]]]
             for i, (label, y) in enumerate(lines.items()):
                 ax.axhline(y, color="black", linestyle=("-", "--", ":")[i % 3],
                            linewidth=0.8, label=label)
-            ax.set_xscale("log")
+            if any(points for points in series.values()):
+                ax.set_xscale("log")
             ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
             ax.xaxis.set_minor_formatter(NullFormatter())
             if r == 1 and zoom:

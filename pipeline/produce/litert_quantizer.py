@@ -34,18 +34,26 @@ WEIGHT_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "BATCH_MATMUL",
 SIGNATURE = "serving_default"
 
 
-def _signature_input(path: Path | bytes) -> str:
-    """The name of the model's (single) signature input, as calibration data is keyed."""
+def _signature_input(path: Path | bytes) -> tuple[str, int]:
+    """The name of the model's (single) signature input, as calibration data is keyed, and
+    the samples per batch it takes: `CALIBRATION_BATCH`, or 1 for a model whose batch size
+    is fixed at 1 (litert-torch's conversions)."""
     from ai_edge_litert.interpreter import Interpreter
 
     kw = {"model_content": path} if isinstance(path, (bytes, bytearray)) else \
         {"model_path": str(path)}
-    return Interpreter(**kw).get_signature_list()[SIGNATURE]["inputs"][0]
+    interpreter = Interpreter(**kw)
+    name = interpreter.get_signature_list()[SIGNATURE]["inputs"][0]
+    shape = interpreter.get_signature_runner(SIGNATURE).get_input_details()[name][
+        "shape_signature"]
+    return name, 1 if len(shape) and shape[0] == 1 else CALIBRATION_BATCH
 
 
-def _batches(samples: np.ndarray, name: str) -> dict[str, list[dict[str, np.ndarray]]]:
-    return {SIGNATURE: [{name: np.asarray(samples[i:i + CALIBRATION_BATCH], np.float32)}
-                        for i in range(0, len(samples), CALIBRATION_BATCH)]}
+def _batches(samples: np.ndarray, model: Path | bytes
+             ) -> dict[str, list[dict[str, np.ndarray]]]:
+    name, batch = _signature_input(model)
+    return {SIGNATURE: [{name: np.asarray(samples[i:i + batch], np.float32)}
+                        for i in range(0, len(samples), batch)]}
 
 
 def weight_ops(path: Path | bytes) -> list[dict[str, Any]]:
@@ -139,7 +147,7 @@ def quantize(float_tflite: Path, spec: QuantizerVariant, calibration: np.ndarray
     if qt.need_calibration:
         if calibration is None or not len(calibration):
             raise ValueError(f"variant {spec.name!r} calibrates: it needs calibration samples")
-        results = qt.calibrate(_batches(calibration, _signature_input(float_tflite)))
+        results = qt.calibrate(_batches(calibration, float_tflite))
     flatbuffer = inline_buffers(bytes(qt.quantize(results).quantized_model))
     recipe = json.loads(json.dumps(qt.get_quantization_recipe(), default=_plain))
     return flatbuffer, recipe
@@ -302,7 +310,7 @@ def tensor_errors(reference: Path, variant: Path, samples: np.ndarray,
     from litert_quantizer.utils import validation_utils
 
     metric = validation_utils.ValidationErrorMetric
-    data = _batches(samples, _signature_input(reference))
+    data = _batches(samples, reference)
     data[SIGNATURE] = [{k: v[i:i + 1] for k, v in batch.items()}
                        for batch in data[SIGNATURE] for i in range(len(next(iter(
                            batch.values()))))]  # the validator averages over single samples

@@ -204,5 +204,7 @@ def plot_data(ok: Mapping[str, Mapping[str, Any]], reference: str
     if len(shown) == 1:
         return {}
     types = dict.fromkeys(t for by in shown.values() for t in by)
-    return {t: {name: by.get(t, {}).get("ms", 0.0) for name, by in shown.items()}
-            for t in types}
+    groups = {t: {name: by.get(t, {}).get("ms", 0.0) for name, by in shown.items()}
+              for t in types}
+    # on a log scale: an op type no variant spent time in (profiled nowhere) has no bar
+    return {t: g for t, g in groups.items() if any(ms > 0 for ms in g.values())}
