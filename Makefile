@@ -8,6 +8,10 @@ PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
 VENV := .venv
 BIN := $(CURDIR)/$(VENV)/bin
 STAMP := $(VENV)/.installed
+# Extras beside the default install: EXTRAS=torch (PyTorch models: requirements-torch.lock).
+# make test installs every extra (the tests cover every intake).
+EXTRAS ?=
+TORCH_STAMP := $(VENV)/.installed-torch
 PORT ?= 5000
 EXPLORER_PORT ?= 8080
 # make compat / make field: local (rows one after another here) or ray (rows as Ray tasks)
@@ -40,8 +44,12 @@ $(STAMP): requirements.lock requirements-nodeps.lock pyproject.toml
 	  printf '\n# The lab: offline by default, no usage reports.\nexport MLFLOW_DISABLE_TELEMETRY=true DO_NOT_TRACK=1\n' >> $(VENV)/bin/activate
 	touch $(STAMP)
 
-## Create .venv and install the pinned dependencies (the other targets do it when needed).
-venv: $(STAMP)
+$(TORCH_STAMP): $(STAMP) requirements-torch.lock
+	$(BIN)/python -m pip install --quiet --no-deps --requirement requirements-torch.lock
+	touch $(TORCH_STAMP)
+
+## Create .venv and install the pinned dependencies (the other targets do it when needed); EXTRAS=torch adds PyTorch and litert-torch (model=torch).
+venv: $(STAMP) $(if $(filter torch,$(EXTRAS)),$(TORCH_STAMP))
 
 ## Compose conf/ into params.yaml (what `dvc repro` reads) and regenerate dvc.yaml's code deps.
 params: venv
@@ -59,7 +67,7 @@ repro: params
 	@echo "            registry: models:/$$($(BIN)/python -c 'import yaml; print(yaml.safe_load(open("params.yaml"))["tracking"]["registered_model"])')@candidate"
 
 ## Every test, the slow end-to-end ones included (as CI runs them).
-test: venv browser
+test: venv $(TORCH_STAMP) browser
 	$(BIN)/python -m pytest -n 2 --dist worksteal --durations=30
 
 ## Debian's Chromium, for the tests that render pages (root, as on CI).
@@ -68,7 +76,7 @@ browser:
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
 ## The inner loop: the tests not marked slow, two workers (about 3.5 minutes here; `make test` for all).
-test-fast: venv browser
+test-fast: venv $(TORCH_STAMP) browser
 	$(BIN)/python -m pytest -m "not slow" -n 2 --dist worksteal --durations=10
 
 ## The manual (docs/, mkdocs.yml) as a site in site/; a broken link fails it.
@@ -112,7 +120,7 @@ export: venv
 lock: venv
 	{ echo "# Exact versions of every package in .venv (pip freeze). Regenerate: make lock"; \
 	  $(BIN)/python -m pip freeze --exclude-editable \
-	    $$(sed -n 's/^\([A-Za-z0-9_.-]*\)==.*/--exclude \1/p' requirements-nodeps.lock); } > requirements.lock
+	    $$(sed -n 's/^\([A-Za-z0-9_.-]*\)==.*/--exclude \1/p' requirements-nodeps.lock requirements-torch.lock); } > requirements.lock
 	@echo "(an installed explorer extra would be pinned too: make lock in a venv without it)"
 
 ## The MLflow UI on the default store, http://127.0.0.1:$(PORT) (runs until Ctrl-C); prints the

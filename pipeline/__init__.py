@@ -10,7 +10,8 @@ as a device package: C sources, resolver, settings, golden vectors) and `pipelin
 (MLflow: runs, logged models, sweeps, the server) never do, nor do the shared modules at the
 top (`pipeline.config`, `pipeline.layout`, `pipeline.artifacts`, `pipeline.data`,
 `pipeline.io`, `pipeline.signals`, ...). `pipeline.steps` has one function per DVC stage;
-`stages/*.py` are the thin entry points.
+`stages/*.py` are the thin entry points. `pipeline.zoo` holds trained models nobody here
+wrote (an ONNX file, a PyTorch builder), to try the ONNX and PyTorch intakes on.
 """
 
 __version__ = "0.1.0"

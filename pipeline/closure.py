@@ -14,7 +14,9 @@ PACKAGE = "pipeline"
 DATA_FILES = {"pipeline/report/render.py": ("pipeline/report/templates",),
               "pipeline/tracking/models.py": ("pipeline/tracking/tflite_pyfunc.py",),
               "pipeline/ship/package.py": ("pipeline/ship/files",),
-              "pipeline/ship/csource.py": ("pipeline/ship/tflm_ops.json",)}
+              "pipeline/ship/csource.py": ("pipeline/ship/tflm_ops.json",),
+              # the models it may be given (model.path=pipeline/zoo/..., pipeline.zoo:...)
+              "pipeline/produce/intake.py": ("pipeline/zoo",)}
 
 
 def module_file(module: str, root: Path = ROOT) -> Path | None:

@@ -155,6 +155,42 @@ class FileModelConfig(ModelConfig):
                                  f"`module:Class` or `module.Class`; got {name!r}")
 
 
+@dataclasses.dataclass
+class ConvertedModelConfig(ModelConfig):
+    """A trained model from another framework, converted by the intake stage into the float
+    model every variant starts from (`pipeline.produce.intake`)."""
+
+    path: str = MISSING  # the model: an .onnx file; for torch a .pt2 or `module:function`
+    # Conversion fidelity, on the test split against the original runtime: the intake stops
+    # when the converted float model's outputs differ by more, or its top-1 agrees less.
+    max_abs_diff: float = MISSING
+    min_agreement: float = MISSING
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.path, str) or not self.path:
+            raise ValueError(f"model.path: give the {self.arch} model to convert")
+        positive("model.max_abs_diff", self.max_abs_diff)
+        if not 0 <= self.min_agreement <= 1:
+            raise ValueError(f"model.min_agreement must be in [0, 1], got {self.min_agreement!r}")
+
+
+@dataclasses.dataclass
+class OnnxModelConfig(ConvertedModelConfig):
+    """An ONNX file (`model=onnx`), converted with onnx2tf into a SavedModel."""
+
+
+@dataclasses.dataclass
+class TorchModelConfig(ConvertedModelConfig):
+    """A PyTorch model (`model=torch`): a `torch.export` program (`.pt2`), or
+    `module:function` returning the module with its weights; converted with litert-torch."""
+
+    layout: str = MISSING  # `nchw` or `nhwc`: the layout of the module's image input
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        one_of("model.layout", self.layout, LAYOUTS)
+
+
 def _check_filters(filters: list[int]) -> None:
     if not filters:
         raise ValueError("model.filters must list at least one layer width")
@@ -168,12 +204,16 @@ def _check_dropout(dropout: float) -> None:
 
 
 FROM_FILE = "file"  # model.arch that loads model.path instead of building
+ONNX, TORCH = "onnx", "torch"  # model.arch of a model converted by the intake stage
+LAYOUTS = ("nchw", "nhwc")
 # model.arch -> its schema; pipeline.produce.models has a builder for every other name.
 MODEL_SCHEMAS: dict[str, type[ModelConfig]] = {
     "small_cnn": SmallCnnConfig,
     "resnet_small": ResnetSmallConfig,
     "mobilenet_v2": MobileNetV2Config,
     FROM_FILE: FileModelConfig,
+    ONNX: OnnxModelConfig,
+    TORCH: TorchModelConfig,
 }
 
 

@@ -75,7 +75,11 @@ def stages(lay: Layout = Layout(Path("."))) -> list[Stage]:
               widened=(("data", "which keys a source reads depends on data.name (data.path "
                                 "for files, the fractions where the source has no test "
                                 "split of its own)"),)),
-        Stage("train", params=("seed", "model", "train"), deps=(lay.dataset,),
+        Stage("intake", params=("model",), deps=(lay.dataset,), outs=(lay.intake,),
+              tensorflow=True,
+              widened=(("model", "which keys it reads depends on model.arch (a Keras model "
+                                 "reads only that)"),)),
+        Stage("train", params=("seed", "model", "train"), deps=(lay.dataset, lay.intake),
               outs=(lay.keras("float"), lay.history("float")),
               metrics=(lay.keras_metrics("float"),), tensorflow=True,
               widened=(("model", "which keys a model reads depends on model.arch"),)),

@@ -29,6 +29,13 @@ class Layout:
         """The prepared splits: a folder of `.npy` files (`pipeline.data`)."""
         return self._at("data", "prepared")
 
+    @property
+    def intake(self) -> Path:
+        """A model from another framework, converted (`pipeline.produce.intake`): its
+        `intake.json` (what was converted, how, and its fidelity) and the converted model;
+        for a model built or loaded as Keras, only `intake.json`."""
+        return self._at("models", "intake")
+
     def keras(self, model: str) -> Path:
         """The stored Keras model's folder (`pipeline.produce.model_store`); `model` is
         `float` or `qat`."""

@@ -146,6 +146,14 @@ METRICS: tuple[Metric, ...] = (
     _m("float_compute_ops", "operators that compute in float (see \"What each model really "
        "is\")", "quantize", "count", where=(SUMMARY,)),
     _m("weight_bytes", "bytes of constant weight tensors", "quantize", "B", LOWER),
+    _m("conversion_max_abs_diff", "largest absolute output difference between the converted "
+       "float model and the original runtime (onnxruntime, torch) on the test split",
+       "quantize", better=LOWER, where=(MODEL,), test_split=True,
+       when="the model came from ONNX or PyTorch; on the plain float variant"),
+    _m("conversion_agreement", "share of test samples whose top-1 the conversion kept (the "
+       "converted float model against the original runtime)", "quantize", "share", HIGHER,
+       where=(MODEL,), test_split=True,
+       when="the model came from ONNX or PyTorch; on the plain float variant"),
     _m("weight_bytes_<dtype>", "bytes of constant weight tensors of one type (0 where "
        "absent)", "quantize", "B"),
     # -- latency (benchmark: the first setting, one thread, XNNPACK) -----------------------

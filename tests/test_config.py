@@ -60,7 +60,8 @@ def test_overrides_reach_the_typed_config() -> None:
 @pytest.mark.parametrize("group", sorted(p.stem for p in (params_mod.CONF_DIR / "model").glob(
     "*.yaml")))
 def test_each_model_config_has_only_the_keys_its_architecture_uses(group: str) -> None:
-    overrides = [f"model={group}"] + (["model.path=/x.keras"] if group == "file" else [])
+    paths = {"file": "/x.keras", "onnx": "/x.onnx", "torch": "/x.pt2"}
+    overrides = [f"model={group}"] + ([f"model.path={paths[group]}"] if group in paths else [])
     raw = params_mod.compose(overrides)
     cfg = config_mod.parse_config(raw)
     assert cfg.model.name == group  # runs are named after the config, not the builder
@@ -182,7 +183,8 @@ def test_a_missing_key_is_refused_by_name(raw: dict[str, Any], change: Any,
 def test_every_architecture_has_a_builder_and_a_schema() -> None:
     from pipeline.produce import models
 
-    assert set(models.BUILDERS) | {config_mod.FROM_FILE} == set(config_mod.MODEL_SCHEMAS)
+    assert set(models.BUILDERS) | {config_mod.FROM_FILE, config_mod.ONNX, config_mod.TORCH} == \
+        set(config_mod.MODEL_SCHEMAS)
 
 
 def test_strings_that_omegaconf_converts_are_accepted_everywhere(raw: dict[str, Any]) -> None:

@@ -119,6 +119,7 @@ def venv_for(project: Path) -> Path:
             target.write_text(text)
             target.chmod(0o755)
     (venv / ".installed").touch()
+    (venv / ".installed-torch").touch()  # make test installed the torch extra too
     return venv
 
 
@@ -240,6 +241,8 @@ def test_every_readme_command_works_in_a_fresh_shell(tmp_path: Path) -> None:
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     names = sorted(r.info.run_name for r in parents)
     assert names.count("file-digits") == 1 and names.count("small_cnn-digits") >= 4
+    # docs/models.md: the trained MNIST model from ONNX and from PyTorch, on real MNIST
+    assert names.count("onnx-mnist") == 1 and names.count("torch-mnist") == 1
     sweeps = [r for r in parents if r.data.tags.get("pipeline") == "hydra-sweep"]
     assert len(sweeps) == 1 and {r.info.status for r in sweeps} == {"FINISHED"}
     parallel = sweeps[0]  # the 4-job parallel sweep

@@ -141,13 +141,14 @@ def test_each_kind_is_a_class_chosen_by_backend_with_its_own_fields(tiny_cfg: Co
 
     from pipeline.produce.quantize import PRODUCERS
     from pipeline.variants import (KINDS, ConverterVariant, QuantizerVariant, SearchVariant,
-                                   VariantSpec)
+                                   TorchVariant, VariantSpec)
 
     assert KINDS == {"converter": ConverterVariant, "litert_quantizer": QuantizerVariant,
-                     "search": SearchVariant}
+                     "search": SearchVariant, "litert_torch": TorchVariant}
     assert set(PRODUCERS) == set(KINDS.values())
     kinds = {type(s) for s in tiny_cfg.variants.values()}
-    assert kinds == set(KINDS.values()), kinds  # the tiny config has a variant of each kind
+    # the tiny config has a variant of each kind but litert-torch's (quantization=torch)
+    assert kinds == set(KINDS.values()) - {TorchVariant}, kinds
     common = {f.name for f in dataclasses.fields(VariantSpec)}
     own = {k: {f.name for f in dataclasses.fields(cls)} - common for k, cls in KINDS.items()}
     assert not own["converter"] & own["search"] and not own["litert_quantizer"] & own["search"]
@@ -165,7 +166,7 @@ def test_each_kind_is_a_class_chosen_by_backend_with_its_own_fields(tiny_cfg: Co
                                              f"backend: {backend}"):
             parse_variant("v", {"source": "float", "backend": backend, field: value, **extra})
     with pytest.raises(ValueError, match="backend: unknown value 'tflite'; valid: converter, "
-                                         "litert_quantizer, search"):
+                                         "litert_quantizer, search, litert_torch"):
         parse_variant("v", {"source": "float", "backend": "tflite"})
 
 

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from pipeline.artifacts import LAYER_ERRORS
 from pipeline.io import write_text
-from pipeline.produce import convert, layer_errors
+from pipeline.produce import convert, layer_errors, model_store
 from pipeline.produce.adaround import Grid
 from pipeline.produce.adjust import Adjustments, adjust_weights
 from pipeline.produce.producer import WORST_LAYERS, Folder, Inputs, Produced, Producer
-from pipeline.variants import ConverterVariant
+from pipeline.variants import FLOAT_TFLITE, ConverterVariant
 
 
 class ConverterProducer(Producer):
@@ -22,7 +22,13 @@ class ConverterProducer(Producer):
 
     def produce(self, spec: ConverterVariant, inputs: Inputs, out: Folder) -> Produced:
         calibration = inputs.calibration
-        model = inputs.source.load(spec.source_form)  # the Keras model if it is adjusted
+        try:
+            model = inputs.source.load(spec.source_form)  # the Keras model if it is adjusted
+        except model_store.ModelUnavailable:
+            if not spec.plain:
+                raise
+            # a float model that is only a .tflite (from PyTorch): it is the plain conversion
+            return Produced(inputs.source.load(FLOAT_TFLITE).read_bytes())
         if spec.adjusts_weights:  # a copy: equalized, bias-corrected, AdaRounded
             grid = Grid(8, spec.per_channel) if spec.rounding == "adaround" else None
             model = adjust_weights(model, spec, calibration, Adjustments(

@@ -173,7 +173,7 @@ def _measure(point: Point, rows: np.ndarray) -> dict[str, Any]:
     from pipeline.measure import litert
     from pipeline.produce import litert_quantizer
     # the producers, one per kind: importing them registers them
-    from pipeline.produce import by_converter, by_quantizer, by_search  # noqa: F401
+    from pipeline.produce import by_converter, by_quantizer, by_search, by_torch  # noqa: F401
     from pipeline.produce.layer_errors import LayerTable
     from pipeline.produce.producer import Folder, Inputs, Source, producer_for
 

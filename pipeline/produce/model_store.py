@@ -43,6 +43,13 @@ INFO = "model.json"
 H5 = "model.h5"
 SAVED_MODEL = "saved_model"
 FLOAT_TFLITE = "model.tflite"  # the plain float conversion: the LiteRT Quantizer's input
+TORCH_PROGRAM = "program.pt2"  # a PyTorch model's exported program (litert-torch's variants)
+TFLITE_ONLY = "tflite"  # the format of a float model that is only a .tflite (from PyTorch)
+NOT_TENSORFLOW = ("the float model came from PyTorch (converted by litert-torch into a .tflite): "
+                  "this needs a TensorFlow model; the LiteRT Quantizer's and litert-torch's "
+                  "variants run on it")
+QAT_CONVERTED_HOW_TO = ("a model from ONNX or PyTorch is fine-tuned in its own framework "
+                        "(PyTorch: PT2E's prepare_qat_pt2e) and brought here after")
 QAT_HOW_TO = ("to get QAT too, build the model with tf_keras' Sequential or Functional API "
               "(`import tf_keras as keras`) and save it as .h5 or .keras")
 
@@ -169,6 +176,40 @@ def float_tflite(model_dir: str | Path) -> Path:
     return path
 
 
+def save_tflite(out_dir: str | Path, tflite: Path, program: Path | None,
+                info: dict[str, Any]) -> Path:
+    """Store a float model that exists only as a `.tflite` (a PyTorch model converted by
+    litert-torch), with its exported program for litert-torch's own variants."""
+    with atomic_dir(out_dir) as tmp:
+        shutil.copyfile(tflite, tmp / FLOAT_TFLITE)
+        if program is not None:
+            shutil.copyfile(program, tmp / TORCH_PROGRAM)
+        write_json(tmp / INFO, {"status": "ok", "format": TFLITE_ONLY,
+                                "qat_blocker": NOT_TENSORFLOW, **info})
+    return Path(out_dir)
+
+
+def torch_program(model_dir: str | Path) -> Path:
+    """The stored PyTorch model's exported program (`program.pt2`).
+
+    Raises:
+        ModelUnavailable: if the model is not a PyTorch model, or could not be made.
+    """
+    info = read_info(model_dir)
+    if info["status"] != "ok":
+        raise ModelUnavailable(info["reason"])
+    path = Path(model_dir) / TORCH_PROGRAM
+    if not path.is_file():
+        raise ModelUnavailable("litert-torch's variants need a PyTorch model (model=torch); "
+                               f"this float model is {info.get('kind') or info['format']}")
+    return path
+
+
+def torch_program_missing() -> Path:
+    """For a model given in hand (tests, tools): it has no exported program."""
+    raise ModelUnavailable("litert-torch's variants need a PyTorch model (model=torch)")
+
+
 def save_unavailable(out_dir: str | Path, reason: str, **info: Any) -> Path:
     """Record in `out_dir` that the model could not be made, and why."""
     with atomic_dir(out_dir) as tmp:
@@ -199,6 +240,8 @@ def conversion_source(model_dir: str | Path) -> Path:
     info = read_info(model_dir)
     if info["status"] != "ok":
         raise ModelUnavailable(info["reason"])
+    if info["format"] == TFLITE_ONLY:
+        raise ModelUnavailable(NOT_TENSORFLOW)
     return Path(model_dir) / SAVED_MODEL
 
 
@@ -247,6 +290,8 @@ def load(model_dir: str | Path, qat: bool = False) -> Any:
     info = read_info(model_dir)
     if info["status"] != "ok":
         raise ModelUnavailable(info["reason"])
+    if info["format"] == TFLITE_ONLY:
+        raise ModelUnavailable(NOT_TENSORFLOW)
     if info["format"] == "saved_model":
         return model_dir / SAVED_MODEL
     _, keras = import_tf()

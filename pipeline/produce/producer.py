@@ -20,7 +20,7 @@ import numpy as np
 
 from pipeline.produce import model_store
 from pipeline.produce.layer_errors import LayerTable
-from pipeline.variants import FLOAT_TFLITE, KERAS, SAVED_MODEL, VariantSpec
+from pipeline.variants import FLOAT_TFLITE, KERAS, SAVED_MODEL, TORCH_PROGRAM, VariantSpec
 
 WORST_LAYERS = 3  # how many of the worst layers the record (and the report) lists
 
@@ -38,16 +38,22 @@ class Source:
         saved_model: What the converter converts: the SavedModel folder (in hand: the Keras
             model itself).
         float_tflite: Its plain float32 `.tflite` (what the LiteRT Quantizer starts from).
+        torch_program: A PyTorch model's exported program (`program.pt2`).
+        intake: What the intake step found when the model came from another framework
+            (its conversion and fidelity, `pipeline.produce.intake`), else None.
     """
 
     keras: Callable[[], Any]
     saved_model: Callable[[], Any]
     float_tflite: Callable[[], Path]
+    torch_program: Callable[[], Path] = dataclasses.field(
+        default=lambda: model_store.torch_program_missing())
+    intake: dict[str, Any] | None = None
 
     def load(self, form: str) -> Any:
-        """The model in `form` (`KERAS`, `SAVED_MODEL` or `FLOAT_TFLITE`)."""
+        """The model in `form` (`KERAS`, `SAVED_MODEL`, `FLOAT_TFLITE`, `TORCH_PROGRAM`)."""
         return {KERAS: self.keras, SAVED_MODEL: self.saved_model,
-                FLOAT_TFLITE: self.float_tflite}[form]()
+                FLOAT_TFLITE: self.float_tflite, TORCH_PROGRAM: self.torch_program}[form]()
 
     @classmethod
     def stored(cls, model_dir: Path) -> Source:
@@ -56,10 +62,12 @@ class Source:
         Raises:
             FileNotFoundError: if the folder holds no stored model (its stage has not run).
         """
-        model_store.read_info(model_dir)  # now: no stored model at all stops the stage
+        info = model_store.read_info(model_dir)  # now: no stored model stops the stage
         return cls(keras=lambda: model_store.load(model_dir),
                    saved_model=lambda: model_store.conversion_source(model_dir),
-                   float_tflite=lambda: model_store.float_tflite(model_dir))
+                   float_tflite=lambda: model_store.float_tflite(model_dir),
+                   torch_program=lambda: model_store.torch_program(model_dir),
+                   intake=info.get("intake"))
 
     @classmethod
     def given(cls, keras: Any = None, float_tflite: Path | None = None) -> Source:

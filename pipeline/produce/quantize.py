@@ -28,7 +28,7 @@ from pipeline.io import atomic_dir, csv_text, write_bytes, write_json, write_tex
 from pipeline.measure import inspection, litert
 from pipeline.produce import litert_quantizer, model_store
 # The producers, one per kind: importing them registers them (`PRODUCERS`).
-from pipeline.produce import by_converter, by_quantizer, by_search  # noqa: F401
+from pipeline.produce import by_converter, by_quantizer, by_search, by_torch  # noqa: F401
 from pipeline.produce.producer import (PRODUCERS, WORST_LAYERS, Folder, Inputs, Source,
                                        Validation, producer_for)
 from pipeline.variants import VariantSpec
@@ -76,6 +76,10 @@ def _write(spec: VariantSpec, inputs: Inputs, out_dir: Path) -> dict[str, Any]:
                 write_text(folder / PRECISION, csv_text(rows))
                 checks["asked_vs_got"] = litert_quantizer.mismatches(rows)
             checks["inspection"] = inspection.inspect(path)
+            if spec.plain and inputs.source.intake:  # the float model converted as it is
+                fid = inputs.source.intake["fidelity"]
+                checks["fidelity"] = {"conversion_max_abs_diff": fid["max_abs_diff"],
+                                      "conversion_agreement": fid["agreement"]}
             inspection.check_promise(spec.name, spec.integer_only, checks["inspection"])
             if inputs.float_tflite is not None and inputs.comparison is not None and \
                     len(inputs.comparison):

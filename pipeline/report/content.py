@@ -45,6 +45,20 @@ def too_small_warning(rows: Mapping[str, Mapping[str, Any]], reference: str,
                 + (f"; that takes about {needed:,} samples." if needed else "."))
 
 
+def conversion_line(intake: Mapping[str, Any]) -> str:
+    """One line on a model from another framework: what converted it, its fidelity against
+    the original runtime, and what it was fed (`pipeline.produce.intake`)."""
+    fid = intake["fidelity"]
+    source = {"onnx": f"ONNX (opset {intake.get('opset')})", "torch": "PyTorch"}.get(
+        intake["format"], intake["format"])
+    return (f"{source} model converted by {intake['converter']}; against "
+            f"{intake['runtime']} on the {fid['samples']:,} test samples, the converted float "
+            f"model's outputs differ by at most {fid['max_abs_diff']:.3g} and its top-1 agrees "
+            f"on {fid['agreement']:.2%} (every variant starts from it). Fed: {intake['fed']} "
+            "(data.scale / data.offset / data.normalize; the same for calibration, "
+            "evaluation and the device).")
+
+
 def _data_facts(facts: Mapping[str, Any], reference: str) -> list[Block]:
     """What the numbers were measured against: the inputs' range, and the labels."""
     blocks: list[Block] = []
@@ -56,7 +70,9 @@ def _data_facts(facts: Mapping[str, Any], reference: str) -> list[Block]:
             "with the reference (which scores 1.0), every \"drop\" its disagreement, and the "
             "budget applies to that. Output SQNR and KL divergence against the reference say "
             "how far the scores moved.")))
-    if facts.get("inputs"):
+    if facts.get("intake"):
+        blocks.append(Paragraph(text(strong("Conversion: "), conversion_line(facts["intake"]))))
+    if facts.get("inputs") and not facts.get("intake"):
         blocks.append(Paragraph(text(strong("Inputs: "), facts["inputs"],
                                      " (data.scale / data.offset / data.normalize; the same "
                                      "for training, calibration, evaluation and the device).")))

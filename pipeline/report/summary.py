@@ -167,6 +167,7 @@ def summarize(specs: Mapping[str, VariantSpec], records: Mapping[str, Mapping[st
             **metrics.copied(bench, "benchmark"),
             **metrics.copied(memory, "benchmark"),
             **metrics.copied(insp, "quantize"),
+            **metrics.copied(rec.get("fidelity") or {}, "quantize"),
             "compression_ratio": ref["size_bytes"] / ev["size_bytes"],
             **{f"weight_bytes_{d}": insp["weight_bytes_by_dtype"].get(d, 0)
                for d in WEIGHT_DTYPES},

@@ -8,6 +8,6 @@ Each stage's code dependencies in `dvc.yaml` are this module's import closure
 
 # The stages in the order they run: `dvc.yaml` (`pipeline.dvcfile`) and the Hydra app
 # (`pipeline.steps.all`) both take it from here. The per-variant ones run once per variant.
-ORDER = ("prepare", "train", "qat", "layer_errors", "quantize", "reference_outputs", "evaluate",
+ORDER = ("prepare", "intake", "train", "qat", "layer_errors", "quantize", "reference_outputs", "evaluate",
          "benchmark", "footprint", "calibration", "report", "export", "track")
 PER_VARIANT = ("quantize", "evaluate", "benchmark")

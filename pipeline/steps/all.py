@@ -11,14 +11,14 @@ from pipeline import reads
 from pipeline.config import Config
 from pipeline.layout import Layout
 from pipeline.steps import (ORDER, PER_VARIANT, benchmark, calibration, evaluate, export,
-                            footprint, layer_errors, prepare, qat, quantize, reference_outputs,
-                            report, track, train)
+                            footprint, intake, layer_errors, prepare, qat, quantize,
+                            reference_outputs, report, track, train)
 
 DVC_YAML = Path(__file__).resolve().parents[2] / "dvc.yaml"  # the project this code is in
 # Each step module by stage name; the order they run in is `ORDER`'s.
 STEPS = {m.__name__.rsplit(".", 1)[1]: m
-         for m in (benchmark, calibration, evaluate, export, footprint, layer_errors, prepare,
-                   qat, quantize, reference_outputs, report, track, train)}
+         for m in (benchmark, calibration, evaluate, export, footprint, intake, layer_errors,
+                   prepare, qat, quantize, reference_outputs, report, track, train)}
 
 
 def run(cfg: Config, raw: Mapping[str, Any], root: Path, params_file: Path,

@@ -29,8 +29,11 @@ def run(cfg: Config, layout: Layout) -> float | None:
     reason, its accuracy is None, and the variants made from it are reported as failed.
     """
     float_dir = layout.keras("float")
-    blocker = model_store.read_info(float_dir).get("qat_blocker")
+    info = model_store.read_info(float_dir)
+    blocker = info.get("qat_blocker")
     how_to = model_store.QAT_HOW_TO  # the model's kind blocks QAT ...
+    if info.get("intake"):  # ... or it came from another framework
+        how_to = model_store.QAT_CONVERTED_HOW_TO
     if not blocker:
         how_to = QAT_LAYERS_HOW_TO  # ... or tfmot failed on its layers
         ds = data.load(layout.dataset)

@@ -42,6 +42,8 @@ def run(cfg: Config, layout: Layout) -> dict[str, Path]:
                                read_json(layout.keras_metrics("qat")), layout.variants,
                                facts={"labels": cfg.evaluate.labels,
                                       "inputs": data.meta(layout.dataset).get(
-                                          "input_range", data.IDENTITY)["describe"]},
+                                          "input_range", data.IDENTITY)["describe"],
+                                      "intake": read_json(layout.keras_metrics("float"))
+                                      .get("intake")},
                                calibration=study_summary)
 

@@ -21,19 +21,21 @@ from typing import Any
 
 from pipeline.schema import one_of, typed
 from pipeline.variants.base import (FLOAT_TFLITE, KERAS, KINDS, LABELS, SAVED_MODEL,
-                                    SOURCES, VariantSpec)
+                                    SOURCES, TORCH_PROGRAM, VariantSpec)
 from pipeline.variants.converter import (IO_TYPES, OPS_SETS, OPTIMIZATIONS, ROUNDINGS,
                                          SUPPORTED_TYPES, ConverterVariant)
 from pipeline.variants.quantizer import (ADAROUND_RECIPES, ALGORITHMS, CALIBRATING_ALGORITHMS,
                                          GRANULARITIES, IO_MODES, RECIPES, RULE_MODES,
                                          SELECTORS, LayerRule, QuantizerVariant)
 from pipeline.variants.search import OBJECTIVES, PRECISIONS, RANKINGS, SearchVariant
+from pipeline.variants.torch import PT2E_MODES, TorchVariant
 
 __all__ = ["ADAROUND_RECIPES", "ALGORITHMS", "CALIBRATING_ALGORITHMS", "FLOAT_TFLITE",
            "GRANULARITIES", "IO_MODES", "IO_TYPES", "KERAS", "KINDS", "LABELS", "OBJECTIVES",
-           "OPS_SETS", "OPTIMIZATIONS", "PRECISIONS", "RANKINGS", "RECIPES", "ROUNDINGS",
-           "RULE_MODES", "SAVED_MODEL", "SELECTORS", "SOURCES", "SUPPORTED_TYPES",
-           "ConverterVariant", "LayerRule", "QuantizerVariant", "SearchVariant", "VariantSpec",
+           "OPS_SETS", "OPTIMIZATIONS", "PRECISIONS", "PT2E_MODES", "RANKINGS", "RECIPES",
+           "ROUNDINGS", "RULE_MODES", "SAVED_MODEL", "SELECTORS", "SOURCES", "SUPPORTED_TYPES",
+           "TORCH_PROGRAM", "ConverterVariant", "LayerRule", "QuantizerVariant",
+           "SearchVariant", "TorchVariant", "VariantSpec",
            "parse_variant", "parse_variants", "select"]
 
 

@@ -20,6 +20,7 @@ from pipeline.schema import one_of
 SOURCES = ("float", "qat")  # which Keras model a variant starts from
 # The forms of the source model a kind's producer starts from (`source_form`).
 KERAS, SAVED_MODEL, FLOAT_TFLITE = "keras", "saved_model", "float_tflite"
+TORCH_PROGRAM = "torch_program"  # a PyTorch model's exported program (litert-torch's kinds)
 # What accuracy is measured against: the data's labels, or the reference model's own answers
 # (label-free). evaluate.labels, and a search's labels.
 LABELS = ("data", "model")
@@ -73,12 +74,20 @@ class VariantSpec:
     @property
     def source_form(self) -> str:
         """What this variant's producer starts from: the source's Keras model (`KERAS`), its
-        SavedModel (`SAVED_MODEL`) or its float `.tflite` (`FLOAT_TFLITE`)."""
+        SavedModel (`SAVED_MODEL`), its float `.tflite` (`FLOAT_TFLITE`) or, for a PyTorch
+        model, its exported program (`TORCH_PROGRAM`)."""
         return SAVED_MODEL
 
     @property
     def calibrated(self) -> bool:
         """True if the variant needs calibration samples (representative data)."""
+        return False
+
+    @property
+    def plain(self) -> bool:
+        """True if the variant is the float model itself, converted as it is (no
+        quantization, no change): it carries the conversion fidelity of a model from
+        another framework (`pipeline.produce.intake`)."""
         return False
 
     @property

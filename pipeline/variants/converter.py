@@ -112,6 +112,12 @@ class ConverterVariant(VariantSpec):
         return KERAS if self.adjusts_weights else SAVED_MODEL
 
     @property
+    def plain(self) -> bool:
+        return (self.source == "float" and not self.optimizations and not self.supported_types
+                and self.supported_ops == ["TFLITE_BUILTINS"] and not self.adjusts_weights
+                and self.inference_input_type == self.inference_output_type == "float32")
+
+    @property
     def selective(self) -> bool:
         return self.denylist_top_k > 0 or self.denylist_threshold is not None
 
