@@ -66,7 +66,7 @@ repro: params
 	@echo "  MLflow:   make mlflow-ui   (http://127.0.0.1:$(PORT))"
 	@echo "            registry: models:/$$($(BIN)/python -c 'import yaml; print(yaml.safe_load(open("params.yaml"))["tracking"]["registered_model"])')@candidate"
 
-## Every test, the slow end-to-end ones included (as CI runs them).
+## Every test, the slow end-to-end ones included (as CI runs them); installs the torch extra too.
 test: venv $(TORCH_STAMP) browser
 	$(BIN)/python -m pytest -n 2 --dist worksteal --durations=30
 

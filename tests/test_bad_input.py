@@ -107,6 +107,36 @@ def mnist_shaped_model(path: Path) -> Path:
     return path
 
 
+def converted(arch: str, make: Callable[[Path], Path], name: str) -> Setup:
+    """`model=onnx` / `model=torch` with the file `make` writes, on prepared data."""
+    def setup(ws: Path, raw: dict[str, Any]) -> None:
+        prepared()(ws, raw)
+        raw["model"] = {**params_mod.compose([f"model={arch}", "model.path=x"])["model"],
+                        "path": str(make(ws / name))}
+    return setup
+
+
+def onnx_relu(opset: int, op: str = "Relu", domain: str = "") -> Callable[[Path], Path]:
+    def make(path: Path) -> Path:
+        import onnx
+        from onnx import TensorProto, helper
+
+        io = [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["N", 1, 8, 8])
+              for n in ("x", "y")]
+        graph = helper.make_graph([helper.make_node(op, ["x"], ["y"], name="n0",
+                                                    domain=domain)], "g", io[:1], io[1:])
+        imports = [helper.make_opsetid("", opset)] + (
+            [helper.make_opsetid(domain, 1)] if domain else [])
+        onnx.save(helper.make_model(graph, opset_imports=imports), path)
+        return path
+    return make
+
+
+def junk(path: Path) -> Path:
+    path.write_bytes(b"\x00" * 64)
+    return path
+
+
 def prepared(edit: Callable[[dict[str, Any]], None] = lambda raw: None) -> Setup:
     def setup(ws: Path, raw: dict[str, Any]) -> None:
         sources.prepare(config_mod.parse_config(raw).data, raw["seed"], Layout(ws).dataset)
@@ -161,6 +191,19 @@ CASES = [
     Case("model input does not fit the data", "train", user_model(mnist_shaped_model),
          r"the model takes inputs of shape \(28, 28, 1\), but the data's samples are "
          r"\(8, 8, 1\)"),
+    Case("an ONNX or PyTorch file given to model=file", "train",
+         user_model(text_file, name="mine.onnx"),
+         r"model.path: .*mine\.onnx is an ONNX model: use model=onnx model.path="),
+    Case("an ONNX file that is not ONNX", "intake", converted("onnx", text_file, "mine.onnx"),
+         r"model.path: .*mine\.onnx is not an ONNX file \("),
+    Case("an ONNX opset newer than the converter knows", "intake",
+         converted("onnx", onnx_relu(99), "new.onnx"),
+         r"uses opset 99; the pinned onnx [\d.]+ and onnx2tf [\d.]+ know opsets up to \d+"),
+    Case("an ONNX op the converter cannot take", "intake",
+         converted("onnx", onnx_relu(13, "Fancy", "com.acme"), "custom.onnx"),
+         r"has op\(s\) onnx2tf [\d.]+ cannot convert: Fancy \(node 'n0'\)"),
+    Case("a PyTorch file that is not a torch export", "intake", converted("torch", junk, "mine.pt2"),
+         r"model.path: .*mine\.pt2 is not a torch.export program \("),
     Case("unknown variant", "quantize", prepared(), r"unknown variant 'int9'; valid: float32,",
          variant="int9"),
     Case("calibration size zero", "quantize", prepared(calibration(0)),
@@ -180,7 +223,7 @@ def command(case: Case, ws: Path) -> tuple[list[str], list[Path]]:
     lay = Layout(ws)
     script = [sys.executable, str(ROOT / "stages" / f"{case.stage}.py"),
               "--params", str(ws / "params.yaml"), "--root", str(ws)]
-    outputs = {"prepare": [lay.dataset],
+    outputs = {"prepare": [lay.dataset], "intake": [lay.intake],
                "train": [lay.keras("float"), lay.history("float"), lay.keras_metrics("float")],
                "quantize": [lay.variant(str(case.variant))],
                "track": [lay.mlflow_run]}[case.stage]

@@ -207,3 +207,33 @@ def test_a_pytorch_model_through_dvc_repro_with_litert_torch_variants(
     shown = run([sys.executable, "-m", "pipeline.report.intake"], project)
     assert "cnn.pt2: PyTorch model converted by litert-torch" in shown
     assert "| pt2e_int8_static | " in shown and "| int8 | failed: " in shown
+
+
+def test_an_nhwc_onnx_model_is_fed_as_it_is(tmp_path: Path, dataset: Any,
+                                            digits_cnn: Any) -> None:
+    """An ONNX model that takes NHWC images already (as tf2onnx writes them): found by its
+    input shape, kept NHWC by onnx2tf, and scoring as the original."""
+    import torch
+
+    from pipeline.produce import model_store
+
+    model, torch_accuracy = digits_cnn
+
+    class Nhwc(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner = model
+
+        def forward(self, x: Any) -> Any:
+            return self.inner(x.permute(0, 3, 1, 2))
+
+    path = tmp_path / "nhwc.onnx"
+    torch.onnx.export(Nhwc().eval(), (torch.zeros(2, 8, 8, 1),), str(path), dynamo=False,
+                      opset_version=13, input_names=["image"], output_names=["scores"],
+                      dynamic_axes={"image": {0: "N"}, "scores": {0: "N"}})
+    info = intake.run(onnx_cfg(path), dataset, "[0, 1]", tmp_path / "intake")
+    assert info["layout"] == "nhwc" and "transposed" not in info["fed"]
+    assert info["fidelity"]["agreement"] == 1.0
+    model_tf, _, _ = model_store.load_user_model(tmp_path / "intake" / intake.SAVED_MODEL)
+    assert model_store.accuracy(model_tf, dataset.x_test, dataset.y_test) == pytest.approx(
+        torch_accuracy, abs=1e-9)

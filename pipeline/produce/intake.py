@@ -306,11 +306,16 @@ def load_torch_module(path: str) -> Any:
         file = Path(path).expanduser()
         if not file.is_file():
             raise FileNotFoundError(f"model.path: {file} does not exist (a .pt2 file)")
+        quiet = logging.getLogger("torch.export")  # it logs the traceback as a warning
+        level = quiet.level
+        quiet.setLevel(logging.ERROR)
         try:
             return torch.export.load(str(file)).module()
         except Exception as exc:
             raise ValueError(f"model.path: {file} is not a torch.export program "
                              f"({_one_line(exc)}); save one with torch.export.save") from None
+        finally:
+            quiet.setLevel(level)
     module_name, sep, attr = path.partition(":")
     if not sep or not module_name or not attr:
         raise ValueError(f"model.path: {path!r} is neither a .pt2 file nor `module:function`")
@@ -389,7 +394,7 @@ def to_tflite(program: Any, sample: np.ndarray, quant_config: Any = None,
     free batch size if it can (`free_batch`), else batch 1.
 
     Raises:
-        ValueError: naming the op litert-torch could not lower, when it says.
+        ValueError: with litert-torch's message, in one line.
     """
     torch, litert_torch = import_torch()
     module = program.module() if hasattr(program, "module") else program
@@ -457,7 +462,7 @@ def torch_intake(cfg: ConvertedModelConfig, ds: Dataset, range_text: str, out: P
                          f"data's samples are {tuple(ds.input_shape)}")
     log.info("fidelity: torch %s against the converted model on %d test samples ...",
              version("torch"), len(ds.x_test))
-    fid = fidelity(torch_outputs(program.module(), ds.x_test), runner.predict(ds.x_test))
+    fid = fidelity(torch_outputs(module, ds.x_test), runner.predict(ds.x_test))
     runtime = f"torch {version('torch')}"
     log.info("fidelity: max |difference| %.3g, top-1 agreement %.4f", fid["max_abs_diff"],
              fid["agreement"])

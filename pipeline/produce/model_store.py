@@ -354,6 +354,12 @@ def load_user_model(path: str | Path, safe_mode: bool = True,
         raise ValueError(f"model.path: {path} is a folder but not a SavedModel (no "
                          "saved_model.pb); give a .keras or .h5 file or a SavedModel folder")
     suffix = path.suffix.lower()
+    other = {".onnx": "an ONNX model: use model=onnx", ".pt2": "a PyTorch export: use "
+             "model=torch", ".pt": "a PyTorch file: export it with torch.export.save (.pt2) "
+             "and use model=torch", ".pth": "a PyTorch file: export it with torch.export.save "
+             "(.pt2) and use model=torch"}.get(suffix)
+    if not is_saved_model and other:
+        raise ValueError(f"model.path: {path} is {other} model.path={path} (docs/models.md)")
     if not is_saved_model and suffix not in (".keras", ".h5", ".hdf5"):
         raise ValueError(f"model.path: {path} is not a .keras, .h5 or SavedModel model file")
     if suffix == ".keras" and not zipfile.is_zipfile(path):
