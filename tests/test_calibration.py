@@ -204,3 +204,28 @@ def test_no_test_sample_ever_calibrates_on_the_default_data(tmp_path: Path) -> N
         assert not {bytes(r) for r in images} & test_images, p["name"]
         seen.update(rows.tolist())
     assert len(seen) == study["train_size"]  # the whole split was among them, and none else
+
+
+def test_a_variant_whose_points_all_failed_is_said_so() -> None:
+    """A studied variant this model cannot make (the TFLite converter's, for a model from
+    PyTorch): every point failed, and the report says why instead of breaking."""
+    from pipeline.report import calibration as findings
+
+    reason = "ModelUnavailable: the float model came from PyTorch"
+    ok = {"status": "ok", "accuracy": 0.9, "accuracy_ci_low": 0.85, "accuracy_ci_high": 0.94,
+          "agreement": 0.95, "ranges": {}, "whole": False}
+    points = [{"variant": v, "selection": sel, "train_samples": n, "draw": d, "whole": False,
+               **({"status": "failed", "error": reason} if v == "int8" else ok)}
+              for v in ("int8", "pt2e_int8_static") for sel in ("random", "misscaled")
+              for n in (4, 16) for d in (0, 1)]
+    study = {"float": {"accuracy": 0.9, "accuracy_ci_low": 0.85, "accuracy_ci_high": 0.94},
+             "main_size": 16, "misscale": 255.0, "points": points}
+    summary = findings.summarize(study, 0.01, 0.1)
+    assert summary["variants"]["int8"]["failed"] == reason
+    assert summary["variants"]["pt2e_int8_static"]["failed"] is None
+    assert findings.sentence("int8", summary["variants"]["int8"], summary) == (
+        f"int8: every point of the study failed ({reason}).")
+    assert "4 random samples reach" in findings.sentence(
+        "pt2e_int8_static", summary["variants"]["pt2e_int8_static"], summary)
+    assert findings.section(summary) is not None
+    assert findings.warnings(summary) == []  # nothing to say of a size that never ran

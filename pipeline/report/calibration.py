@@ -116,17 +116,22 @@ def summarize(study: Mapping[str, Any], budget: float, limit: float) -> dict[str
         unsteady = max(below, key=lambda r: r.get("spread", 0.0), default=None)
         main_row = at_main.get("random")
         drawn = [r for r in random if r["draws"] > 1 and "spread" in r]
+        # every point failed (a variant that cannot be made from this model): why
+        failed = None if any("accuracy" in p for ps in selections.values() for p in ps) \
+            else next((p.get("error") for ps in selections.values() for p in ps
+                       if p.get("error")), "failed")
         out[variant] = {
             "curves": curves,
             "smallest_within": {sel: smallest_within(rows) for sel, rows in curves.items()},
             "stable_from": stable,
-            "largest_spread": unsteady and {"size": unsteady["size"],
-                                            "spread": unsteady.get("spread", 0.0),
-                                            "tensor": unsteady.get("spread_tensor")},
-            "last_spread": drawn and {"size": drawn[-1]["size"], "spread": drawn[-1]["spread"],
-                                      "tensor": drawn[-1]["spread_tensor"]},
+            "largest_spread": {"size": unsteady["size"], "spread": unsteady["spread"],
+                               "tensor": unsteady.get("spread_tensor")}
+            if unsteady and "spread" in unsteady else None,
+            "last_spread": {"size": drawn[-1]["size"], "spread": drawn[-1]["spread"],
+                            "tensor": drawn[-1]["spread_tensor"]} if drawn else None,
+            "failed": failed,
             "main_size": main,
-            "main_enough": main_row["within"] if main_row else None,
+            "main_enough": main_row["within"] if main_row and not failed else None,
             "at_main": {sel: r for sel, r in at_main.items() if r},
         }
     return {"floor": floor, "budget": budget, "limit": limit, "float": study["float"],
@@ -137,6 +142,8 @@ def summarize(study: Mapping[str, Any], budget: float, limit: float) -> dict[str
 def sentence(variant: str, s: Mapping[str, Any], summary: Mapping[str, Any]) -> str:
     """One variant's finding, in one sentence (and one more on its own size and on the
     mis-scaled set, where measured)."""
+    if s.get("failed"):
+        return f"{variant}: every point of the study failed ({s['failed'].splitlines()[0]})."
     n = s["smallest_within"].get("random")
     parts = [f"{variant}: " + (
         f"{n:,} random sample{'s reach' if n != 1 else ' reaches'} the float model's "
@@ -153,7 +160,7 @@ def sentence(variant: str, s: Mapping[str, Any], summary: Mapping[str, Any]) -> 
     elif s["stable_from"] is not None:
         parts.append(f"the activation ranges vary by at most {limit:.0%} across draws at "
                      "every size measured")
-    elif s["largest_spread"]:
+    elif s["largest_spread"] and s["last_spread"]:
         last = s["last_spread"]
         parts.append(f"the activation ranges still vary by more than {limit:.0%} of their "
                      f"width across draws at the largest size drawn more than once "
